@@ -1,0 +1,52 @@
+# attnbench: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Which torch to install into the venv. The default is the version CI uses; on a GPU machine pass your
+# CUDA build's spec (`make install TORCH=torch`), or VENV_FLAGS=--system-site-packages to reuse one.
+TORCH ?= torch==2.13.0
+VENV_FLAGS ?=
+STORE := $(CURDIR)/mlruns
+
+.PHONY: help install run single seed-sdpa seed-csa test ui clean gpu-wheels
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install attnbench with its dependencies
+
+run: install ## the seed comparison sweep (3 backends × eager/compiled) into the local MLflow store
+	$(BIN)/python run.py -m backend=math,flash,efficient compile=true,false $(ARGS)
+
+single: install ## one job with the defaults (ARGS="shape=tiny" etc. to change it)
+	$(BIN)/python run.py $(ARGS)
+
+seed-sdpa: install ## the article's first experiment: every SDPA backend, B64 H32 S256 D32 fp16
+	$(BIN)/python run.py -m experiment=seed_sdpa $(ARGS)
+
+seed-csa: install ## the article's CausalSelfAttention module, eager vs compiled
+	$(BIN)/python run.py -m experiment=seed_causal_self_attention $(ARGS)
+
+test: install ## run the test suite (CPU only; GPU tests skip themselves)
+	$(BIN)/python -m pytest $(ARGS)
+
+ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000
+	mkdir -p $(STORE)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
+	  --backend-store-uri sqlite:///$(STORE)/mlflow.db --default-artifact-root $(STORE)/artifacts
+
+gpu-wheels: ## wheels of hydra/omegaconf/mlflow for an offline GPU host that already has torch (.whl/)
+	../shared/tools/offline-wheels.sh .whl
+
+clean: ## remove Hydra's output folders (keeps the MLflow store)
+	rm -rf multirun outputs

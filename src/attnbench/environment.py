@@ -1,0 +1,64 @@
+"""What a number was measured on: versions, device, driver, host and code revision (cached per process)."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from attnbench.devices import device_name
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@lru_cache(maxsize=None)
+def git_commit(repo: Path) -> str:
+    commit = _run(["git", "rev-parse", "HEAD"], cwd=repo)
+    if commit is None:
+        return "unknown"
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo)
+    return f"{commit}-dirty" if dirty else commit
+
+
+@lru_cache(maxsize=None)
+def nvidia_driver() -> str | None:
+    out = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return out.splitlines()[0] if out else None
+
+
+@lru_cache(maxsize=None)
+def environment(device: torch.device, repo: Path) -> dict[str, str]:
+    import hydra
+    import mlflow
+
+    env = {
+        "env.python": platform.python_version(),
+        "env.torch": torch.__version__,
+        "env.hydra": hydra.__version__,
+        "env.mlflow": mlflow.__version__,
+        "env.platform": platform.platform(),
+        "env.hostname": socket.gethostname(),
+        "env.device_type": device.type,
+        "env.device_name": device_name(device),
+        "env.cpu": device_name(torch.device("cpu")),
+        "env.git_commit": git_commit(repo),
+    }
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        env |= {
+            "env.cuda": str(torch.version.cuda),
+            "env.cudnn": str(torch.backends.cudnn.version()),
+            "env.compute_capability": f"{major}.{minor}",
+            "env.driver": nvidia_driver() or "unknown",
+        }
+    return env

@@ -1,0 +1,134 @@
+"""Measure the latency of a zero-argument callable on a device.
+
+Methods (the name is logged next to every number it produces):
+- ``events``: one ``torch.cuda.Event`` pair around each call, optionally after overwriting an L2-sized
+  buffer so that no call reads inputs the previous call left in cache. Device time; CUDA only.
+- ``wall``: host clock around blocks of back-to-back calls, one synchronize per block. What a user's
+  eager loop feels, launch overhead included. Every device.
+
+Repetition is adaptive: warm up for ``warmup_s``, then take samples until they add up to ``min_time_s``
+and number at least ``min_reps``, never more than ``max_reps``. The first call (which includes any
+compilation) is timed on its own by :func:`first_call` and never enters the samples.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import torch
+
+from attnbench.config import TimingConfig, TimingMethod
+from attnbench.devices import synchronize
+from attnbench.errors import Unsupported
+from attnbench.timing.stats import Stats
+
+# The events method queues this much work between synchronisations, so the host never runs far ahead.
+EVENT_BATCH_S = 0.05
+MAX_EVENT_BATCH = 100
+# Flush at least this much, as triton.testing.do_bench does, and at least twice the L2 where it is larger.
+MIN_FLUSH_BYTES = 256 * 2**20
+
+
+@dataclass
+class Measurement:
+    method: str
+    samples_us: list[float]
+    calls_per_sample: int = 1
+    stats: Stats = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = Stats.from_samples(self.samples_us)
+
+
+def methods_for(method: TimingMethod, device: torch.device) -> list[str]:
+    """The methods a job runs, headline first."""
+    if method is TimingMethod.auto:
+        return ["events", "wall"] if device.type == "cuda" else ["wall"]
+    if method is TimingMethod.events and device.type != "cuda":
+        raise Unsupported(f"timing.method=events needs CUDA events; device is {device.type}: use wall")
+    return [method.value]
+
+
+def first_call(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
+    """Run fn once, synchronised; return its output and the seconds it took (compilation included)."""
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def warm_up(fn: Callable[[], object], device: torch.device, seconds: float) -> float:
+    """Call fn in doubling batches for at least `seconds`; return the per-call time of the last batch."""
+    batch, spent, per_call = 1, 0.0, 0.0
+    while True:
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        spent += elapsed
+        per_call = elapsed / batch
+        if spent >= seconds:
+            return per_call
+        batch *= 2
+
+
+def measure(fn: Callable[[], object], device: torch.device, method: str, cfg: TimingConfig,
+            per_call_estimate_s: float) -> Measurement:
+    if method == "events":
+        return _measure_events(fn, device, cfg, per_call_estimate_s)
+    if method == "wall":
+        return _measure_wall(fn, device, cfg, per_call_estimate_s)
+    raise ValueError(f"unknown timing method {method!r}")
+
+
+def _enough(samples: int, timed_s: float, cfg: TimingConfig) -> bool:
+    return samples >= cfg.max_reps or (samples >= cfg.min_reps and timed_s >= cfg.min_time_s)
+
+
+@lru_cache(maxsize=None)
+def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
+    l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)
+    nbytes = max(MIN_FLUSH_BYTES, 2 * l2_bytes)
+    return torch.empty(nbytes // 4, dtype=torch.int32, device=device)
+
+
+def _measure_events(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> Measurement:
+    flush = _l2_flush_buffer(device) if cfg.flush_l2 else None
+    batch = min(MAX_EVENT_BATCH, max(1, int(EVENT_BATCH_S / max(per_call_estimate_s, 1e-9))))
+    samples: list[float] = []
+    while not _enough(len(samples), sum(samples) / 1e6, cfg):
+        pairs = []
+        for _ in range(min(batch, cfg.max_reps - len(samples))):
+            if flush is not None:
+                flush.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            pairs.append((start, end))
+        torch.cuda.synchronize(device)
+        samples.extend(start.elapsed_time(end) * 1e3 for start, end in pairs)  # ms → µs
+    return Measurement("events", samples)
+
+
+def _measure_wall(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> Measurement:
+    calls = max(1, math.ceil(cfg.wall_block_s / max(per_call_estimate_s, 1e-9)))
+    samples: list[float] = []
+    timed_s = 0.0
+    while not _enough(len(samples), timed_s, cfg):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        timed_s += elapsed
+        samples.append(elapsed / calls * 1e6)
+    return Measurement("wall", samples, calls_per_sample=calls)

@@ -1,0 +1,207 @@
+"""Hydra callback that records a sweep in MLflow: one parent run per sweep, one child run per job.
+
+Tracking lives here rather than in the task, so the timing code knows nothing about MLflow. The parent
+run is created in on_multirun_start, before any job: parallel launchers that each created a fresh SQLite
+store at once would corrupt its schema. Its id is written to the sweep folder, so jobs in other
+processes (joblib, submitit) find it without relying on MLFLOW_RUN_ID.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from attnbench.environment import environment
+from attnbench.report import render, summary_table
+from attnbench.tracking.store import (
+    MAX_PARAMS_PER_BATCH,
+    MAX_TAG_VALUE,
+    artifact_location,
+    chunks,
+    job_params,
+    project_root,
+    safe_name,
+    tracking_uri,
+)
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = "mlflow_parent_run.json"
+_errors = {"count": 0}
+
+
+def sweep_had_errors() -> bool:
+    """Whether any job of this process's run or sweep ended as `error` (for the exit code)."""
+    return _errors["count"] > 0
+
+
+def job_run_name(config: DictConfig) -> str:
+    # Short enough for the UI's narrow name column; shape, dtype and the rest are param columns.
+    name = config.backend.name.value
+    if config.compile:
+        mode = config.compile_mode.value
+        name += "+compile" if mode == "default" else f"+{mode}"
+    return name
+
+
+def parent_run_name(config: DictConfig) -> str:
+    experiment = config.hydra.runtime.choices.get("experiment")
+    return experiment or f"sweep {Path(config.hydra.sweep.dir).name}"
+
+
+class MlflowTrackingCallback(Callback):
+    def __init__(self) -> None:
+        self._client = None
+        self._experiment_id: str | None = None
+        self._parent_id: str | None = None
+        self._run_id: str | None = None
+
+    # --- connection -------------------------------------------------------------------------
+    def _connect(self, config: DictConfig):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            uri = tracking_uri(config)
+            client = MlflowClient(tracking_uri=uri)
+            name = config.tracking.experiment
+            experiment = client.get_experiment_by_name(name)
+            self._experiment_id = (
+                experiment.experiment_id if experiment
+                else client.create_experiment(name, artifact_location=artifact_location(config, uri))
+            )
+            self._client = client
+            log.info("Tracking to %s, experiment %r", uri, name)
+        return self._client
+
+    # --- sweep ------------------------------------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        client = self._connect(config)
+        overrides = " ".join(config.hydra.overrides.task)
+        parent = client.create_run(
+            self._experiment_id,
+            run_name=parent_run_name(config),
+            tags={
+                "sweep.dir": str(Path(config.hydra.sweep.dir).resolve()),
+                "mlflow.note.content": f"python run.py -m {overrides}".strip(),
+            },
+        )
+        self._parent_id = parent.info.run_id
+        sweep_params = {f"sweep.{k}": str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()}
+        sweep_params["sweep.overrides"] = overrides or "(none)"
+        self._log_params(parent.info.run_id, sweep_params)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_FILE).write_text(json.dumps({
+            "run_id": self._parent_id, "experiment_id": self._experiment_id, "tracking_uri": tracking_uri(config),
+        }))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._parent_id is None:
+            return
+        client = self._connect(config)
+        children = client.search_runs(
+            [self._experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self._parent_id}'",
+            max_results=10000,
+        )
+        statuses = [r.data.tags.get("status", "unknown") for r in children]
+        if "error" in statuses:
+            _errors["count"] = max(_errors["count"], statuses.count("error"))
+        self._summarise(self._parent_id, children, parent_run_name(config))
+        for status in set(statuses):
+            client.log_metric(self._parent_id, f"jobs_{status}", statuses.count(status))
+        client.set_terminated(self._parent_id, "FAILED" if "error" in statuses else "FINISHED")
+
+    # --- job --------------------------------------------------------------------------------
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        client = self._connect(config)
+        tags = {}
+        if config.hydra.mode == RunMode.MULTIRUN:
+            tags["hydra.job.num"] = str(config.hydra.job.num)
+            parent_id = self._parent_id or self._parent_from_sweep_dir(config)
+            tags["mlflow.parentRunId"] = parent_id
+        for group, choice in config.hydra.runtime.choices.items():
+            if not group.startswith("hydra/") and choice is not None:
+                tags[f"choice.{group}"] = str(choice)
+        run = client.create_run(self._experiment_id, run_name=job_run_name(config), tags=tags)
+        self._run_id = run.info.run_id
+        self._log_params(self._run_id, job_params(config))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if self._run_id is None:
+            return
+        client, run_id = self._connect(config), self._run_id
+        result = self._result_of(job_return)
+        if result["status"] == "error":
+            _errors["count"] += 1
+
+        from mlflow.entities import Metric, RunTag
+
+        device = torch.device(result["tags"].get("device", "cpu"))
+        tags = {"status": result["status"], "reason": result["reason"]}
+        tags |= environment(device, project_root(config)) | result["tags"]
+        now = int(time.time() * 1000)
+        metrics = [Metric(safe_name(k), float(v), now, 0) for k, v in result["metrics"].items()
+                   if v is not None and math.isfinite(float(v))]
+        tag_list = [RunTag(safe_name(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
+        for batch in chunks(metrics, 1000):
+            client.log_batch(run_id, metrics=batch)
+        for batch in chunks(tag_list, 100):
+            client.log_batch(run_id, tags=batch)
+
+        output_dir = Path(config.hydra.runtime.output_dir)
+        hydra_dir = output_dir / (config.hydra.output_subdir or ".hydra")
+        if hydra_dir.is_dir():
+            client.log_artifacts(run_id, str(hydra_dir), artifact_path=".hydra")
+        job_log = output_dir / f"{config.hydra.job.name}.log"
+        if job_log.is_file():
+            client.log_artifact(run_id, str(job_log))
+        if result.get("traceback"):
+            client.log_text(run_id, result["traceback"], "traceback.txt")
+        client.set_terminated(run_id, "FAILED" if result["status"] == "error" else "FINISHED")
+        self._run_id = None
+
+        if config.hydra.mode == RunMode.RUN:
+            self._summarise(None, [client.get_run(run_id)], job_run_name(config))
+
+    # --- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _result_of(job_return: JobReturn) -> dict:
+        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
+            return job_return.return_value
+        # The task itself raised (attnbench.job never does; a bug or a KeyboardInterrupt-like exit could).
+        exc = job_return._return_value
+        return {
+            "status": "error",
+            "reason": f"{type(exc).__name__}: {exc}".splitlines()[0] if exc else "the task returned nothing",
+            "metrics": {},
+            "tags": {},
+            "traceback": "".join(traceback.format_exception(exc)) if isinstance(exc, BaseException) else None,
+        }
+
+    def _parent_from_sweep_dir(self, config: DictConfig) -> str:
+        record = json.loads((Path(config.hydra.sweep.dir) / PARENT_FILE).read_text())
+        self._parent_id = record["run_id"]
+        return self._parent_id
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for batch in chunks(items, MAX_PARAMS_PER_BATCH):
+            self._client.log_batch(run_id, params=batch)
+
+    def _summarise(self, parent_id: str | None, runs: list, title: str) -> None:
+        text = render(summary_table(runs, title))
+        if parent_id is not None:
+            self._client.log_text(parent_id, text, "summary.txt")

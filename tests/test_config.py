@@ -1,0 +1,116 @@
+"""Every option composes; bad input fails before any work, naming the field, the choices and the value."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from attnbench.config import BackendName, DeviceName, Dtype
+from attnbench.errors import ConfigError
+from attnbench.validation import validate
+from conftest import CONF, REPO
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["device", "backend", "model", "shape"])
+def test_every_option_of_every_group_composes(compose_cfg, group):
+    for option in _options(group):
+        cfg = compose_cfg(f"{group}={option}")
+        if group in ("device", "backend", "model"):
+            assert str(getattr(cfg[group].name, "value", cfg[group].name)) == option
+        else:
+            assert all(cfg.shape[k] > 0 for k in ("batch", "heads", "seq_len", "head_dim"))
+
+
+def test_group_options_match_the_schema_enums():
+    assert _options("device") == sorted(d.value for d in DeviceName)
+    assert _options("backend") == sorted(b.value for b in BackendName)
+
+
+def test_defaults_are_the_articles_seed(compose_cfg):
+    cfg = compose_cfg()
+    assert cfg.model.name == "sdpa" and cfg.backend.name is BackendName.default
+    assert (cfg.shape.batch, cfg.shape.heads, cfg.shape.seq_len, cfg.shape.head_dim) == (64, 32, 256, 32)
+    assert cfg.dtype is Dtype.float16 and cfg.compile is False
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "experiments").glob("*.yaml")))
+def test_every_experiment_composes_with_its_sweep(compose_cfg, name):
+    cfg = compose_cfg(f"experiment={name}", return_hydra_config=True)
+    assert cfg.hydra.sweeper.params, f"experiments/{name}.yaml defines no sweep"
+    assert cfg.shape.batch > 0
+
+
+def test_experiment_files_are_shareable_sweeps():
+    for path in (REPO / "experiments").glob("*.yaml"):
+        text = path.read_text()
+        assert text.startswith("# @package _global_"), path
+        assert f"experiment={path.stem}" in text, f"{path} lacks its usage comment"
+
+
+def test_seed_experiments_match_the_article(compose_cfg):
+    sdpa = compose_cfg("experiment=seed_sdpa", return_hydra_config=True)
+    assert set(sdpa.hydra.sweeper.params.backend.split(",")) == {b.value for b in BackendName}
+    assert (sdpa.shape.batch, sdpa.shape.heads, sdpa.shape.seq_len, sdpa.shape.head_dim) == (64, 32, 256, 32)
+    csa = compose_cfg("experiment=seed_causal_self_attention", return_hydra_config=True)
+    assert csa.model.name == "causal_self_attention" and csa.causal is True
+    assert (csa.shape.batch, csa.shape.seq_len, csa.shape.heads, csa.shape.head_dim) == (32, 128, 8, 64)
+    assert csa.hydra.sweeper.params.compile.replace(" ", "") in ("false,true", "true,false")
+
+
+def test_command_line_wins_over_an_experiment(compose_cfg):
+    cfg = compose_cfg("experiment=seed_sdpa", "shape=tiny", "dtype=float32")
+    assert cfg.shape.seq_len == 16 and cfg.dtype is Dtype.float32
+
+
+@pytest.mark.parametrize(
+    "override, field, value, allowed",
+    [
+        ("dtype=float64", "dtype", "float64", "bfloat16"),
+        ("compile_mode=fastest", "compile_mode", "fastest", "max-autotune"),
+        ("timing.method=stopwatch", "timing.method", "stopwatch", "events"),
+        ("device.name=tpu", "device.name", "tpu", "cuda"),
+        ("shape.batch=many", "shape.batch", "many", "Integer"),
+    ],
+)
+def test_bad_values_fail_at_composition_naming_field_choices_and_value(compose_cfg, override, field, value, allowed):
+    with pytest.raises((ValidationError, ConfigCompositionException)) as info:
+        compose_cfg(override)
+    message = str(info.value) + str(info.value.__cause__ or "")
+    assert field in message and value in message and allowed in message
+
+
+@pytest.mark.parametrize("override, option", [("backend=fastest", "flash"), ("model=bert", "sdpa"),
+                                              ("shape=huge", "tiny")])
+def test_unknown_group_option_lists_the_available_ones(compose_cfg, override, option):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg(override)
+    group, given = override.split("=")
+    assert given in str(info.value) and option in str(info.value) and group in str(info.value)
+
+
+def test_unknown_model_field_is_refused(compose_cfg):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg("model=causal_self_attention", "model.n_layer=12")
+    assert "n_layer" in str(info.value) + str(info.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (["shape.batch=0"], "shape.batch"),
+        (["shape.head_dim=-8"], "shape.head_dim"),
+        (["timing.min_reps=20", "timing.max_reps=10"], "timing.max_reps"),
+        (["timing.min_time_s=-1"], "timing.min_time_s"),
+        (["model=causal_self_attention", "model.dropout=1.5"], "model.dropout"),
+    ],
+)
+def test_cross_field_rules_fail_before_any_allocation(compose_cfg, overrides, field):
+    cfg = compose_cfg("device=cpu", *overrides)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert info.value.field == field and field in str(info.value) and "expected" in str(info.value)

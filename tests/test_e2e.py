@@ -1,0 +1,96 @@
+"""The real script in a subprocess against a throw-away MLflow store: what a user gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import FAST_TIMING, FIXTURES, run_script
+
+pytestmark = pytest.mark.slow
+TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
+
+
+def _runs(store: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    experiment = client.get_experiment_by_name("attnbench")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    return {a.path for a in client.list_artifacts(run_id, path)}
+
+
+def test_seed_sweep_gives_one_parent_and_six_children(store, tmp_path):
+    proc = run_script("-m", "backend=math,flash,efficient", "compile=true,false", *TINY, store=store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, parents, children = _runs(store)
+    assert len(parents) == 1 and len(children) == 6
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert "summary.txt" in _artifacts(client, parent.info.run_id)
+    assert "efficient" in proc.stdout and "unsupported" in proc.stdout  # the printed table
+
+    combos = {(c.data.params["backend.name"], c.data.params["compile"]) for c in children}
+    assert combos == {(b, c) for b in ("math", "flash", "efficient") for c in ("true", "false")}
+    for child in children:
+        p, m, t = child.data.params, child.data.metrics, child.data.tags
+        assert (p["shape.batch"], p["shape.seq_len"], p["dtype"], p["model.name"]) == ("2", "16", "float16", "sdpa")
+        assert not any(k.startswith("hydra") for k in p)
+        assert t["env.torch"] and t["env.python"] and t["env.hostname"] and t["env.git_commit"]
+        assert ".hydra" in _artifacts(client, child.info.run_id)
+        assert {a.rsplit("/", 1)[-1] for a in _artifacts(client, child.info.run_id, ".hydra")} >= {
+            "config.yaml", "overrides.yaml", "hydra.yaml"}
+        assert len(child.info.run_name) <= 18
+        if p["backend.name"] == "efficient":
+            assert t["status"] == "unsupported" and t["reason"].strip()
+            continue
+        assert t["status"] == "ok", t.get("reason")
+        assert t["sdpa.kernel"] in (p["backend.name"], "decomposed")
+        for key in ("median_us", "tflops", "wall_median_us", "wall_p90_us", "first_call_s"):
+            assert m[key] > 0, key
+        if p["compile"] == "true":
+            assert m["compile_s"] > 0 and m["dynamo_graphs"] >= 1
+            assert child.info.run_name.endswith("+compile")
+        else:
+            assert "compile_s" not in m and t["sdpa.kernel"] == p["backend.name"]
+
+
+def test_a_single_run_is_one_run_without_parent(store, tmp_path):
+    proc = run_script("backend=math", *TINY, store=store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parents, children = _runs(store)
+    assert len(parents) == 1 and not children
+    assert parents[0].data.tags["status"] == "ok" and parents[0].info.run_name == "math"
+    assert "math" in proc.stdout
+
+
+@pytest.mark.parametrize("experiment, jobs", [("seed_sdpa", 5), ("seed_causal_self_attention", 2)])
+def test_experiment_files_run_their_whole_sweep(store, tmp_path, experiment, jobs):
+    proc = run_script("-m", f"experiment={experiment}", *TINY, store=store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parents, children = _runs(store)
+    assert [p.info.run_name for p in parents] == [experiment] and len(children) == jobs
+    statuses = {c.data.tags["status"] for c in children}
+    assert statuses <= {"ok", "unsupported"} and "ok" in statuses
+
+
+def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(store, tmp_path):
+    proc = run_script("-m", "model=broken,sdpa", *TINY, f"hydra.searchpath=[file://{FIXTURES}/conf]",
+                      store=store, cwd=tmp_path, script=FIXTURES / "run_with_failing_workloads.py")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    client, parents, children = _runs(store)
+    assert len(children) == 2
+    by_model = {c.data.params["model.name"]: c for c in children}
+    broken = by_model["broken"]
+    assert broken.data.tags["status"] == "error" and "always fails" in broken.data.tags["reason"]
+    assert broken.info.status == "FAILED"
+    assert "traceback.txt" in _artifacts(client, broken.info.run_id)
+    assert by_model["sdpa"].data.tags["status"] == "ok"
+    assert parents[0].info.status == "FAILED" and parents[0].data.metrics["jobs_error"] == 1

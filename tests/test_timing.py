@@ -1,0 +1,108 @@
+"""The timer on CPU workloads whose relative cost is known. Relations and bounds, never absolute times."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attnbench.config import TimingConfig, TimingMethod
+from attnbench.errors import Unsupported
+from attnbench.timing import Stats, first_call, measure, methods_for
+from attnbench.timing.timer import warm_up
+
+CPU = torch.device("cpu")
+A = torch.randn(192, 192)
+
+
+def matmuls(n: int):
+    def work():
+        x = A
+        for _ in range(n):
+            x = torch.tanh(A @ x)
+        return x
+
+    return work
+
+
+def timing(**kw) -> TimingConfig:
+    return TimingConfig(**({"warmup_s": 0.02, "min_time_s": 0.05, "min_reps": 5, "max_reps": 200} | kw))
+
+
+def test_twice_the_work_takes_longer():
+    cfg = timing(min_time_s=0.2)
+    single, double = matmuls(8), matmuls(16)
+    t1 = measure(single, CPU, "wall", cfg, warm_up(single, CPU, cfg.warmup_s)).stats.median_us
+    t2 = measure(double, CPU, "wall", cfg, warm_up(double, CPU, cfg.warmup_s)).stats.median_us
+    assert 1.3 * t1 < t2 < 3.0 * t1
+
+
+def test_stats_are_computed_from_the_raw_samples():
+    m = measure(matmuls(2), CPU, "wall", timing(), 1e-3)
+    assert m.method == "wall" and m.samples_us and all(s > 0 for s in m.samples_us)
+    assert m.stats == Stats.from_samples(m.samples_us)
+
+
+def test_min_reps_is_honoured_when_time_is_no_constraint():
+    m = measure(matmuls(1), CPU, "wall", timing(min_time_s=0.0, min_reps=7), 1e-3)
+    assert m.stats.count == 7
+
+
+def test_max_reps_caps_a_run_that_min_time_would_extend():
+    m = measure(matmuls(1), CPU, "wall", timing(min_time_s=1e6, max_reps=9), 1e-3)
+    assert m.stats.count == 9
+
+
+def test_min_time_is_reached_before_stopping():
+    cfg = timing(min_time_s=0.1, min_reps=1, max_reps=100_000)
+    m = measure(matmuls(2), CPU, "wall", cfg, 1e-3)
+    timed_s = sum(m.samples_us) * m.calls_per_sample / 1e6
+    assert timed_s >= 0.1 and m.stats.count > 1
+
+
+def test_wall_blocks_hold_enough_calls_to_last_the_block_target():
+    m = measure(matmuls(1), CPU, "wall", timing(wall_block_s=0.01), per_call_estimate_s=0.001)
+    assert m.calls_per_sample == math.ceil(0.01 / 0.001)
+
+
+def test_the_first_call_is_timed_apart_from_the_steady_state():
+    calls = []
+
+    def slow_first():
+        calls.append(1)
+        return matmuls(40 if len(calls) == 1 else 4)()
+
+    _, first_s = first_call(slow_first, CPU)
+    m = measure(slow_first, CPU, "wall", timing(), warm_up(slow_first, CPU, 0.01))
+    assert first_s * 1e6 > 3 * m.stats.max_us
+
+
+def test_warm_up_runs_for_at_least_its_duration_and_estimates_per_call_time():
+    calls = []
+    estimate = warm_up(lambda: calls.append(matmuls(2)()), CPU, 0.05)
+    assert len(calls) >= 1 and 0 < estimate < 0.05
+
+
+def test_auto_means_wall_on_cpu_and_events_need_cuda():
+    assert methods_for(TimingMethod.auto, CPU) == ["wall"]
+    assert methods_for(TimingMethod.wall, CPU) == ["wall"]
+    with pytest.raises(Unsupported, match="events"):
+        methods_for(TimingMethod.events, CPU)
+    assert methods_for(TimingMethod.auto, torch.device("cuda")) == ["events", "wall"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_events_measure_device_time_and_twice_the_work_takes_longer():
+    dev = torch.device("cuda")
+    x = torch.randn(2048, 2048, device=dev, dtype=torch.float16)
+
+    def work(n):
+        return lambda: [x @ x for _ in range(n)]
+
+    cfg = timing(min_time_s=0.1)
+    t1 = measure(work(4), dev, "events", cfg, warm_up(work(4), dev, 0.05))
+    t2 = measure(work(8), dev, "events", cfg, warm_up(work(8), dev, 0.05))
+    assert 1.6 * t1.stats.median_us < t2.stats.median_us < 2.4 * t1.stats.median_us
+    assert t1.stats.cv < 0.2

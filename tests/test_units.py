@@ -1,0 +1,112 @@
+"""Pure functions: the FLOP formula, the statistics, params for MLflow, the kernel-name mapping."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+from attnbench.backends import is_no_kernel_error, kernel_family
+from attnbench.metrics import attention_flops, compare, tflops_per_s
+from attnbench.timing import Stats
+from attnbench.tracking.store import MAX_PARAM_VALUE, chunks, flatten, safe_name
+
+
+def test_attention_flops_is_four_b_h_s_squared_d():
+    assert attention_flops(64, 32, 256, 256, 32, causal=False) == 4 * 64 * 32 * 256 * 256 * 32
+    assert attention_flops(1, 1, 2, 2, 1, causal=False) == 16
+
+
+def test_causal_attention_counts_half():
+    full = attention_flops(4, 16, 4096, 4096, 128, causal=False)
+    assert attention_flops(4, 16, 4096, 4096, 128, causal=True) == full // 2
+
+
+def test_flops_scale_linearly_in_batch_heads_dim_and_quadratically_in_length():
+    base = attention_flops(2, 3, 64, 64, 16, causal=False)
+    assert attention_flops(4, 3, 64, 64, 16, causal=False) == 2 * base
+    assert attention_flops(2, 6, 64, 64, 16, causal=False) == 2 * base
+    assert attention_flops(2, 3, 64, 64, 32, causal=False) == 2 * base
+    assert attention_flops(2, 3, 128, 128, 16, causal=False) == 4 * base
+
+
+def test_tflops_per_s():
+    assert tflops_per_s(2_000_000_000_000, 0.5) == pytest.approx(4.0)
+
+
+def test_stats_from_known_samples():
+    samples = [10.0, 20.0, 30.0, 40.0, 100.0]
+    s = Stats.from_samples(samples)
+    assert s.median_us == 30.0 and s.mean_us == 40.0 and s.min_us == 10.0 and s.max_us == 100.0
+    assert s.count == 5
+    assert s.std_us == pytest.approx(statistics.stdev(samples))
+    assert s.cv == pytest.approx(statistics.stdev(samples) / 40.0)
+    # numpy.percentile's default (linear) interpolation: p10 between 10 and 20, p90 between 40 and 100
+    assert s.p10_us == pytest.approx(14.0) and s.p90_us == pytest.approx(76.0)
+
+
+def test_stats_of_one_sample_and_of_none():
+    s = Stats.from_samples([5.0])
+    assert (s.median_us, s.p10_us, s.p90_us, s.std_us, s.count) == (5.0, 5.0, 5.0, 0.0, 1)
+    with pytest.raises(ValueError):
+        Stats.from_samples([])
+
+
+def test_stats_as_metrics_names_carry_the_method():
+    metrics = Stats.from_samples([1.0, 2.0, 3.0]).as_metrics("events")
+    assert metrics["events_median_us"] == 2.0 and metrics["events_count"] == 3
+    assert all(k.startswith("events_") for k in metrics)
+
+
+def test_compare_reports_max_abs_and_relative_error():
+    ref = torch.tensor([1.0, -4.0, 2.0], dtype=torch.float64)
+    out = torch.tensor([1.5, -4.0, 2.0], dtype=torch.float16)
+    err = compare(out, ref)
+    assert err["max_abs_err"] == pytest.approx(0.5) and err["max_rel_err"] == pytest.approx(0.5 / 4.0)
+
+
+def test_flatten_nests_with_dots_and_stringifies_like_hydra():
+    flat = flatten({"shape": {"batch": 2, "heads": 4}, "compile": True, "dtype": "float16", "x": None,
+                    "sizes": [1, 2]})
+    assert flat == {"shape.batch": "2", "shape.heads": "4", "compile": "true", "dtype": "float16",
+                    "x": "null", "sizes": "[1, 2]"}
+
+
+def test_flatten_respects_mlflow_limits():
+    flat = flatten({"note": "x" * 10_000, "a(b)": {"c=d,e@f": 1}})
+    assert len(flat["note"]) == MAX_PARAM_VALUE and flat["note"].endswith("...")
+    assert list(flat)[1] == "a_b_.c_d_e_f"
+    assert safe_name("backend.name/ok-1 2") == "backend.name/ok-1 2"
+
+
+def test_chunks_keep_batches_within_the_limit():
+    assert [len(c) for c in chunks(list(range(250)), 100)] == [100, 100, 50]
+
+
+@pytest.mark.parametrize(
+    "ops, kernels, family",
+    [
+        (["aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu"], [], "flash"),
+        (["aten::_scaled_dot_product_attention_math", "aten::bmm", "aten::_softmax"], [], "math"),
+        (["aten::_scaled_dot_product_efficient_attention"], ["fmha_cutlassF_f16_aligned_64x64_rf_sm80"], "efficient"),
+        (["aten::_scaled_dot_product_cudnn_attention"], [], "cudnn"),
+        ([], ["cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3"], "cudnn"),
+        ([], ["void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<32>>"], "flash"),
+        (["aten::mm", "aten::_softmax"], ["triton_per_fused__softmax_0"], "decomposed"),
+    ],
+)
+def test_kernel_family_from_profiler_names(ops, kernels, family):
+    assert kernel_family(ops, kernels) == family
+
+
+def test_no_kernel_errors_are_recognised_through_wrapping():
+    inner = RuntimeError("No available kernel. Aborting execution.")
+    try:
+        try:
+            raise inner
+        except RuntimeError as e:
+            raise ValueError("Dynamo failed while tracing") from e
+    except ValueError as outer:
+        assert is_no_kernel_error(outer)
+    assert not is_no_kernel_error(RuntimeError("CUDA error: an illegal memory access"))
