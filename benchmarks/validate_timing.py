@@ -16,6 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
 from attnbench.config import TimingConfig
+from attnbench.models.causal_self_attention import CausalSelfAttention
 from attnbench.timing.timer import measure, warm_up
 
 CASES = {
@@ -38,18 +39,48 @@ def profiler_kernel_us(fn, calls: int = 20) -> float:
     return statistics.median(per_call)
 
 
+def row(case: str, name: str, fn, dev, cfg) -> None:
+    from triton.testing import do_bench
+
+    m = measure(fn, dev, "events", cfg, warm_up(fn, dev, 0.1))
+    wall = measure(fn, dev, "wall", cfg, warm_up(fn, dev, 0.05)).stats.median_us
+    prof = profiler_kernel_us(fn)
+    dob = do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
+    ev = m.stats.median_us
+    print(f"{case:38} {name:10} {ev:10.1f} {prof:10.1f} {dob:10.1f} {ev / prof:8.3f} {ev / dob:8.3f} "
+          f"{m.stats.cv:6.3f} {wall:10.1f}")
+
+
+def module_rows(dev, cfg) -> None:
+    """The article's module: launch-bound at this size, so events, kernel sum and wall time part ways."""
+    case = "CSA B32 T128 H8 D64 fp16 causal"
+    module = CausalSelfAttention(8, 512, bias=False, dropout=0.1, is_causal=True).to(dev, torch.float16).eval()
+    x = torch.randn(32, 128, 512, device=dev, dtype=torch.float16)
+    with torch.no_grad():
+        row(case, "eager", lambda: module(x), dev, cfg)
+        for mode in ("default", "reduce-overhead"):
+            torch._dynamo.reset()
+            compiled = torch.compile(module, mode=mode)
+
+            def step():
+                torch.compiler.cudagraph_mark_step_begin()
+                return compiled(x)
+
+            step()
+            row(case, f"compiled {mode}"[:22], step, dev, cfg)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--min-time", type=float, default=0.5)
     args = parser.parse_args()
-    from triton.testing import do_bench
 
     dev = torch.device("cuda")
     cfg = TimingConfig(min_time_s=args.min_time, min_reps=20, max_reps=5000)
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CUDA {torch.version.cuda}  "
           f"cuDNN {torch.backends.cudnn.version()}")
     print(f"{'case':38} {'backend':10} {'events':>10} {'profiler':>10} {'do_bench':>10} "
-          f"{'ev/prof':>8} {'ev/dob':>8} {'cv':>6}")
+          f"{'ev/prof':>8} {'ev/dob':>8} {'cv':>6} {'wall':>10}")
     for case, spec in CASES.items():
         q, k, v = (torch.randn(*spec["shape"], device=dev, dtype=spec["dtype"]) for _ in range(3))
 
@@ -63,13 +94,9 @@ def main() -> None:
                 except (RuntimeError, torch.OutOfMemoryError) as e:
                     print(f"{case:38} {name:10} unsupported: {str(e).splitlines()[0][:60]}")
                     continue
-                m = measure(fn, dev, "events", cfg, warm_up(fn, dev, 0.1))
-                prof = profiler_kernel_us(fn)
-                dob = do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
-            ev = m.stats.median_us
-            print(f"{case:38} {name:10} {ev:10.1f} {prof:10.1f} {dob:10.1f} {ev / prof:8.3f} {ev / dob:8.3f} "
-                  f"{m.stats.cv:6.3f}")
+                row(case, name, fn, dev, cfg)
             torch.cuda.empty_cache()
+    module_rows(dev, cfg)
 
 
 if __name__ == "__main__":

@@ -45,3 +45,12 @@ def test_reduce_overhead_compiles_with_cuda_graphs_and_stays_correct(compose_cfg
     result = run_job(compose_cfg(*SEED, "backend=flash", "compile=true", "compile_mode=reduce-overhead"))
     assert result["status"] == "ok", result["reason"]
     assert result["metrics"]["max_rel_err"] < 1e-2
+
+
+def test_compiled_jobs_in_one_process_each_compile_their_own_backend(compose_cfg):
+    """Inductor's caches do not key on the SDPA flags: without cold compiles, flash would reuse math's graph."""
+    math = run_job(compose_cfg(*SEED, "backend=math", "compile=true"))
+    flash = run_job(compose_cfg(*SEED, "backend=flash", "compile=true"))
+    assert math["status"] == flash["status"] == "ok"
+    assert math["tags"]["sdpa.kernel"] == "decomposed" and flash["tags"]["sdpa.kernel"] == "flash"
+    assert flash["metrics"]["peak_mem_mib"] < math["metrics"]["peak_mem_mib"] / 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -25,7 +26,8 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
 def git_commit(repo: Path) -> str:
     commit = _run(["git", "rev-parse", "HEAD"], cwd=repo)
     if commit is None:
-        return "unknown"
+        # A copy of the tree without .git (rsync to a GPU host, say) can be told its revision.
+        return os.environ.get("ATTNBENCH_GIT_COMMIT", "unknown")
     dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo)
     return f"{commit}-dirty" if dirty else commit
 

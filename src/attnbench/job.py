@@ -7,10 +7,12 @@ output), invalid (recompiled while being timed), error (anything unexpected; tra
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 import logging
 import traceback
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -69,7 +71,7 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
     torch._dynamo.reset()  # nothing compiled by an earlier job in this process may leak into this one
     graphs_at_start = _dynamo_graphs()  # Dynamo's counters survive reset(): count this job's graphs only
     torch.manual_seed(cfg.seed)
-    with torch.no_grad(), forced_backend(cfg.backend.name):
+    with torch.no_grad(), forced_backend(cfg.backend.name), _cold_compiler():
         log.info("Building %s <%s.%s> on %s", cfg.model.name, type(workload).__module__,
                  type(workload).__name__, device)
         fn, args = workload.build()
@@ -118,6 +120,20 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
     }
 
 
+def _cold_compiler():
+    """Compile from scratch in every job. Inductor's on-disk caches key a graph without the SDPA backend
+    flags, so a sweep would otherwise reuse the math job's compiled graph for flash and efficient (seen on
+    an H100 with torch 2.11: all three ran the same decomposed kernels). Cold compiles also keep compile_s
+    independent of what ran before."""
+    import torch._functorch.config
+    import torch._inductor.config
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch._inductor.config.patch(force_disable_caches=True))
+    stack.enter_context(torch._functorch.config.patch(enable_autograd_cache=False))
+    return stack
+
+
 def _step(fn, args, cfg: DictConfig):
     if cfg.compile and cfg.compile_mode.value == "reduce-overhead":
         # CUDA graphs reuse their output buffers: mark each call as a new step so that a replay never
@@ -135,8 +151,7 @@ def _no_kernel_reason(cfg: DictConfig, device: torch.device, warned: list[str], 
     # raises; the exception itself only says that nothing was left. Keep both.
     found = NO_KERNEL_SENTENCE.search(str(exc))
     error = found.group(0) if found else str(exc).splitlines()[0]
-    reasons = [w for w in warned if "kernel" in w.lower() or "attention" in w.lower()]
-    return f"backend={cfg.backend.name.value} on {device.type}: " + " | ".join(reasons + [error.strip()])
+    return f"backend={cfg.backend.name.value} on {device.type}: " + " | ".join(warned + [error.strip()])
 
 
 def _check(workload, args, out: torch.Tensor, result: JobResult) -> None:
@@ -154,7 +169,8 @@ def _kernels(call, device: torch.device) -> dict[str, str]:
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with warnings.catch_warnings(), profile(activities=activities) as prof:
+        warnings.simplefilter("ignore")  # the profiler's own notices are not the user's business
         call()
         synchronize(device)
     events = prof.events()
