@@ -1,102 +1,118 @@
-"""Cross-check attnbench's `events` timer against torch.profiler's kernel sum and triton's do_bench.
+"""Cross-check attnbench's device timing against independent references, in one process on a CUDA GPU.
 
-Run on a CUDA machine: `python benchmarks/validate_timing.py`. Prints, per backend and shape, the three
-medians in µs and attnbench's ratio to each reference.
+For each SDPA backend, at the seed shape (B 64, H 32, S 256, D 32, fp16) and at long context (B 4, H 16,
+S 4096, D 128, bf16, causal), forward and forward+backward:
+- attnbench's `events` median: the real job (`run_job`), repeated `--repeats` times; their CV is the
+  repeat-to-repeat stability;
+- `torch.profiler`'s kernel sum per call (attnbench's `profiler` method: CUPTI timestamps, L2 flushed before
+  each call, as `events` does);
+- `triton.testing.do_bench(return_mode="median")` on the same operation written plainly.
+Then the article's CausalSelfAttention module (launch-bound) with every timing method.
+
+    python benchmarks/validate_timing.py [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.autograd import DeviceType
+from hydra import compose, initialize_config_dir
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.profiler import ProfilerActivity, profile
 
-from attnbench.config import TimingConfig
-from attnbench.models.causal_self_attention import CausalSelfAttention
-from attnbench.timing.timer import measure, warm_up
+from attnbench.config import register_configs
+from attnbench.job import run_job
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 CASES = {
-    "seed B64 H32 S256 D32 fp16": dict(shape=(64, 32, 256, 32), dtype=torch.float16, causal=False),
-    "long B4 H16 S4096 D128 bf16 causal": dict(shape=(4, 16, 4096, 128), dtype=torch.bfloat16, causal=True),
+    "seed fp16": ["shape=seed_sdpa", "dtype=float16", "causal=false"],
+    "long bf16 causal": ["shape=long_context", "dtype=bfloat16", "causal=true"],
 }
 BACKENDS = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
+TARGET = 0.03  # ±3 %, or ±3 µs where that is larger, for cases of 50 µs or more
 
 
-def profiler_kernel_us(fn, calls: int = 20) -> float:
-    """Median over calls of the summed CUDA kernel time of one call (CUPTI timestamps)."""
-    per_call = []
-    for _ in range(calls):
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn()
-            torch.cuda.synchronize()
-        per_call.append(sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA))
-    return statistics.median(per_call)
+def job(*overrides: str) -> dict:
+    return run_job(compose("config", overrides=["device=cuda", *overrides]))
 
 
-def row(case: str, name: str, fn, dev, cfg) -> None:
+def do_bench_us(cfg_overrides: list[str], backend: SDPBackend, mode: str) -> float:
     from triton.testing import do_bench
 
-    m = measure(fn, dev, "events", cfg, warm_up(fn, dev, 0.1))
-    wall = measure(fn, dev, "wall", cfg, warm_up(fn, dev, 0.05)).stats.median_us
-    prof = profiler_kernel_us(fn)
-    dob = do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
-    ev = m.stats.median_us
-    print(f"{case:38} {name:10} {ev:10.1f} {prof:10.1f} {dob:10.1f} {ev / prof:8.3f} {ev / dob:8.3f} "
-          f"{m.stats.cv:6.3f} {wall:10.1f}")
+    cfg = compose("config", overrides=cfg_overrides)
+    s = cfg.shape
+    dtype = getattr(torch, cfg.dtype.value)
+    q, k, v = (torch.randn(s.batch, s.heads, s.seq_len, s.head_dim, device="cuda", dtype=dtype,
+                           requires_grad=mode == "fwd_bwd") for _ in range(3))
+    grad_out = torch.randn_like(q)
+
+    def forward():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=cfg.causal)
+
+    def training_step():
+        return torch.autograd.grad(forward(), (q, k, v), grad_out)
+
+    with sdpa_kernel(backend), torch.set_grad_enabled(mode == "fwd_bwd"):
+        return do_bench(forward if mode == "fwd" else training_step, warmup=25, rep=100,
+                        return_mode="median") * 1e3
 
 
-def module_rows(dev, cfg) -> None:
-    """The article's module: launch-bound at this size, so events, kernel sum and wall time part ways."""
-    case = "CSA B32 T128 H8 D64 fp16 causal"
-    module = CausalSelfAttention(8, 512, bias=False, dropout=0.1, is_causal=True).to(dev, torch.float16).eval()
-    x = torch.randn(32, 128, 512, device=dev, dtype=torch.float16)
-    with torch.no_grad():
-        row(case, "eager", lambda: module(x), dev, cfg)
-        for mode in ("default", "reduce-overhead"):
-            torch._dynamo.reset()
-            compiled = torch.compile(module, mode=mode)
+def verdict(events: float, reference: float) -> str:
+    if reference < 50:
+        return "n/a (<50 µs)"
+    return "ok" if abs(events - reference) <= max(TARGET * reference, 3.0) else "MISS"
 
-            def step():
-                torch.compiler.cudagraph_mark_step_begin()
-                return compiled(x)
 
-            step()
-            row(case, f"compiled {mode}"[:22], step, dev, cfg)
+def sdpa_rows(repeats: int) -> None:
+    print(f"{'case':18} {'backend':9} {'mode':7} {'events':>9} {'rep CV':>7} {'profiler':>9} {'do_bench':>9} "
+          f"{'ev/prof':>8} {'ev/dob':>7}  target")
+    for case, shape in CASES.items():
+        for mode in ("fwd", "fwd_bwd"):
+            for name, backend in BACKENDS.items():
+                overrides = ["model=sdpa", f"backend={name}", f"mode={mode}", *shape]
+                runs = [job(*overrides, "timing.method=events") for _ in range(repeats)]
+                if runs[0]["status"] != "ok":
+                    print(f"{case:18} {name:9} {mode:7} {runs[0]['status']}: {runs[0]['reason'][:90]}")
+                    continue
+                medians = [r["metrics"]["events_median_us"] for r in runs]
+                events = statistics.median(medians)
+                rep_cv = statistics.stdev(medians) / statistics.fmean(medians) if repeats > 1 else 0.0
+                prof = job(*overrides, "timing.method=profiler")["metrics"]["profiler_median_us"]
+                dob = do_bench_us(["model=sdpa", *shape], backend, mode)
+                print(f"{case:18} {name:9} {mode:7} {events:9.1f} {rep_cv:7.3%} {prof:9.1f} {dob:9.1f} "
+                      f"{events / prof:8.3f} {events / dob:7.3f}  {verdict(events, prof)}")
+                torch.cuda.empty_cache()
+
+
+def module_rows() -> None:
+    """The module at the article's size: what each method says when the host is the bottleneck."""
+    print(f"\n{'CausalSelfAttention B32 T128 H8 D64 fp16 causal':48} " +
+          " ".join(f"{m:>10}" for m in ("events", "wall", "cuda_graph", "profiler")))
+    base = ["model=causal_self_attention", "shape=seed_causal_self_attention", "causal=true", "dtype=float16"]
+    for label, extra in (("eager", []), ("compiled (default)", ["compile=true"]),
+                         ("compiled (reduce-overhead)", ["compile=true", "compile_mode=reduce-overhead"])):
+        cells = []
+        for method in ("events", "wall", "cuda_graph", "profiler"):
+            r = job(*base, *extra, f"timing.method={method}")
+            cells.append(f"{r['metrics'][f'{method}_median_us']:10.1f}" if r["status"] == "ok" else
+                         f"{r['status'][:10]:>10}")
+        print(f"{label:48} " + " ".join(cells))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--min-time", type=float, default=0.5)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-
-    dev = torch.device("cuda")
-    cfg = TimingConfig(min_time_s=args.min_time, min_reps=20, max_reps=5000)
+    register_configs()
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CUDA {torch.version.cuda}  "
           f"cuDNN {torch.backends.cudnn.version()}")
-    print(f"{'case':38} {'backend':10} {'events':>10} {'profiler':>10} {'do_bench':>10} "
-          f"{'ev/prof':>8} {'ev/dob':>8} {'cv':>6} {'wall':>10}")
-    for case, spec in CASES.items():
-        q, k, v = (torch.randn(*spec["shape"], device=dev, dtype=spec["dtype"]) for _ in range(3))
-
-        def fn():
-            return F.scaled_dot_product_attention(q, k, v, is_causal=spec["causal"])
-
-        for name, backend in BACKENDS.items():
-            with sdpa_kernel(backend):
-                try:
-                    fn()
-                except (RuntimeError, torch.OutOfMemoryError) as e:
-                    print(f"{case:38} {name:10} unsupported: {str(e).splitlines()[0][:60]}")
-                    continue
-                row(case, name, fn, dev, cfg)
-            torch.cuda.empty_cache()
-    module_rows(dev, cfg)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        sdpa_rows(args.repeats)
+        module_rows()
 
 
 if __name__ == "__main__":

@@ -54,3 +54,37 @@ def test_compiled_jobs_in_one_process_each_compile_their_own_backend(compose_cfg
     assert math["status"] == flash["status"] == "ok"
     assert math["tags"]["sdpa.kernel"] == "decomposed" and flash["tags"]["sdpa.kernel"] == "flash"
     assert flash["metrics"]["peak_mem_mib"] < math["metrics"]["peak_mem_mib"] / 4
+
+
+@pytest.mark.parametrize("method", ["cuda_graph", "profiler"])
+def test_launch_free_methods_agree_with_events_on_a_kernel_bound_call(compose_cfg, method):
+    events = run_job(compose_cfg(*SEED, "backend=flash", "timing.method=events"))["metrics"]["events_median_us"]
+    result = run_job(compose_cfg(*SEED, "backend=flash", f"timing.method={method}"))
+    assert result["status"] == "ok", result["reason"]
+    assert result["tags"]["timing.headline"] == method
+    assert abs(result["metrics"][f"{method}_median_us"] / events - 1) < 0.1
+
+
+def test_on_a_launch_bound_module_graph_replay_beats_the_host_and_kernels_bound_it(compose_cfg):
+    base = ["device=cuda", "model=causal_self_attention", "shape=seed_causal_self_attention", "causal=true",
+            *FAST_TIMING]
+    graph = run_job(compose_cfg(*base, "timing.method=cuda_graph"))["metrics"]["cuda_graph_median_us"]
+    wall = run_job(compose_cfg(*base, "timing.method=wall"))["metrics"]["wall_median_us"]
+    kernels = run_job(compose_cfg(*base, "timing.method=profiler"))["metrics"]["profiler_median_us"]
+    assert kernels <= 1.1 * graph and graph < wall
+
+
+@pytest.mark.parametrize("backend", ["flash", "efficient", "cudnn"])
+def test_training_step_on_fused_backends_with_correct_gradients(compose_cfg, backend):
+    result = run_job(compose_cfg(*SEED, f"backend={backend}", "mode=fwd_bwd"))
+    assert result["status"] == "ok", result["reason"]
+    assert result["tags"]["sdpa.kernel"] == backend
+    assert result["metrics"]["grad_max_rel_err"] < 2e-2 and result["metrics"]["max_rel_err"] < 1e-2
+
+
+def test_device_ceilings_are_measured_and_quoted(compose_cfg):
+    m = run_job(compose_cfg(*SEED, "backend=cudnn"))["metrics"]
+    assert m["device_peak_tflops"] > 50 and m["device_peak_gbps"] > 500
+    assert 0 < m["pct_device_peak_tflops"] < 100
+    if "datasheet_tflops" in m:
+        assert m["device_peak_tflops"] < 1.05 * m["datasheet_tflops"]

@@ -48,7 +48,7 @@ def test_efficient_on_cpu_is_unsupported_with_pytorchs_reason(job):
     result = job("backend=efficient")
     assert result["status"] == "unsupported"
     assert "efficient" in result["reason"] and "No viable backend" in result["reason"]
-    assert not result["metrics"]
+    assert set(result["metrics"]) == {"job_s"}  # nothing was timed
 
 
 def test_efficient_under_compile_is_unsupported_too(job):
@@ -78,6 +78,51 @@ def test_causal_self_attention_module_runs_and_matches_its_float64_reference(job
     assert result["metrics"]["max_abs_err"] < 1e-4
     # projections (8·B·T·C²) plus half of the attention score work, B 2, T 16, C 16
     assert result["metrics"]["gflop"] * 1e9 == pytest.approx(8 * 2 * 16 * 16**2 + 4 * 2 * 2 * 16 * 16 * 8 // 2)
+
+
+@pytest.mark.parametrize("model", ["sdpa", "causal_self_attention"])
+@pytest.mark.parametrize("mode", ["bwd", "fwd_bwd"])
+def test_training_modes_time_the_backward_and_check_input_gradients(job, model, mode):
+    result = job(f"model={model}", f"mode={mode}", "dtype=float32", "causal=true")
+    assert result["status"] == "ok", result["reason"]
+    m = result["metrics"]
+    assert m["median_us"] > 0 and m["max_abs_err"] < 1e-4
+    assert 0 <= m["grad_max_abs_err"] < 1e-4 and m["grad_max_rel_err"] < 1e-4
+
+
+def test_training_multiplies_the_flops_and_takes_longer(job):
+    fwd = job("mode=fwd", "dtype=float32", "shape.seq_len=128")["metrics"]
+    bwd = job("mode=bwd", "dtype=float32", "shape.seq_len=128")["metrics"]
+    both = job("mode=fwd_bwd", "dtype=float32", "shape.seq_len=128")["metrics"]
+    assert bwd["gflop"] == pytest.approx(2.5 * fwd["gflop"]) and both["gflop"] == pytest.approx(3.5 * fwd["gflop"])
+    assert both["median_us"] > fwd["median_us"]
+
+
+@pytest.mark.parametrize("mode", ["bwd", "fwd_bwd"])
+def test_compiled_training_modes_compile_forward_and_backward(job, mode):
+    result = job("compile=true", f"mode={mode}", "dtype=float32")
+    assert result["status"] == "ok", result["reason"]
+    assert result["metrics"]["dynamo_graphs"] >= 1 and result["metrics"]["grad_max_abs_err"] < 1e-4
+
+
+def test_bandwidth_and_intensity_follow_from_bytes_and_flops(job):
+    m = job("dtype=float32")["metrics"]
+    # tiny: B 2, H 2, S 16, D 8, fp32: Q, K, V read and O written once
+    nbytes = 4 * 2 * 2 * 16 * 8 * 4
+    assert m["arith_intensity"] == pytest.approx(m["gflop"] * 1e9 / nbytes)
+    assert m["gbps"] == pytest.approx(nbytes / (m["median_us"] / 1e6) / 1e9)
+    assert not any(k.startswith(("device_peak", "pct_")) for k in m)  # no measured ceilings on a CPU
+
+
+@pytest.mark.parametrize("method", ["events", "cuda_graph", "profiler"])
+def test_gpu_timing_methods_are_unsupported_on_cpu(job, method):
+    result = job(f"timing.method={method}")
+    assert result["status"] == "unsupported" and method in result["reason"]
+
+
+def test_a_high_coefficient_of_variation_is_tagged(job):
+    assert "timing.unstable" in job("timing.cv_threshold=0")["tags"]
+    assert "timing.unstable" not in job("timing.cv_threshold=100")["tags"]
 
 
 def test_a_bad_config_is_an_error_naming_the_field(job):
@@ -110,10 +155,19 @@ def test_model():
             def build(self):
                 return build(self)
 
-            def flops(self):
+            def flops(self, mode):
                 return 1
 
-            def reference(self, args, out):
+            def min_bytes(self, mode):
+                return 1
+
+            def slice_inputs(self, args):
+                return args
+
+            def slice_output(self, out):
+                return out
+
+            def reference(self):
                 return None
 
         added.append(name)

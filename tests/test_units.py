@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from attnbench.backends import is_no_kernel_error, kernel_family
-from attnbench.metrics import attention_flops, compare, tflops_per_s
+from attnbench.config import Mode
+from attnbench.metrics import attention_flops, attention_min_bytes, compare, tflops_per_s
 from attnbench.timing import Stats
 from attnbench.tracking.store import MAX_PARAM_VALUE, chunks, flatten, safe_name
 
@@ -29,6 +30,20 @@ def test_flops_scale_linearly_in_batch_heads_dim_and_quadratically_in_length():
     assert attention_flops(2, 6, 64, 64, 16, causal=False) == 2 * base
     assert attention_flops(2, 3, 64, 64, 32, causal=False) == 2 * base
     assert attention_flops(2, 3, 128, 128, 16, causal=False) == 4 * base
+
+
+def test_training_modes_scale_the_attention_flops():
+    fwd = attention_flops(2, 3, 64, 64, 16, causal=True)
+    assert attention_flops(2, 3, 64, 64, 16, causal=True, mode=Mode.bwd) == 2.5 * fwd
+    assert attention_flops(2, 3, 64, 64, 16, causal=True, mode=Mode.fwd_bwd) == 3.5 * fwd
+
+
+def test_minimum_bytes_per_mode():
+    # forward: Q, K, V read and O written; backward: Q, K, V, O, dO read and dQ, dK, dV written
+    one_tensor = 2 * 3 * 64 * 16 * 2
+    assert attention_min_bytes(2, 3, 64, 16, 2, Mode.fwd) == 4 * one_tensor
+    assert attention_min_bytes(2, 3, 64, 16, 2, Mode.bwd) == 8 * one_tensor
+    assert attention_min_bytes(2, 3, 64, 16, 2, Mode.fwd_bwd) == 12 * one_tensor
 
 
 def test_tflops_per_s():

@@ -46,6 +46,14 @@ class TimingMethod(Enum):
     auto = "auto"  # events (device time) plus wall on CUDA; wall elsewhere
     events = "events"  # one torch.cuda.Event pair per call: device time
     wall = "wall"  # host clock around blocks of calls, one synchronize per block
+    cuda_graph = "cuda_graph"  # replays of one call captured in a CUDA graph: device time without launch gaps
+    profiler = "profiler"  # torch.profiler (CUPTI): the sum of the call's kernel times
+
+
+class Mode(Enum):
+    fwd = "fwd"  # forward only, no autograd
+    bwd = "bwd"  # backward alone (forward done once, outside the timed calls)
+    fwd_bwd = "fwd_bwd"  # forward and backward together, as in a training step
 
 
 @dataclass
@@ -75,6 +83,8 @@ class TimingConfig:
     max_reps: int = 2000  # ...but never more than this many
     flush_l2: bool = True  # events: overwrite a buffer of at least the L2 size before each call
     wall_block_s: float = 0.005  # wall: target length of one block of back-to-back calls
+    profiler_reps: int = 20  # profiler: profiled calls (each its own profiling session)
+    cv_threshold: float = 0.1  # tag a method `unstable` when its samples' std / mean exceeds this
 
 
 @dataclass
@@ -93,6 +103,7 @@ class Config:
     shape: ShapeConfig = MISSING
     timing: TimingConfig = field(default_factory=TimingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    mode: Mode = Mode.fwd
     compile: bool = False
     compile_mode: CompileMode = CompileMode["default"]  # type: ignore[valid-type]
     dtype: Dtype = Dtype.float16

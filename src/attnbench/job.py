@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import re
 import logging
+import re
+import time
 import traceback
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
 from omegaconf import DictConfig
 
 from attnbench.backends import forced_backend, is_no_kernel_error, kernel_family, recorded_warnings
-
-from attnbench.devices import synchronize
+from attnbench.config import Mode
+from attnbench.correctness import check
+from attnbench.devices import device_name, synchronize
 from attnbench.errors import ConfigError, Unsupported
-from attnbench.metrics import all_finite, compare, tflops_per_s
+from attnbench.peak import datasheet, measured_peaks
 from attnbench.timing import first_call, measure
+from attnbench.timing.profiling import profile_call
 from attnbench.timing.timer import warm_up
 from attnbench.validation import Plan, validate
 
@@ -46,6 +48,7 @@ class JobResult:
 def run_job(cfg: DictConfig) -> dict:
     """Hydra task function body. Returns a plain dict (picklable, for parallel launchers)."""
     result = JobResult()
+    started = time.perf_counter()
     try:
         plan = validate(cfg)
         result.tags["device"] = str(plan.device)
@@ -61,27 +64,39 @@ def run_job(cfg: DictConfig) -> dict:
         result.traceback = traceback.format_exc()
     finally:
         _release_memory()
+    result.metrics["job_s"] = time.perf_counter() - started
     level = logging.INFO if result.status in ("ok", "unsupported") else logging.ERROR
     log.log(level, "%s%s", result.status, f": {result.reason}" if result.reason else "")
     return asdict(result)
 
 
 def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
-    workload, device = plan.workload, plan.device
+    workload, device, mode = plan.workload, plan.device, cfg.mode
+    training = mode is not Mode.fwd
+    peaks = measured_peaks(device, workload.dtype)  # before the workload takes memory; cached per process
     torch._dynamo.reset()  # nothing compiled by an earlier job in this process may leak into this one
     graphs_at_start = _dynamo_graphs()  # Dynamo's counters survive reset(): count this job's graphs only
     torch.manual_seed(cfg.seed)
-    with torch.no_grad(), forced_backend(cfg.backend.name), _cold_compiler():
-        log.info("Building %s <%s.%s> on %s", cfg.model.name, type(workload).__module__,
-                 type(workload).__name__, device)
+    with torch.set_grad_enabled(training), forced_backend(cfg.backend.name), _cold_compiler():
+        log.info("Building %s <%s.%s> on %s, mode %s", cfg.model.name, type(workload).__module__,
+                 type(workload).__name__, device, mode.value)
         fn, args = workload.build()
+        if training:
+            args = tuple(a.requires_grad_() for a in args)
+        wrt = [*args, *workload.parameters()]
         if cfg.compile:
             fn = torch.compile(fn, mode=cfg.compile_mode.value)
-        call = _step(fn, args, cfg)
+        forward = _step(fn, args, cfg)
 
         with recorded_warnings() as warned:
             try:
-                out, first_s = first_call(call, device)
+                out, first_s = first_call(forward, device)
+                grads = grad_out = None
+                if training:  # the first backward compiles the backward graph: part of the first call
+                    grad_out = torch.randn_like(out)
+                    grads, backward_s = first_call(lambda: torch.autograd.grad(out, wrt, grad_out,
+                                                                               retain_graph=True), device)
+                    first_s += backward_s
             except Exception as e:
                 if is_no_kernel_error(e):
                     raise Unsupported(_no_kernel_reason(cfg, device, warned, e)) from e
@@ -91,33 +106,62 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
             result.metrics["compile_s"] = first_s
             result.metrics["dynamo_graphs"] = _dynamo_graphs() - graphs_at_start
 
-        _check(workload, args, out, result)
-        del out
+        errors, wrong = check(workload, args, out, grads, grad_out)
+        result.metrics |= errors
+        if wrong:
+            result.status, result.reason = "wrong", wrong
+        del grads
+        call = {
+            Mode.fwd: forward,
+            Mode.bwd: lambda: torch.autograd.grad(out, wrt, grad_out, retain_graph=True),
+            Mode.fwd_bwd: lambda: torch.autograd.grad(forward(), wrt, grad_out),
+        }[mode]
+        if mode is not Mode.bwd:
+            del out  # bwd keeps it: its graph is what each timed backward runs through
+
         result.tags |= _kernels(call, device)
         if device.type == "cuda":
             result.metrics |= _peak_memory(call, device)
 
         per_call = warm_up(call, device, cfg.timing.warmup_s)
         graphs_before = _dynamo_graphs()
+        unstable = []
         for method in plan.methods:
             m = measure(call, device, method, cfg.timing, per_call)
             result.metrics |= m.stats.as_metrics(method)
             if method == "wall":
                 result.metrics["wall_calls_per_sample"] = m.calls_per_sample
+            if m.stats.cv > cfg.timing.cv_threshold:
+                unstable.append(f"{method} cv={m.stats.cv:.3f}")
+        if unstable:
+            result.tags["timing.unstable"] = ", ".join(unstable)
         if cfg.compile and _dynamo_graphs() != graphs_before:
             result.status = "invalid"
             result.reason = "torch.compile recompiled while being timed: the samples include the compiler"
 
     headline = plan.methods[0]
-    median_s = result.metrics[f"{headline}_median_us"] / 1e6
-    flops = workload.flops()
     result.tags["timing.headline"] = headline
     result.tags["timing.methods"] = ",".join(plan.methods)
-    result.metrics |= {
-        "median_us": median_s * 1e6,
+    result.metrics |= _throughput(workload, mode, result.metrics[f"{headline}_median_us"] / 1e6, peaks, device)
+
+
+def _throughput(workload, mode: Mode, seconds: float, peaks: dict[str, float],
+                device: torch.device) -> dict[str, float]:
+    flops, nbytes = workload.flops(mode), workload.min_bytes(mode)
+    metrics = {
+        "median_us": seconds * 1e6,
         "gflop": flops / 1e9,
-        "tflops": tflops_per_s(flops, median_s),
+        "tflops": flops / seconds / 1e12,
+        "gbps": nbytes / seconds / 1e9,
+        "arith_intensity": flops / nbytes,
     }
+    ceilings = peaks | datasheet(device_name(device), workload.dtype)
+    metrics |= ceilings
+    for ceiling, achieved in (("device_peak_tflops", "tflops"), ("device_peak_gbps", "gbps"),
+                              ("datasheet_tflops", "tflops"), ("datasheet_gbps", "gbps")):
+        if ceiling in ceilings:
+            metrics[f"pct_{ceiling}"] = 100 * metrics[achieved] / ceilings[ceiling]
+    return metrics
 
 
 def _cold_compiler():
@@ -154,31 +198,12 @@ def _no_kernel_reason(cfg: DictConfig, device: torch.device, warned: list[str], 
     return f"backend={cfg.backend.name.value} on {device.type}: " + " | ".join(warned + [error.strip()])
 
 
-def _check(workload, args, out: torch.Tensor, result: JobResult) -> None:
-    if not all_finite(out):
-        result.status, result.reason = "wrong", "the output contains NaN or Inf"
-    pair = workload.reference(args, out)
-    if pair is not None:
-        ref, sliced = pair
-        result.metrics |= compare(sliced, ref)
-
-
 def _kernels(call, device: torch.device) -> dict[str, str]:
     """Which SDPA implementation really ran, from one profiled call (aten op names; kernel names on CUDA)."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with warnings.catch_warnings(), profile(activities=activities) as prof:
-        warnings.simplefilter("ignore")  # the profiler's own notices are not the user's business
-        call()
-        synchronize(device)
-    events = prof.events()
-    ops = [e.name for e in events if e.device_type == DeviceType.CPU]
-    kernels = sorted({e.name for e in events if e.device_type == DeviceType.CUDA})
-    tags = {"sdpa.kernel": kernel_family(ops, kernels)}
-    if kernels:
-        tags["kernels"] = "; ".join(kernels)
+    profile = profile_call(call, device)
+    tags = {"sdpa.kernel": kernel_family(profile.ops, profile.kernels)}
+    if profile.kernels:
+        tags["kernels"] = "; ".join(sorted(profile.kernels))
     return tags
 
 
@@ -204,6 +229,3 @@ def _release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-

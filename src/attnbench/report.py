@@ -16,6 +16,7 @@ class Row:
     model: str
     backend: str
     compiled: bool
+    mode: str
     status: str
     median_us: float | None
     wall_us: float | None
@@ -33,6 +34,7 @@ def row_of(run: Run) -> Row:
         model=p.get("model.name", "?"),
         backend=p.get("backend.name", "?"),
         compiled=p.get("compile") == "true",
+        mode=p.get("mode", "fwd"),
         status=status,
         median_us=m.get("median_us"),
         wall_us=m.get("wall_median_us"),
@@ -53,7 +55,7 @@ def summary_table(runs: list[Run], title: str) -> Table:
     table = Table(title=title, caption="median: device time (events) on CUDA, wall time elsewhere; "
                   "speedup: against the slowest ok job")
     for header, justify in [("run", "left"), ("model", "left"), ("backend", "left"), ("compile", "left"),
-                            ("status", "left"), ("median µs", "right"), ("wall µs", "right"),
+                            ("mode", "left"), ("status", "left"), ("median µs", "right"), ("wall µs", "right"),
                             ("TFLOP/s", "right"), ("peak MiB", "right"), ("speedup", "right"),
                             ("kernel / reason", "left")]:
         table.add_column(header, justify=justify, overflow="fold")
@@ -61,7 +63,7 @@ def summary_table(runs: list[Run], title: str) -> Table:
         ok = r.status == "ok"
         speedup = f"{slowest / r.median_us:.2f}×" if ok and slowest and r.median_us else ""
         table.add_row(
-            r.name, r.model, r.backend, "yes" if r.compiled else "no",
+            r.name, r.model, r.backend, "yes" if r.compiled else "no", r.mode,
             f"[green]{r.status}[/]" if ok else f"[yellow]{r.status}[/]",
             _num(r.median_us if ok else None, ".1f"), _num(r.wall_us if ok else None, ".1f"),
             _num(r.tflops if ok else None, ".3g"), _num(r.peak_mib if ok else None, ".1f"),

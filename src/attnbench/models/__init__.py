@@ -13,13 +13,18 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from attnbench.config import ShapeConfig
+from attnbench.config import Mode, ShapeConfig
 
 _REGISTRY: dict[str, type["Workload"]] = {}
 
 
 class Workload(ABC):
-    """Something to time: builds its inputs on a device and exposes one forward call."""
+    """Something to time: builds its inputs on a device and exposes one forward call.
+
+    Correctness is checked on a slice small enough for float64: `slice_inputs` cuts the inputs (and, applied
+    to their gradients, the gradients), `slice_output` cuts the output the same way, and `reference` returns
+    a float64 math-backend function that maps sliced inputs to the sliced output.
+    """
 
     name: ClassVar[str]
     Params: ClassVar[type]  # dataclass schema of conf/model/<name>.yaml
@@ -32,16 +37,32 @@ class Workload(ABC):
         """Cross-field rules of this model; raise attnbench.errors.ConfigError. No allocation here."""
 
     @abstractmethod
-    def build(self) -> tuple[Callable[..., torch.Tensor], tuple]:
+    def build(self) -> tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]]:
         """Allocate inputs (and weights) on the device; return the callable to time and its arguments."""
 
-    @abstractmethod
-    def flops(self) -> int:
-        """Floating-point operations of one forward call."""
+    def parameters(self) -> list[torch.Tensor]:
+        """Weights that a training step differentiates, besides the inputs (after build())."""
+        return []
 
     @abstractmethod
-    def reference(self, args: tuple, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A float64 math-backend reference on a small slice, and the same slice of `out`."""
+    def flops(self, mode: Mode) -> int:
+        """Floating-point operations of one call in this mode."""
+
+    @abstractmethod
+    def min_bytes(self, mode: Mode) -> int:
+        """Bytes one call must at least read and write in this mode."""
+
+    @abstractmethod
+    def slice_inputs(self, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The part of the inputs the reference is computed on."""
+
+    @abstractmethod
+    def slice_output(self, out: torch.Tensor) -> torch.Tensor:
+        """The part of the output that the sliced inputs determine."""
+
+    @abstractmethod
+    def reference(self) -> Callable[..., torch.Tensor] | None:
+        """A float64 math-backend version of the call, or None when there is nothing to compare with."""
 
 
 def register(name: str) -> Callable[[type[Workload]], type[Workload]]:

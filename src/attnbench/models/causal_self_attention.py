@@ -14,8 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from attnbench.config import Mode
 from attnbench.errors import ConfigError
-from attnbench.metrics import attention_flops
+from attnbench.metrics import LINEAR_FLOP_FACTOR, attention_flops
 from attnbench.models import Workload, register
 
 
@@ -70,15 +71,36 @@ class CausalSelfAttentionWorkload(Workload):
         self.module = module
         return module, (x,)
 
-    def flops(self) -> int:
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.module.parameters())
+
+    def flops(self, mode: Mode) -> int:
         s, c = self.shape, self.embed_dim
         projections = 2 * s.batch * s.seq_len * c * (3 * c) + 2 * s.batch * s.seq_len * c * c
-        return projections + attention_flops(s.batch, s.heads, s.seq_len, s.seq_len, s.head_dim, self.causal)
+        attention = attention_flops(s.batch, s.heads, s.seq_len, s.seq_len, s.head_dim, self.causal, mode)
+        return int(projections * LINEAR_FLOP_FACTOR[mode]) + attention
 
-    def reference(self, args, out):
+    def min_bytes(self, mode: Mode) -> int:
+        # x in, y out (and dy in, dx out backward), plus every weight read (and its gradient written)
+        s, c, size = self.shape, self.embed_dim, self.dtype.itemsize
+        activations = s.batch * s.seq_len * c * size
+        weights = sum(p.numel() for p in self.module.parameters()) * size
+        forward, backward = 2 * activations + weights, 3 * activations + 2 * weights
+        return {Mode.fwd: forward, Mode.bwd: backward, Mode.fwd_bwd: forward + backward}[mode]
+
+    def slice_inputs(self, args):
+        return (args[0][:1],)  # one sequence: every output row of it depends on it alone
+
+    def slice_output(self, out):
+        return out[:1]
+
+    def reference(self):
         if self.params.training and self.params.dropout > 0:
             return None  # dropout draws differ between the two runs: there is nothing to compare
         reference_module = copy.deepcopy(self.module).to(torch.float64)
-        with sdpa_kernel(SDPBackend.MATH), torch.no_grad():
-            ref = reference_module(args[0][:1].to(torch.float64))
-        return ref, out[:1]
+
+        def math_module(x):
+            with sdpa_kernel(SDPBackend.MATH):
+                return reference_module(x)
+
+        return math_module

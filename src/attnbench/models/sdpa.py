@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.metrics import attention_flops
+from attnbench.config import Mode
+from attnbench.metrics import attention_flops, attention_min_bytes
 from attnbench.models import Workload, register
 
 # The reference is computed on this many (batch, head) pairs: enough to catch a wrong kernel,
@@ -38,12 +39,25 @@ class Sdpa(Workload):
 
         return attention, (q, k, v)
 
-    def flops(self) -> int:
+    def flops(self, mode: Mode) -> int:
         s = self.shape
-        return attention_flops(s.batch, s.heads, s.seq_len, s.seq_len, s.head_dim, self.causal)
+        return attention_flops(s.batch, s.heads, s.seq_len, s.seq_len, s.head_dim, self.causal, mode)
 
-    def reference(self, args, out):
-        q, k, v = (t[:1, :REFERENCE_HEADS].to(torch.float64) for t in args)
-        with sdpa_kernel(SDPBackend.MATH):
-            ref = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return ref, out[:1, :REFERENCE_HEADS]
+    def min_bytes(self, mode: Mode) -> int:
+        s = self.shape
+        return attention_min_bytes(s.batch, s.heads, s.seq_len, s.head_dim, self.dtype.itemsize, mode)
+
+    def slice_inputs(self, args):
+        return tuple(t[:1, :REFERENCE_HEADS] for t in args)
+
+    def slice_output(self, out):
+        return out[:1, :REFERENCE_HEADS]
+
+    def reference(self):
+        causal = self.causal
+
+        def math_attention(q, k, v):
+            with sdpa_kernel(SDPBackend.MATH):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        return math_attention

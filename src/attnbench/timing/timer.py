@@ -2,9 +2,14 @@
 
 Methods (the name is logged next to every number it produces):
 - ``events``: one ``torch.cuda.Event`` pair around each call, optionally after overwriting an L2-sized
-  buffer so that no call reads inputs the previous call left in cache. Device time; CUDA only.
+  buffer so that no call reads inputs the previous call left in cache. Device time; CUDA only. Where the
+  host launches kernels slower than the GPU runs them, the launch gaps are inside the pair too.
 - ``wall``: host clock around blocks of back-to-back calls, one synchronize per block. What a user's
   eager loop feels, launch overhead included. Every device.
+- ``cuda_graph``: one call captured in a CUDA graph, each replay between an event pair (after the same
+  L2 flush): device time with the launch gaps gone. CUDA only.
+- ``profiler``: ``torch.profiler`` (CUPTI) timestamps of every kernel and copy the call runs, summed per
+  call: kernel time and nothing else. CUDA only; ``profiler_reps`` calls, one profiling session each.
 
 Repetition is adaptive: warm up for ``warmup_s``, then take samples until they add up to ``min_time_s``
 and number at least ``min_reps``, never more than ``max_reps``. The first call (which includes any
@@ -44,12 +49,15 @@ class Measurement:
         self.stats = Stats.from_samples(self.samples_us)
 
 
+CUDA_ONLY = {TimingMethod.events, TimingMethod.cuda_graph, TimingMethod.profiler}
+
+
 def methods_for(method: TimingMethod, device: torch.device) -> list[str]:
     """The methods a job runs, headline first."""
     if method is TimingMethod.auto:
         return ["events", "wall"] if device.type == "cuda" else ["wall"]
-    if method is TimingMethod.events and device.type != "cuda":
-        raise Unsupported(f"timing.method=events needs CUDA events; device is {device.type}: use wall")
+    if method in CUDA_ONLY and device.type != "cuda":
+        raise Unsupported(f"timing.method={method.value} needs CUDA; device is {device.type}: use wall")
     return [method.value]
 
 
@@ -85,6 +93,10 @@ def measure(fn: Callable[[], object], device: torch.device, method: str, cfg: Ti
         return _measure_events(fn, device, cfg, per_call_estimate_s)
     if method == "wall":
         return _measure_wall(fn, device, cfg, per_call_estimate_s)
+    if method == "cuda_graph":
+        return _measure_cuda_graph(fn, device, cfg, per_call_estimate_s)
+    if method == "profiler":
+        return _measure_profiler(fn, device, cfg)
     raise ValueError(f"unknown timing method {method!r}")
 
 
@@ -93,14 +105,15 @@ def _enough(samples: int, timed_s: float, cfg: TimingConfig) -> bool:
 
 
 @lru_cache(maxsize=None)
-def _l2_flush_buffer(device: torch.device) -> torch.Tensor:
+def l2_flush_buffer(device: torch.device) -> torch.Tensor:
     l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)
     nbytes = max(MIN_FLUSH_BYTES, 2 * l2_bytes)
     return torch.empty(nbytes // 4, dtype=torch.int32, device=device)
 
 
-def _measure_events(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> Measurement:
-    flush = _l2_flush_buffer(device) if cfg.flush_l2 else None
+def _event_samples(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> list[float]:
+    """µs between an event pair around each fn(), after an L2 flush when configured."""
+    flush = l2_flush_buffer(device) if cfg.flush_l2 else None
     batch = min(MAX_EVENT_BATCH, max(1, int(EVENT_BATCH_S / max(per_call_estimate_s, 1e-9))))
     samples: list[float] = []
     while not _enough(len(samples), sum(samples) / 1e6, cfg):
@@ -115,7 +128,39 @@ def _measure_events(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -
             pairs.append((start, end))
         torch.cuda.synchronize(device)
         samples.extend(start.elapsed_time(end) * 1e3 for start, end in pairs)  # ms → µs
-    return Measurement("events", samples)
+    return samples
+
+
+def _measure_events(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> Measurement:
+    return Measurement("events", _event_samples(fn, device, cfg, per_call_estimate_s))
+
+
+def _measure_cuda_graph(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> Measurement:
+    # Capture needs a warmed-up call on a side stream first (lazy init must not happen during capture).
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+    except Exception as e:  # noqa: BLE001 - what cannot be captured is a property of the workload
+        raise Unsupported(f"timing.method=cuda_graph: the call cannot be captured: {e}".splitlines()[0]) from e
+    return Measurement("cuda_graph", _event_samples(graph.replay, device, cfg, per_call_estimate_s))
+
+
+def _measure_profiler(fn, device, cfg: TimingConfig) -> Measurement:
+    from attnbench.timing.profiling import profile_call
+
+    flush = l2_flush_buffer(device) if cfg.flush_l2 else None
+    samples = []
+    for _ in range(max(1, cfg.profiler_reps)):
+        if flush is not None:
+            flush.zero_()  # outside the session: its kernel is not the call's
+        samples.append(sum(profile_call(fn, device, host_ops=False).kernels.values()))
+    return Measurement("profiler", samples)
 
 
 def _measure_wall(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> Measurement:

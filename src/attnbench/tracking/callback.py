@@ -66,6 +66,7 @@ class MlflowTrackingCallback(Callback):
         self._experiment_id: str | None = None
         self._parent_id: str | None = None
         self._run_id: str | None = None
+        self._peaks_logged: set[str] = set()
 
     # --- connection -------------------------------------------------------------------------
     def _connect(self, config: DictConfig):
@@ -170,6 +171,7 @@ class MlflowTrackingCallback(Callback):
             client.log_text(run_id, result["traceback"], "traceback.txt")
         client.set_terminated(run_id, "FAILED" if result["status"] == "error" else "FINISHED")
         self._run_id = None
+        self._log_device_peaks(config, result["metrics"])
 
         if config.hydra.mode == RunMode.RUN:
             self._summarise(None, [client.get_run(run_id)], job_run_name(config))
@@ -188,6 +190,23 @@ class MlflowTrackingCallback(Callback):
             "tags": {},
             "traceback": "".join(traceback.format_exception(exc)) if isinstance(exc, BaseException) else None,
         }
+
+    def _log_device_peaks(self, config: DictConfig, metrics: dict) -> None:
+        """The measured ceilings are a property of the machine, not of a job: params of the parent run."""
+        if self._parent_id is None or "device_peak_tflops" not in metrics:
+            return
+        from mlflow.exceptions import MlflowException
+
+        params = {f"peak.matmul_tflops.{config.dtype.value}": f"{metrics['device_peak_tflops']:.1f}",
+                  "peak.copy_gbps": f"{metrics['device_peak_gbps']:.0f}"}
+        for key, value in params.items():
+            if key in self._peaks_logged:
+                continue
+            try:
+                self._client.log_param(self._parent_id, key, value)
+            except MlflowException:
+                pass  # another worker of a parallel sweep logged its own measurement first: keep that one
+            self._peaks_logged.add(key)
 
     def _parent_from_sweep_dir(self, config: DictConfig) -> str:
         record = json.loads((Path(config.hydra.sweep.dir) / PARENT_FILE).read_text())

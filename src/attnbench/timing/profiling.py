@@ -1,0 +1,36 @@
+"""One call under torch.profiler: the aten ops it dispatched and the device work it ran."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from attnbench.devices import synchronize
+
+
+@dataclass
+class Profile:
+    ops: list[str]  # aten op names, host side
+    kernels: dict[str, float]  # kernel (and copy) name → summed device µs
+
+
+def profile_call(fn, device: torch.device, host_ops: bool = True) -> Profile:
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = ([ProfilerActivity.CPU] if host_ops else []) + (
+        [ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    synchronize(device)
+    with warnings.catch_warnings(), profile(activities=activities) as prof:
+        warnings.simplefilter("ignore")  # the profiler's own notices are not the user's business
+        fn()
+        synchronize(device)
+    ops, kernels = [], {}
+    for event in prof.events():
+        if event.device_type == DeviceType.CUDA:
+            kernels[event.name] = kernels.get(event.name, 0.0) + event.time_range.elapsed_us()
+        elif event.device_type == DeviceType.CPU:
+            ops.append(event.name)
+    return Profile(ops, kernels)
