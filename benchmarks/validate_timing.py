@@ -6,7 +6,8 @@ S 4096, D 128, bf16, causal), forward and forward+backward:
   repeat-to-repeat stability;
 - `torch.profiler`'s kernel sum per call (attnbench's `profiler` method: CUPTI timestamps, L2 flushed before
   each call, as `events` does);
-- `triton.testing.do_bench(return_mode="median")` on the same operation written plainly.
+- `triton.testing.do_bench(return_mode="median")` on the same operation written plainly;
+- attnbench's `cuda_graph` median: the call replayed from a CUDA graph, so no host gaps between its kernels.
 Then the article's CausalSelfAttention module (launch-bound) with every timing method.
 
     python benchmarks/validate_timing.py [--repeats 5]
@@ -69,7 +70,7 @@ def verdict(events: float, reference: float) -> str:
 
 def sdpa_rows(repeats: int) -> None:
     print(f"{'case':18} {'backend':9} {'mode':7} {'events':>9} {'rep CV':>7} {'profiler':>9} {'do_bench':>9} "
-          f"{'ev/prof':>8} {'ev/dob':>7}  target")
+          f"{'graph':>9} {'ev/prof':>8} {'ev/dob':>7}  target")
     for case, shape in CASES.items():
         for mode in ("fwd", "fwd_bwd"):
             for name, backend in BACKENDS.items():
@@ -83,7 +84,9 @@ def sdpa_rows(repeats: int) -> None:
                 rep_cv = statistics.stdev(medians) / statistics.fmean(medians) if repeats > 1 else 0.0
                 prof = job(*overrides, "timing.method=profiler")["metrics"]["profiler_median_us"]
                 dob = do_bench_us(["model=sdpa", *shape], backend, mode)
-                print(f"{case:18} {name:9} {mode:7} {events:9.1f} {rep_cv:7.3%} {prof:9.1f} {dob:9.1f} "
+                # CUDA-graph replay: device time with no host gaps between the call's kernels
+                graph = job(*overrides, "timing.method=cuda_graph")["metrics"].get("cuda_graph_median_us", float("nan"))
+                print(f"{case:18} {name:9} {mode:7} {events:9.1f} {rep_cv:7.3%} {prof:9.1f} {dob:9.1f} {graph:9.1f} "
                       f"{events / prof:8.3f} {events / dob:7.3f}  {verdict(events, prof)}")
                 torch.cuda.empty_cache()
 

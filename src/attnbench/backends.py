@@ -44,13 +44,15 @@ def recorded_warnings() -> Iterator[list[str]]:
     messages: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield messages
-    seen = set()
-    for w in caught:
-        text = str(w.message).strip()
-        if text not in seen and not issubclass(w.category, DeprecationWarning):
-            seen.add(text)
-            messages.append(text)
+        try:
+            yield messages
+        finally:  # the warnings matter most when the block raises "No available kernel"
+            seen = set()
+            for w in caught:
+                text = str(w.message).strip()
+                if text not in seen and not issubclass(w.category, DeprecationWarning):
+                    seen.add(text)
+                    messages.append(text)
 
 
 # Profiler op and kernel names of each backend. aten op names are the same on every device and in eager

@@ -226,6 +226,8 @@ def _dynamo_graphs() -> int:
 
 
 def _release_memory() -> None:
-    gc.collect()
+    # Give the next job the device memory this one held, cycles (compiled graphs, tracebacks) included.
+    # Only on CUDA: a full collection costs ~0.3 s with torch loaded, and host memory needs no help.
     if torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()

@@ -117,17 +117,19 @@ def _event_samples(fn, device, cfg: TimingConfig, per_call_estimate_s: float) ->
     batch = min(MAX_EVENT_BATCH, max(1, int(EVENT_BATCH_S / max(per_call_estimate_s, 1e-9))))
     samples: list[float] = []
     while not _enough(len(samples), sum(samples) / 1e6, cfg):
-        pairs = []
-        for _ in range(min(batch, cfg.max_reps - len(samples))):
+        # Events are made before the loop: creating them between calls is host work that a launch-bound
+        # call would otherwise pay inside its own timing.
+        n = min(batch, cfg.max_reps - len(samples))
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        for start, end in zip(starts, ends):
             if flush is not None:
                 flush.zero_()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             fn()
             end.record()
-            pairs.append((start, end))
         torch.cuda.synchronize(device)
-        samples.extend(start.elapsed_time(end) * 1e3 for start, end in pairs)  # ms → µs
+        samples.extend(start.elapsed_time(end) * 1e3 for start, end in zip(starts, ends))  # ms → µs
     return samples
 
 

@@ -9,6 +9,7 @@ processes (joblib, submitit) find it without relying on MLFLOW_RUN_ID.
 from __future__ import annotations
 
 import json
+from itertools import zip_longest
 import logging
 import math
 import time
@@ -155,10 +156,9 @@ class MlflowTrackingCallback(Callback):
         metrics = [Metric(safe_name(k), float(v), now, 0) for k, v in result["metrics"].items()
                    if v is not None and math.isfinite(float(v))]
         tag_list = [RunTag(safe_name(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
-        for batch in chunks(metrics, 1000):
-            client.log_batch(run_id, metrics=batch)
-        for batch in chunks(tag_list, 100):
-            client.log_batch(run_id, tags=batch)
+        # One transaction for everything when it fits MLflow's per-batch limits (1000 metrics, 100 tags).
+        for metric_batch, tag_batch in zip_longest(chunks(metrics, 1000), chunks(tag_list, 100), fillvalue=[]):
+            client.log_batch(run_id, metrics=metric_batch, tags=tag_batch)
 
         output_dir = Path(config.hydra.runtime.output_dir)
         hydra_dir = output_dir / (config.hydra.output_subdir or ".hydra")
