@@ -125,3 +125,15 @@ def test_no_kernel_errors_are_recognised_through_wrapping():
     except ValueError as outer:
         assert is_no_kernel_error(outer)
     assert not is_no_kernel_error(RuntimeError("CUDA error: an illegal memory access"))
+
+
+def test_recorded_warnings_survive_the_exception_they_explain():
+    import warnings
+
+    from attnbench.backends import recorded_warnings
+
+    with pytest.raises(RuntimeError):
+        with recorded_warnings() as warned:
+            warnings.warn("Flash attention kernel not used because: (Triggered internally at /x/sdp_utils.cpp:9.)")
+            raise RuntimeError("No available kernel. Aborting execution.")
+    assert warned == ["Flash attention kernel not used because:"]

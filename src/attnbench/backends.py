@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 
@@ -37,6 +38,10 @@ def is_no_kernel_error(exc: BaseException) -> bool:
     return False
 
 
+# PyTorch appends the C++ source location to warnings raised in C++: noise in a reason.
+_TRIGGERED_AT = re.compile(r"\s*\(Triggered internally at [^)]*\)\.?")
+
+
 @contextlib.contextmanager
 def recorded_warnings() -> Iterator[list[str]]:
     """Collect the warnings raised inside the block, e.g. PyTorch's "Flash attention kernel not used
@@ -49,7 +54,7 @@ def recorded_warnings() -> Iterator[list[str]]:
         finally:  # the warnings matter most when the block raises "No available kernel"
             seen = set()
             for w in caught:
-                text = str(w.message).strip()
+                text = _TRIGGERED_AT.sub("", str(w.message)).strip()
                 if text not in seen and not issubclass(w.category, DeprecationWarning):
                     seen.add(text)
                     messages.append(text)

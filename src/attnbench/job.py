@@ -88,8 +88,8 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
             fn = torch.compile(fn, mode=cfg.compile_mode.value)
         forward = _step(fn, args, cfg)
 
-        with recorded_warnings() as warned:
-            try:
+        try:
+            with recorded_warnings() as warned:
                 out, first_s = first_call(forward, device)
                 grads = grad_out = None
                 if training:  # the first backward compiles the backward graph: part of the first call
@@ -97,10 +97,10 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
                     grads, backward_s = first_call(lambda: torch.autograd.grad(out, wrt, grad_out,
                                                                                retain_graph=True), device)
                     first_s += backward_s
-            except Exception as e:
-                if is_no_kernel_error(e):
-                    raise Unsupported(_no_kernel_reason(cfg, device, warned, e)) from e
-                raise
+        except Exception as e:  # outside the `with`: `warned` is complete only once it has exited
+            if is_no_kernel_error(e):
+                raise Unsupported(_no_kernel_reason(cfg, device, warned, e)) from e
+            raise
         result.metrics["first_call_s"] = first_s
         if cfg.compile:
             result.metrics["compile_s"] = first_s
