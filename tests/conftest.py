@@ -16,6 +16,7 @@ from attnbench.config import register_configs
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(FIXTURES))  # test workloads, importable by the tests
 
 register_configs()
 

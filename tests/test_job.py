@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from attnbench.job import run_job
-from attnbench.models import _REGISTRY, Workload, register
+from attnbench.models import _REGISTRY, register
 from conftest import FAST_TIMING
+from failing_workloads import StubWorkload
 
 TINY = ["device=cpu", "shape=tiny", *FAST_TIMING]
 
@@ -137,39 +136,13 @@ def test_a_device_that_is_absent_is_unsupported(job):
     assert result["status"] == "unsupported" and "CUDA" in result["reason"]
 
 
-@dataclass
-class _Params:
-    name: str = "test"
-
-
 @pytest.fixture
 def test_model():
     """Register a throw-away workload for one test."""
     added = []
 
     def _add(name, build):
-        @register(name)
-        class _Test(Workload):
-            Params = _Params
-
-            def build(self):
-                return build(self)
-
-            def flops(self, mode):
-                return 1
-
-            def min_bytes(self, mode):
-                return 1
-
-            def slice_inputs(self, args):
-                return args
-
-            def slice_output(self, out):
-                return out
-
-            def reference(self):
-                return None
-
+        register(name)(type(f"Test_{name}", (StubWorkload,), {"build": build}))
         added.append(name)
         return name
 
