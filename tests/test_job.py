@@ -169,6 +169,17 @@ def test_an_unexpected_exception_is_an_error_with_its_traceback(job, test_model)
     assert "Traceback" in result["traceback"] and "KeyError" in result["traceback"]
 
 
+def test_running_out_of_memory_is_oom_and_not_an_error(job, test_model):
+    def too_big(w):
+        def fn(x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+
+        return fn, (torch.ones(1),)
+
+    result = job(model=test_model("too_big", too_big))
+    assert result["status"] == "oom" and "64.00 GiB" in result["reason"] and result["traceback"] is None
+
+
 def test_recompiling_while_timed_marks_the_job_invalid(job, test_model):
     def shape_shifter(w):
         calls = [0]
