@@ -45,8 +45,17 @@ ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 	  --backend-store-uri sqlite:///$(STORE)/mlflow.db --default-artifact-root $(STORE)/artifacts
 
-gpu-wheels: ## wheels of hydra/omegaconf/mlflow for an offline GPU host that already has torch (.whl/)
-	../shared/tools/offline-wheels.sh .whl
+# The offline GPU host's Python; its torch, numpy and rich are expected to be there already.
+GPU_PYTHON_VERSION ?= 3.12
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.0 mlflow-skinny sqlalchemy alembic pytest
+
+gpu-wheels: ## wheels of hydra/omegaconf/mlflow/pytest for an offline GPU host that already has torch (.whl/)
+	mkdir -p .whl
+	# antlr4 (needed by hydra) publishes only a source archive: build its wheel here
+	$(PYTHON) -m pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3
+	$(PYTHON) -m pip download -q --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform any --find-links .whl -d .whl $(GPU_WHEELS)
 
 clean: ## remove Hydra's output folders (keeps the MLflow store)
 	rm -rf multirun outputs
