@@ -180,6 +180,23 @@ def test_running_out_of_memory_is_oom_and_not_an_error(job, test_model):
     assert result["status"] == "oom" and "64.00 GiB" in result["reason"] and result["traceback"] is None
 
 
+def test_the_cpu_allocator_failing_is_oom_too(job, test_model):
+    def too_big(w):
+        def fn(x):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+        return fn, (torch.ones(1),)
+
+    assert job(model=test_model("too_big_cpu", too_big))["status"] == "oom"
+
+
+@pytest.mark.parametrize("backend", ["math", "flash"])
+def test_backward_alone_still_names_the_backend_that_ran(job, backend):
+    # math's backward runs only generic ops: the backend is read from the forward
+    result = job(f"backend={backend}", "mode=bwd", "dtype=float32")
+    assert result["status"] == "ok" and result["tags"]["sdpa.kernel"] == backend
+
+
 def test_recompiling_while_timed_marks_the_job_invalid(job, test_model):
     def shape_shifter(w):
         calls = [0]

@@ -137,3 +137,24 @@ def test_recorded_warnings_survive_the_exception_they_explain():
             warnings.warn("Flash attention kernel not used because: (Triggered internally at /x/sdp_utils.cpp:9.)")
             raise RuntimeError("No available kernel. Aborting execution.")
     assert warned == ["Flash attention kernel not used because:"]
+
+
+def test_a_relative_sqlite_store_gets_an_absolute_artifact_folder(tmp_path, monkeypatch):
+    from attnbench.tracking.store import artifact_location
+
+    monkeypatch.chdir(tmp_path)
+    assert artifact_location(None, "sqlite:///mlflow.db") == (tmp_path / "artifacts").as_uri()
+    assert artifact_location(None, "http://server:5000") is None
+
+
+def test_an_error_job_fails_the_command_even_when_tracking_did_not_start(compose_cfg, monkeypatch):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from attnbench.tracking import callback
+
+    monkeypatch.setitem(callback._errors, "count", 0)
+    cfg = compose_cfg(return_hydra_config=True)
+    failed = JobReturn(status=JobStatus.COMPLETED, _return_value={"status": "error", "reason": "boom",
+                                                                   "metrics": {}, "tags": {}})
+    callback.MlflowTrackingCallback().on_job_end(cfg, failed)  # on_job_start never created a run
+    assert callback.sweep_had_errors()

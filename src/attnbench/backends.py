@@ -70,7 +70,9 @@ _FAMILY_BY_OP = (
     ("_scaled_dot_product_fused_attention_overrideable", "overrideable"),
 )
 # cuDNN first: its kernel names also contain "flash" (e.g. cudnn_generated_fort_native_sdpa_sm90_flash_fprop_...).
-_FAMILY_BY_KERNEL = (("cudnn", "cudnn"), ("flash", "flash"), ("fmha", "efficient"), ("cutlass", "efficient"))
+# Memory-efficient attention's kernels are fmha_cutlassF_* / fmha_cutlassB_*; a bare "cutlass" would also match
+# cuBLAS's cutlass_80_* GEMMs, which the math backend runs.
+_FAMILY_BY_KERNEL = (("cudnn", "cudnn"), ("flash", "flash"), ("fmha", "efficient"))
 
 
 def kernel_family(op_names: Iterable[str], kernel_names: Iterable[str] = ()) -> str:

@@ -26,7 +26,7 @@ from attnbench.errors import ConfigError, Unsupported
 from attnbench.peak import datasheet, measured_peaks
 from attnbench.timing import first_call, measure
 from attnbench.timing.profiling import profile_call
-from attnbench.timing.timer import warm_up
+from attnbench.timing.timer import l2_flush_buffer, warm_up
 from attnbench.validation import Plan, validate
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,14 @@ def run_job(cfg: DictConfig) -> dict:
         _benchmark(cfg, plan, result)
     except Unsupported as e:
         result.status, result.reason = "unsupported", str(e)
-    except torch.OutOfMemoryError as e:
-        result.status, result.reason = "oom", str(e).splitlines()[0]
     except ConfigError as e:
         result.status, result.reason = "error", str(e)
     except Exception as e:  # noqa: BLE001 - recorded with its traceback; the sweep goes on
-        result.status, result.reason = "error", f"{type(e).__name__}: {e}".splitlines()[0]
-        result.traceback = traceback.format_exc()
+        if _out_of_memory(e):
+            result.status, result.reason = "oom", _first_line(f"{type(e).__name__}: {e}")
+        else:
+            result.status, result.reason = "error", _first_line(f"{type(e).__name__}: {e}")
+            result.traceback = traceback.format_exc()
     finally:
         _release_memory()
     result.metrics["job_s"] = time.perf_counter() - started
@@ -74,6 +75,8 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
     workload, device, mode = plan.workload, plan.device, cfg.mode
     training = mode is not Mode.fwd
     peaks = measured_peaks(device, workload.dtype)  # before the workload takes memory; cached per process
+    if device.type == "cuda" and cfg.timing.flush_l2:
+        l2_flush_buffer(device)  # allocated once per process, before any memory figure is read
     torch._dynamo.reset()  # nothing compiled by an earlier job in this process may leak into this one
     graphs_at_start = _dynamo_graphs()  # Dynamo's counters survive reset(): count this job's graphs only
     torch.manual_seed(cfg.seed)
@@ -119,7 +122,8 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
         if mode is not Mode.bwd:
             del out  # bwd keeps it: its graph is what each timed backward runs through
 
-        result.tags |= _kernels(call, device)
+        # The backend shows in the forward's ops; a backward alone may run only generic kernels (math's does).
+        result.tags |= _kernels(call, device, family_from=forward if mode is Mode.bwd else call)
         if device.type == "cuda":
             result.metrics |= _peak_memory(call, device)
 
@@ -198,10 +202,11 @@ def _no_kernel_reason(cfg: DictConfig, device: torch.device, warned: list[str], 
     return f"backend={cfg.backend.name.value} on {device.type}: " + " | ".join(warned + [error.strip()])
 
 
-def _kernels(call, device: torch.device) -> dict[str, str]:
-    """Which SDPA implementation really ran, from one profiled call (aten op names; kernel names on CUDA)."""
+def _kernels(call, device: torch.device, family_from) -> dict[str, str]:
+    """Which SDPA implementation really ran (aten op names; kernel names on CUDA), and the timed call's kernels."""
     profile = profile_call(call, device)
-    tags = {"sdpa.kernel": kernel_family(profile.ops, profile.kernels)}
+    origin = profile if family_from is call else profile_call(family_from, device)
+    tags = {"sdpa.kernel": kernel_family(origin.ops, origin.kernels)}
     if profile.kernels:
         tags["kernels"] = "; ".join(sorted(profile.kernels))
     return tags
@@ -225,9 +230,25 @@ def _dynamo_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0]
+
+
+def _out_of_memory(e: Exception) -> bool:
+    # CUDA raises torch.OutOfMemoryError; the CPU allocator raises a plain RuntimeError.
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+
+
 def _release_memory() -> None:
-    # Give the next job the device memory this one held, cycles (compiled graphs, tracebacks) included.
-    # Only on CUDA: a full collection costs ~0.3 s with torch loaded, and host memory needs no help.
-    if torch.cuda.is_available():
+    # Give the next job the device memory this one held: compiled graphs and CUDA-graph pools (released by
+    # Dynamo's reset), cycles (tracebacks). Only on CUDA: a full collection costs ~0.3 s with torch loaded,
+    # and host memory needs no help. Never raises: after a sticky CUDA error, cleanup fails too.
+    if not torch.cuda.is_available():
+        return
+    try:
+        torch._dynamo.reset()
         gc.collect()
         torch.cuda.empty_cache()
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not release device memory after the job: %s", _first_line(str(e)))

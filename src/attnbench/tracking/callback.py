@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 from hydra.core.utils import JobReturn, JobStatus
+from mlflow.entities import Metric, Param, RunTag
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from attnbench.environment import environment
 from attnbench.report import render, summary_table
@@ -30,6 +31,7 @@ from attnbench.tracking.store import (
     MAX_TAG_VALUE,
     artifact_location,
     chunks,
+    flatten,
     job_params,
     project_root,
     safe_name,
@@ -45,6 +47,10 @@ _errors = {"count": 0}
 def sweep_had_errors() -> bool:
     """Whether any job of this process's run or sweep ended as `error` (for the exit code)."""
     return _errors["count"] > 0
+
+
+def _job_key(config: DictConfig) -> str:
+    return str(OmegaConf.select(config, "hydra.job.num", default="run"))
 
 
 def job_run_name(config: DictConfig) -> str:
@@ -66,47 +72,48 @@ class MlflowTrackingCallback(Callback):
         self._client = None
         self._experiment_id: str | None = None
         self._parent_id: str | None = None
-        self._run_id: str | None = None
+        self._run_ids: dict[str, str] = {}  # per job: a threaded launcher shares this instance between jobs
         self._peaks_logged: set[str] = set()
 
     # --- connection -------------------------------------------------------------------------
-    def _connect(self, config: DictConfig):
+    def _connect(self, config: DictConfig, uri: str | None = None, experiment_id: str | None = None):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            uri = tracking_uri(config)
+            uri = uri or tracking_uri(config)
             client = MlflowClient(tracking_uri=uri)
-            name = config.tracking.experiment
-            experiment = client.get_experiment_by_name(name)
-            self._experiment_id = (
-                experiment.experiment_id if experiment
-                else client.create_experiment(name, artifact_location=artifact_location(config, uri))
-            )
-            self._client = client
-            log.info("Tracking to %s, experiment %r", uri, name)
+            if experiment_id is None:
+                name = config.tracking.experiment
+                experiment = client.get_experiment_by_name(name)
+                experiment_id = (
+                    experiment.experiment_id if experiment
+                    else client.create_experiment(name, artifact_location=artifact_location(config, uri))
+                )
+            self._experiment_id, self._client = experiment_id, client
+            log.info("Tracking to %s, experiment %s", uri, experiment_id)
         return self._client
 
     # --- sweep ------------------------------------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         client = self._connect(config)
         overrides = " ".join(config.hydra.overrides.task)
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
         parent = client.create_run(
             self._experiment_id,
             run_name=parent_run_name(config),
             tags={
-                "sweep.dir": str(Path(config.hydra.sweep.dir).resolve()),
-                "mlflow.note.content": f"python run.py -m {overrides}".strip(),
+                "sweep.dir": str(sweep_dir),
+                "mlflow.note.content": f"python run.py -m {overrides}".strip()[:MAX_TAG_VALUE],
             },
         )
         self._parent_id = parent.info.run_id
-        sweep_params = {f"sweep.{k}": str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()}
-        sweep_params["sweep.overrides"] = overrides or "(none)"
-        self._log_params(parent.info.run_id, sweep_params)
-        sweep_dir = Path(config.hydra.sweep.dir)
+        # Written before anything else can fail: jobs in other processes find their parent here.
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps({
             "run_id": self._parent_id, "experiment_id": self._experiment_id, "tracking_uri": tracking_uri(config),
         }))
+        sweep = {str(k): str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()}
+        self._log_params(parent.info.run_id, flatten({"sweep": sweep | {"overrides": overrides or "(none)"}}))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._parent_id is None:
@@ -117,8 +124,9 @@ class MlflowTrackingCallback(Callback):
             max_results=10000,
         )
         statuses = [r.data.tags.get("status", "unknown") for r in children]
-        if "error" in statuses:
-            _errors["count"] = max(_errors["count"], statuses.count("error"))
+        # Jobs in other processes count here; `unknown` is a job whose result never reached the store.
+        failed = statuses.count("error") + statuses.count("unknown")
+        _errors["count"] = max(_errors["count"], failed)
         self._summarise(self._parent_id, children, parent_run_name(config))
         for status in set(statuses):
             client.log_metric(self._parent_id, f"jobs_{status}", statuses.count(status))
@@ -126,29 +134,37 @@ class MlflowTrackingCallback(Callback):
 
     # --- job --------------------------------------------------------------------------------
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        client = self._connect(config)
         tags = {}
         if config.hydra.mode == RunMode.MULTIRUN:
+            if self._parent_id is None:  # a worker that did not inherit this instance from the sweep
+                self._adopt_parent(config)
             tags["hydra.job.num"] = str(config.hydra.job.num)
-            parent_id = self._parent_id or self._parent_from_sweep_dir(config)
-            tags["mlflow.parentRunId"] = parent_id
+            tags["mlflow.parentRunId"] = self._parent_id
+        client = self._connect(config)
         for group, choice in config.hydra.runtime.choices.items():
             if not group.startswith("hydra/") and choice is not None:
                 tags[f"choice.{group}"] = str(choice)
         run = client.create_run(self._experiment_id, run_name=job_run_name(config), tags=tags)
-        self._run_id = run.info.run_id
-        self._log_params(self._run_id, job_params(config))
+        self._run_ids[_job_key(config)] = run.info.run_id
+        self._log_params(run.info.run_id, job_params(config))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if self._run_id is None:
-            return
-        client, run_id = self._connect(config), self._run_id
         result = self._result_of(job_return)
-        if result["status"] == "error":
+        if result["status"] == "error":  # first: the exit code must not depend on tracking working
             _errors["count"] += 1
+        run_id = self._run_ids.pop(_job_key(config), None)
+        if run_id is None:
+            return
+        try:
+            self._record(config, run_id, result)
+        finally:  # never leave a run RUNNING
+            self._client.set_terminated(run_id, "FAILED" if result["status"] == "error" else "FINISHED")
+        self._log_device_peaks(config, result["metrics"])
+        if config.hydra.mode == RunMode.RUN:
+            self._summarise(None, [self._client.get_run(run_id)], job_run_name(config))
 
-        from mlflow.entities import Metric, RunTag
-
+    def _record(self, config: DictConfig, run_id: str, result: dict) -> None:
+        client = self._client
         device = torch.device(result["tags"].get("device", "cpu"))
         tags = {"status": result["status"], "reason": result["reason"]}
         tags |= environment(device, project_root(config)) | result["tags"]
@@ -156,8 +172,9 @@ class MlflowTrackingCallback(Callback):
         metrics = [Metric(safe_name(k), float(v), now, 0) for k, v in result["metrics"].items()
                    if v is not None and math.isfinite(float(v))]
         tag_list = [RunTag(safe_name(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
-        # One transaction for everything when it fits MLflow's per-batch limits (1000 metrics, 100 tags).
-        for metric_batch, tag_batch in zip_longest(chunks(metrics, 1000), chunks(tag_list, 100), fillvalue=[]):
+        # One transaction for everything when it fits MLflow's per-batch limits (1000 entities, of them at most
+        # 100 tags).
+        for metric_batch, tag_batch in zip_longest(chunks(metrics, 900), chunks(tag_list, 100), fillvalue=[]):
             client.log_batch(run_id, metrics=metric_batch, tags=tag_batch)
 
         output_dir = Path(config.hydra.runtime.output_dir)
@@ -169,12 +186,6 @@ class MlflowTrackingCallback(Callback):
             client.log_artifact(run_id, str(job_log))
         if result.get("traceback"):
             client.log_text(run_id, result["traceback"], "traceback.txt")
-        client.set_terminated(run_id, "FAILED" if result["status"] == "error" else "FINISHED")
-        self._run_id = None
-        self._log_device_peaks(config, result["metrics"])
-
-        if config.hydra.mode == RunMode.RUN:
-            self._summarise(None, [client.get_run(run_id)], job_run_name(config))
 
     # --- helpers ----------------------------------------------------------------------------
     @staticmethod
@@ -208,14 +219,13 @@ class MlflowTrackingCallback(Callback):
                 pass  # another worker of a parallel sweep logged its own measurement first: keep that one
             self._peaks_logged.add(key)
 
-    def _parent_from_sweep_dir(self, config: DictConfig) -> str:
-        record = json.loads((Path(config.hydra.sweep.dir) / PARENT_FILE).read_text())
+    def _adopt_parent(self, config: DictConfig) -> None:
+        """Join the sweep's parent run, in the store and experiment it was created in."""
+        record = json.loads((Path(config.hydra.sweep.dir).resolve() / PARENT_FILE).read_text())
         self._parent_id = record["run_id"]
-        return self._parent_id
+        self._connect(config, uri=record["tracking_uri"], experiment_id=record["experiment_id"])
 
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
-
         items = [Param(k, v) for k, v in params.items()]
         for batch in chunks(items, MAX_PARAMS_PER_BATCH):
             self._client.log_batch(run_id, params=batch)

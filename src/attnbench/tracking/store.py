@@ -39,7 +39,7 @@ def tracking_uri(config: DictConfig) -> str:
 def artifact_location(config: DictConfig, uri: str) -> str | None:
     """Artifacts of a local SQLite store go beside it; a server chooses its own."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
     return None
 
 
