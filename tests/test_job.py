@@ -54,6 +54,7 @@ def test_efficient_under_compile_is_unsupported_too(job):
     result = job("backend=efficient", "compile=true")
     assert result["status"] == "unsupported" and "No viable backend" in result["reason"]
     assert "FakeTensor" not in result["reason"]  # Dynamo's wrapper is peeled off
+    assert "force_disable_caches" not in result["reason"]  # compiler notices are not reasons
 
 
 def test_compiled_job_really_compiles_and_reports_compile_time_apart(job):

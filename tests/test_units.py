@@ -135,6 +135,7 @@ def test_recorded_warnings_survive_the_exception_they_explain():
     with pytest.raises(RuntimeError):
         with recorded_warnings() as warned:
             warnings.warn("Flash attention kernel not used because: (Triggered internally at /x/sdp_utils.cpp:9.)")
+            warnings.warn("dynamo_pgo force disabled by torch.compiler.config.force_disable_caches")
             raise RuntimeError("No available kernel. Aborting execution.")
     assert warned == ["Flash attention kernel not used because:"]
 

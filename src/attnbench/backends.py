@@ -44,8 +44,8 @@ _TRIGGERED_AT = re.compile(r"\s*\(Triggered internally at [^)]*\)\.?")
 
 @contextlib.contextmanager
 def recorded_warnings() -> Iterator[list[str]]:
-    """Collect the warnings raised inside the block, e.g. PyTorch's "Flash attention kernel not used
-    because: ..." lines, which are the only place it says *why* a forced kernel could not run."""
+    """Collect PyTorch's C++ warnings raised inside the block, e.g. "Flash attention kernel not used
+    because: ...", the only place it says *why* a forced kernel could not run."""
     messages: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -54,8 +54,12 @@ def recorded_warnings() -> Iterator[list[str]]:
         finally:  # the warnings matter most when the block raises "No available kernel"
             seen = set()
             for w in caught:
+                # Only PyTorch's own C++ warnings (the dispatcher's reasons carry the source location);
+                # torch.compile's notices, e.g. about disabled caches, say nothing about the kernel.
+                if not _TRIGGERED_AT.search(str(w.message)):
+                    continue
                 text = _TRIGGERED_AT.sub("", str(w.message)).strip()
-                if text not in seen and not issubclass(w.category, DeprecationWarning):
+                if text not in seen:
                     seen.add(text)
                     messages.append(text)
 
