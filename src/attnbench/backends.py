@@ -22,6 +22,8 @@ SDPA_BACKENDS = {
 # execution." on CUDA, "No viable backend for scaled_dot_product_attention was found." on CPU. Under
 # torch.compile, Dynamo wraps the same message in a TorchRuntimeError while tracing.
 NO_KERNEL_MARKERS = ("No available kernel", "No viable backend")
+# The sentence itself, also where Dynamo quotes it: "...got RuntimeError('No viable backend for ...')".
+_NO_KERNEL_SENTENCE = re.compile(r"(?:%s)[^'\"\n]*" % "|".join(NO_KERNEL_MARKERS))
 
 
 def forced_backend(name: BackendName) -> contextlib.AbstractContextManager:
@@ -40,6 +42,12 @@ def is_no_kernel_error(exc: BaseException) -> bool:
 
 # PyTorch appends the C++ source location to warnings raised in C++: noise in a reason.
 _TRIGGERED_AT = re.compile(r"\s*\(Triggered internally at [^)]*\)\.?")
+
+
+def no_kernel_message(exc: BaseException) -> str:
+    """PyTorch's own sentence, without Dynamo's wrapping around it."""
+    found = _NO_KERNEL_SENTENCE.search(str(exc))
+    return (found.group(0) if found else (str(exc).splitlines() or [""])[0]).strip()
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import re
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -18,11 +17,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 from omegaconf import DictConfig
 
-from attnbench.backends import forced_backend, is_no_kernel_error, kernel_family, recorded_warnings
+from attnbench.backends import (
+    forced_backend,
+    is_no_kernel_error,
+    kernel_family,
+    no_kernel_message,
+    recorded_warnings,
+)
 from attnbench.config import Mode
 from attnbench.correctness import check
 from attnbench.devices import device_name, synchronize
 from attnbench.errors import ConfigError, Unsupported
+from attnbench.metrics import tflops_per_s
 from attnbench.peak import datasheet, measured_peaks
 from attnbench.timing import first_call, measure
 from attnbench.timing.profiling import profile_call
@@ -31,9 +37,6 @@ from attnbench.validation import Plan, validate
 
 log = logging.getLogger(__name__)
 
-# The sentence PyTorch ends on, also when Dynamo quotes it inside its own message: "...got RuntimeError('No
-# viable backend for scaled_dot_product_attention was found. This is likely due to ...')".
-NO_KERNEL_SENTENCE = re.compile(r"No (?:available kernel|viable backend)[^'\"\n]*")
 
 
 @dataclass
@@ -155,7 +158,7 @@ def _throughput(workload, mode: Mode, seconds: float, peaks: dict[str, float],
     metrics = {
         "median_us": seconds * 1e6,
         "gflop": flops / 1e9,
-        "tflops": flops / seconds / 1e12,
+        "tflops": tflops_per_s(flops, seconds),
         "gbps": nbytes / seconds / 1e9,
         "arith_intensity": flops / nbytes,
     }
@@ -197,9 +200,7 @@ def _step(fn, args, cfg: DictConfig):
 def _no_kernel_reason(cfg: DictConfig, device: torch.device, warned: list[str], exc: Exception) -> str:
     # PyTorch explains *why* in warnings ("Flash attention kernel not used because: ...") just before it
     # raises; the exception itself only says that nothing was left. Keep both.
-    found = NO_KERNEL_SENTENCE.search(str(exc))
-    error = found.group(0) if found else str(exc).splitlines()[0]
-    return f"backend={cfg.backend.name.value} on {device.type}: " + " | ".join(warned + [error.strip()])
+    return f"backend={cfg.backend.name.value} on {device.type}: " + " | ".join(warned + [no_kernel_message(exc)])
 
 
 def _kernels(call, device: torch.device, family_from) -> dict[str, str]:

@@ -7,6 +7,9 @@ from functools import lru_cache
 
 import torch
 
+from attnbench.config import TimingConfig
+from attnbench.timing import measure
+
 
 # Dense (no sparsity) tensor-core TFLOP/s for fp16/bf16, plain fp32 TFLOP/s, and memory GB/s, by the
 # name torch.cuda.get_device_name() reports.
@@ -30,17 +33,10 @@ def datasheet(device_name: str, dtype: torch.dtype) -> dict[str, float]:
     return {"datasheet_tflops": figures[key], "datasheet_gbps": figures["gbps"]} if key in figures else {}
 
 
-def _median_event_ms(fn, reps: int = 10) -> float:
+def _median_event_ms(fn, device: torch.device, reps: int = 10) -> float:
     fn()  # warm-up: cuBLAS handle and heuristics, allocator
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    cfg = TimingConfig(min_time_s=0.0, min_reps=reps, max_reps=reps, flush_l2=False)  # large: cache is moot
+    return measure(fn, device, "events", cfg, per_call_estimate_s=1e-3).stats.median_us / 1e3
 
 
 @lru_cache(maxsize=None)
@@ -51,11 +47,11 @@ def measured_peaks(device: torch.device, dtype: torch.dtype) -> dict[str, float]
         return {}
     n = MATMUL_SIZE if dtype.itemsize <= 2 else MATMUL_SIZE // 2
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    matmul_ms = _median_event_ms(lambda: a @ b)
+    matmul_ms = _median_event_ms(lambda: a @ b, device)
     del a, b
     src = torch.randn(COPY_BYTES // 4, device=device)
     dst = torch.empty_like(src)
-    copy_ms = _median_event_ms(lambda: dst.copy_(src))
+    copy_ms = _median_event_ms(lambda: dst.copy_(src), device)
     del src, dst
     torch.cuda.empty_cache()
     return {
