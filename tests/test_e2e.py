@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import FAST_TIMING, FIXTURES, run_script
+from conftest import FAST_TIMING, FIXTURES, REPO, run_script
 
 pytestmark = pytest.mark.slow
 TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
@@ -94,3 +99,31 @@ def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(store, tmp_path
     assert "traceback.txt" in _artifacts(client, broken.info.run_id)
     assert by_model["sdpa"].data.tags["status"] == "ok"
     assert parents[0].info.status == "FAILED" and parents[0].data.metrics["jobs_error"] == 1
+
+
+def test_a_bad_value_in_a_sweep_stops_it_before_any_job_and_closes_its_parent(store, tmp_path):
+    proc = run_script("-m", "dtype=float16,float8", *TINY, store=store, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "float8" in proc.stderr and "dtype" in proc.stderr and "bfloat16" in proc.stderr
+    assert not (tmp_path / "multirun" / "0").exists()  # no job started
+    _, parents, children = _runs(store)
+    assert children == []
+    assert parents[0].info.status == "FAILED" and "stopped before" in parents[0].data.tags["reason"]
+
+
+def test_ctrl_c_marks_the_running_job_and_the_sweep_killed(store, tmp_path):
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
+    cmd = [sys.executable, str(REPO / "run.py"), "-m", "seed=1,2,3", "shape=tiny", "device=cpu",
+           "timing.min_time_s=5", "timing.max_reps=100000000", f"hydra.sweep.dir={tmp_path}/multirun"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started = tmp_path / "multirun" / "0" / ".hydra"  # written just before the job's run is created
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(2)  # inside the 5 s of timing
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0, stderr[-3000:]
+    _, parents, children = _runs(store)
+    assert [(c.info.status, c.data.tags["status"]) for c in children] == [("KILLED", "interrupted")]
+    assert parents[0].info.status == "KILLED" and "Ctrl-C" in parents[0].data.tags["reason"]

@@ -8,6 +8,7 @@ processes (joblib, submitit) find it without relying on MLFLOW_RUN_ID.
 
 from __future__ import annotations
 
+import atexit
 import json
 from itertools import zip_longest
 import logging
@@ -41,6 +42,7 @@ from attnbench.tracking.store import (
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent_run.json"
+UNFINISHED_SWEEP = "the sweep stopped before all its jobs ran (a bad override, Ctrl-C or a crash): its output says why"
 _errors = {"count": 0}
 
 
@@ -74,6 +76,7 @@ class MlflowTrackingCallback(Callback):
         self._parent_id: str | None = None
         self._run_ids: dict[str, str] = {}  # per job: a threaded launcher shares this instance between jobs
         self._peaks_logged: set[str] = set()
+        self._sweep_open = False
 
     # --- connection -------------------------------------------------------------------------
     def _connect(self, config: DictConfig, uri: str | None = None, experiment_id: str | None = None):
@@ -90,6 +93,9 @@ class MlflowTrackingCallback(Callback):
                     else client.create_experiment(name, artifact_location=artifact_location(config, uri))
                 )
             self._experiment_id, self._client = experiment_id, client
+            # A sweep or job that stops before its end callback (a bad override found by the sweeper's
+            # validation, Ctrl-C, a crash) must not leave runs RUNNING forever.
+            atexit.register(self._close_unfinished_runs)
             log.info("Tracking to %s, experiment %s", uri, experiment_id)
         return self._client
 
@@ -107,6 +113,7 @@ class MlflowTrackingCallback(Callback):
             },
         )
         self._parent_id = parent.info.run_id
+        self._sweep_open = True
         # Written before anything else can fail: jobs in other processes find their parent here.
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps({
@@ -131,6 +138,19 @@ class MlflowTrackingCallback(Callback):
         for status in set(statuses):
             client.log_metric(self._parent_id, f"jobs_{status}", statuses.count(status))
         client.set_terminated(self._parent_id, "FAILED" if "error" in statuses else "FINISHED")
+        self._sweep_open = False
+
+    def _close_unfinished_runs(self) -> None:
+        interrupted = list(self._run_ids.values())  # jobs stopped between on_job_start and on_job_end
+        try:
+            for run_id in interrupted:
+                self._client.set_tag(run_id, "status", "interrupted")
+                self._client.set_terminated(run_id, "KILLED")
+            if self._sweep_open:
+                self._client.set_tag(self._parent_id, "reason", UNFINISHED_SWEEP)
+                self._client.set_terminated(self._parent_id, "KILLED" if interrupted else "FAILED")
+        except Exception as exc:  # at exit, a store that went away can only be reported
+            log.warning("Could not close the runs of an unfinished sweep: %s", exc)
 
     # --- job --------------------------------------------------------------------------------
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
