@@ -1,12 +1,14 @@
 """What the harness costs per job: Hydra composition, MLflow logging and environment capture.
 
-Runs the same N trivial jobs (tiny shape, CPU, one timed sample) two ways — one `python run.py -m` sweep in
-one process, and N separate `python run.py` processes — against a throw-away MLflow store, and reports
-(wall time − time inside the jobs) / N for each. Time inside a job is its `job_s` metric (everything the task
-function does: validation, build, check, profiling, timing).
+Runs the same N trivial jobs (tiny shape, CPU, one timed sample) as one `python run.py -m` sweep in one
+process — into a store that exists (every sweep after a user's first), into a fresh store (the first), and with
+Hydra's basic sweeper instead of attnbench's compose-once sweeper — and as N separate `python run.py`
+processes, each against a throw-away MLflow store, and reports (wall time − time inside the jobs) / N for each.
+Time inside a job is its `job_s` metric (everything the task function does: validation, build, check,
+profiling, timing).
 
-    python benchmarks/overhead.py            # 50 jobs each way
-    python benchmarks/overhead.py --jobs 10
+    python benchmarks/overhead.py                 # 50 jobs each way (~6 minutes on 2 cores)
+    python benchmarks/overhead.py --no-separate   # sweeps only (~1 minute)
 """
 
 from __future__ import annotations
@@ -32,26 +34,33 @@ def _run(args: list[str], env: dict, workdir: Path) -> float:
     return time.perf_counter() - start
 
 
-def _time_in_jobs(uri: str) -> tuple[int, float]:
+def _runs(uri: str) -> dict[str, float]:
+    """job_s of every job run in the store, by run id."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("attnbench")
-    runs = [r for r in client.search_runs([experiment.experiment_id], max_results=10000) if "status" in r.data.tags]
-    return len(runs), sum(r.data.metrics["job_s"] for r in runs)
+    if experiment is None:
+        return {}
+    runs = client.search_runs([experiment.experiment_id], max_results=10000)
+    return {r.info.run_id: r.data.metrics["job_s"] for r in runs if "status" in r.data.tags}
 
 
-def measure(jobs: int, separate: bool) -> dict:
+def measure(jobs: int, separate: bool = False, fresh_store: bool = False, extra: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         uri = f"sqlite:///{workdir}/mlflow.db"
         env = os.environ | {"MLFLOW_TRACKING_URI": uri}
+        if not fresh_store:  # the usual case: the store and experiment exist since the first sweep
+            _run([*TRIVIAL, *extra], env, workdir)
+        before = _runs(uri)
         if separate:
-            wall = sum(_run([*TRIVIAL, f"seed={i}"], env, workdir) for i in range(jobs))
+            wall = sum(_run([*TRIVIAL, *extra, f"seed={i}"], env, workdir) for i in range(jobs))
         else:
-            wall = _run(["-m", *TRIVIAL, f"seed=range({jobs})"], env, workdir)
-        count, in_jobs = _time_in_jobs(uri)
-    assert count == jobs, f"expected {jobs} runs in the store, found {count}"
+            wall = _run(["-m", *TRIVIAL, *extra, f"seed=range({jobs})"], env, workdir)
+        new = {run_id: job_s for run_id, job_s in _runs(uri).items() if run_id not in before}
+    assert len(new) == jobs, f"expected {jobs} new runs in the store, found {len(new)}"
+    in_jobs = sum(new.values())
     return {"wall_s": wall, "in_jobs_s": in_jobs, "overhead_per_job_s": (wall - in_jobs) / jobs}
 
 
@@ -59,20 +68,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--small", type=int, default=10, help="a second, smaller sweep: fixed vs per-job cost")
+    parser.add_argument("--no-separate", action="store_true", help="skip the N separate processes (slow)")
     args = parser.parse_args()
-    sweep = measure(args.jobs, separate=False)
-    small = measure(args.small, separate=False)
-    separate = measure(args.jobs, separate=True)
-    print(f"{args.jobs} trivial jobs on {os.cpu_count()} CPUs")
-    print(f"{'':30} {'wall s':>8} {'in jobs s':>10} {'overhead s/job':>15}")
-    for name, r in ((f"one sweep of {args.jobs} (run.py -m)", sweep), (f"one sweep of {args.small}", small),
-                    (f"{args.jobs} separate processes", separate)):
-        print(f"{name:30} {r['wall_s']:8.1f} {r['in_jobs_s']:10.2f} {r['overhead_per_job_s']:15.3f}")
-    # Two sweep sizes separate the once-per-sweep cost (imports, a fresh store) from the cost of each job.
-    extra = args.jobs - args.small
-    marginal = ((sweep["wall_s"] - sweep["in_jobs_s"]) - (small["wall_s"] - small["in_jobs_s"])) / extra
-    fixed = (sweep["wall_s"] - sweep["in_jobs_s"]) - marginal * args.jobs
-    print(f"sweep overhead = {fixed:.1f} s once (start-up, store) + {marginal:.3f} s per job")
+    n = args.jobs
+    rows = {
+        f"one sweep of {n}, existing store": measure(n),
+        f"one sweep of {args.small}, existing store": measure(args.small),
+        f"one sweep of {n}, fresh store": measure(n, fresh_store=True),
+        f"one sweep of {n}, Hydra's basic sweeper": measure(n, extra=("hydra/sweeper=basic",)),
+    }
+    if not args.no_separate:
+        rows[f"{n} separate processes"] = measure(n, separate=True)
+    print(f"{n} trivial jobs on {os.cpu_count()} CPUs")
+    print(f"{'':42} {'wall s':>8} {'in jobs s':>10} {'overhead s/job':>15}")
+    for name, r in rows.items():
+        print(f"{name:42} {r['wall_s']:8.1f} {r['in_jobs_s']:10.2f} {r['overhead_per_job_s']:15.3f}")
+    # Two sweep sizes separate the once-per-sweep cost (start-up, the store) from the cost of each job.
+    big, small = (rows[f"one sweep of {k}, existing store"] for k in (n, args.small))
+    marginal = ((big["wall_s"] - big["in_jobs_s"]) - (small["wall_s"] - small["in_jobs_s"])) / (n - args.small)
+    fixed = (big["wall_s"] - big["in_jobs_s"]) - marginal * n
+    print(f"sweep overhead, existing store = {fixed:.1f} s once (start-up) + {marginal:.3f} s per job")
 
 
 if __name__ == "__main__":
