@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from conftest import CONF
+from conftest import CONF, FAST_TIMING, FIXTURES, run_script
 
 # Hydra's plugin scan executes plugin modules itself (again, if already imported): import after it, so that this
 # module's classes are the ones Hydra uses.
@@ -88,3 +88,22 @@ def test_a_pickled_loader_travels_without_the_held_configs(loaders):
 def test_the_project_config_selects_this_sweeper(compose_cfg):
     cfg = compose_cfg(return_hydra_config=True)
     assert cfg.hydra.sweeper._target_.endswith("compose_once_sweeper.ComposeOnceSweeper")
+
+
+def test_a_validated_config_beyond_the_hold_limit_is_composed_again(loaders):
+    inner, _, master = loaders
+    loader = ComposedOnceConfigLoader(inner, hold_at_most=2)
+    loader.validate(master, BATCH)
+    for job in BATCH:
+        loader.load_sweep_config(master, list(job))
+    assert inner.compositions == len(BATCH) + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweeper, compositions", [("compose_once", 3), ("basic", 6)])
+def test_a_real_sweep_composes_each_job_once(store, tmp_path, sweeper, compositions):
+    proc = run_script("-m", "seed=1,2,3", f"hydra/sweeper={sweeper}", "shape=tiny", "device=cpu", *FAST_TIMING,
+                      store=store, cwd=tmp_path, script=FIXTURES / "run_counting_compositions.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"compositions={compositions}" in proc.stderr
+    assert len(list((tmp_path / "multirun").glob("[0-9]*/.hydra/config.yaml"))) == 3

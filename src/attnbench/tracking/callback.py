@@ -13,6 +13,8 @@ import json
 from itertools import zip_longest
 import logging
 import math
+import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -42,7 +44,10 @@ from attnbench.tracking.store import (
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent_run.json"
-UNFINISHED_SWEEP = "the sweep stopped before all its jobs ran (a bad override, Ctrl-C or a crash): its output says why"
+UNFINISHED_SWEEP = "the sweep stopped before all its jobs ran (a bad override or a crash): its output says why"
+INTERRUPTED_SWEEP = "interrupted (Ctrl-C) before all its jobs ran"
+INTERRUPTED_JOB = "the process ended while this job ran (Ctrl-C or a crash)"
+EXIT_TIMEOUT_S = 15  # closing runs at exit: a tracking server that is down must not hold the exit for minutes
 _errors = {"count": 0}
 
 
@@ -76,7 +81,12 @@ class MlflowTrackingCallback(Callback):
         self._parent_id: str | None = None
         self._run_ids: dict[str, str] = {}  # per job: a threaded launcher shares this instance between jobs
         self._peaks_logged: set[str] = set()
-        self._sweep_open = False
+        self._sweep_open = False  # the parent run is open: closed by on_multirun_end, else at exit
+
+    def __getstate__(self) -> dict:
+        # A copy sent to another process (joblib, submitit workers) starts afresh: it joins the sweep through
+        # the parent file and, at its exit, closes only the runs it opened.
+        return MlflowTrackingCallback().__dict__
 
     # --- connection -------------------------------------------------------------------------
     def _connect(self, config: DictConfig, uri: str | None = None, experiment_id: str | None = None):
@@ -93,9 +103,7 @@ class MlflowTrackingCallback(Callback):
                     else client.create_experiment(name, artifact_location=artifact_location(config, uri))
                 )
             self._experiment_id, self._client = experiment_id, client
-            # A sweep or job that stops before its end callback (a bad override found by the sweeper's
-            # validation, Ctrl-C, a crash) must not leave runs RUNNING forever.
-            atexit.register(self._close_unfinished_runs)
+            atexit.register(self._close_open_runs_at_exit)
             log.info("Tracking to %s, experiment %s", uri, experiment_id)
         return self._client
 
@@ -126,31 +134,54 @@ class MlflowTrackingCallback(Callback):
         if self._parent_id is None:
             return
         client = self._connect(config)
-        children = client.search_runs(
-            [self._experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self._parent_id}'",
-            max_results=10000,
-        )
-        statuses = [r.data.tags.get("status", "unknown") for r in children]
-        # Jobs in other processes count here; `unknown` is a job whose result never reached the store.
-        failed = statuses.count("error") + statuses.count("unknown")
-        _errors["count"] = max(_errors["count"], failed)
-        self._summarise(self._parent_id, children, parent_run_name(config))
-        for status in set(statuses):
-            client.log_metric(self._parent_id, f"jobs_{status}", statuses.count(status))
-        client.set_terminated(self._parent_id, "FAILED" if "error" in statuses else "FINISHED")
-        self._sweep_open = False
-
-    def _close_unfinished_runs(self) -> None:
-        interrupted = list(self._run_ids.values())  # jobs stopped between on_job_start and on_job_end
+        parent_status = "FAILED"  # unless the summary below is made
         try:
-            for run_id in interrupted:
+            children = client.search_runs(
+                [self._experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self._parent_id}'",
+                max_results=10000,
+            )
+            statuses = [r.data.tags.get("status", "unknown") for r in children]
+            # Jobs in other processes count here; `unknown` is a job whose result never reached the store.
+            failed = statuses.count("error") + statuses.count("unknown")
+            _errors["count"] = max(_errors["count"], failed)
+            self._summarise(self._parent_id, children, parent_run_name(config))
+            for status in set(statuses):
+                client.log_metric(self._parent_id, f"jobs_{status}", statuses.count(status))
+            parent_status = "FAILED" if "error" in statuses else "FINISHED"
+        finally:
+            self._sweep_open = False
+            client.set_terminated(self._parent_id, parent_status)
+
+    # --- runs left open at exit -------------------------------------------------------------
+    def _close_open_runs_at_exit(self) -> None:
+        """Close what a stopped sweep or job left RUNNING: a bad override found by the sweeper's validation, Ctrl-C
+        (KeyboardInterrupt passes through Hydra), a crash. Not a kill -9: nothing runs then."""
+        if not self._run_ids and not self._sweep_open:
+            return
+        # Set by the interpreter for an exception that ended the program, before atexit handlers run.
+        ctrl_c = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+        closer = threading.Thread(target=self._close_open_runs, args=(ctrl_c,), daemon=True)
+        closer.start()
+        try:
+            closer.join(timeout=EXIT_TIMEOUT_S)
+        except KeyboardInterrupt:  # a second Ctrl-C: the user wants out now
+            pass
+        if closer.is_alive():
+            log.warning("Gave up closing the open MLflow runs: the tracking store did not answer")
+
+    def _close_open_runs(self, ctrl_c: bool) -> None:
+        try:
+            for key, run_id in list(self._run_ids.items()):
                 self._client.set_tag(run_id, "status", "interrupted")
+                self._client.set_tag(run_id, "reason", INTERRUPTED_JOB)
                 self._client.set_terminated(run_id, "KILLED")
+                del self._run_ids[key]
             if self._sweep_open:
-                self._client.set_tag(self._parent_id, "reason", UNFINISHED_SWEEP)
-                self._client.set_terminated(self._parent_id, "KILLED" if interrupted else "FAILED")
+                self._client.set_tag(self._parent_id, "reason", INTERRUPTED_SWEEP if ctrl_c else UNFINISHED_SWEEP)
+                self._client.set_terminated(self._parent_id, "KILLED" if ctrl_c else "FAILED")
+                self._sweep_open = False
         except Exception as exc:  # at exit, a store that went away can only be reported
-            log.warning("Could not close the runs of an unfinished sweep: %s", exc)
+            log.warning("Could not close the open MLflow runs: %s", exc)
 
     # --- job --------------------------------------------------------------------------------
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -172,16 +203,23 @@ class MlflowTrackingCallback(Callback):
         result = self._result_of(job_return)
         if result["status"] == "error":  # first: the exit code must not depend on tracking working
             _errors["count"] += 1
-        run_id = self._run_ids.pop(_job_key(config), None)
+        key = _job_key(config)
+        run_id = self._run_ids.get(key)
         if run_id is None:
             return
         try:
             self._record(config, run_id, result)
-        finally:  # never leave a run RUNNING
-            self._client.set_terminated(run_id, "FAILED" if result["status"] == "error" else "FINISHED")
+        except Exception:  # a tracking failure must not leave the run RUNNING (Ctrl-C leaves it to the exit hook)
+            self._close_job_run(key, result)
+            raise
+        self._close_job_run(key, result)
         self._log_device_peaks(config, result["metrics"])
         if config.hydra.mode == RunMode.RUN:
             self._summarise(None, [self._client.get_run(run_id)], job_run_name(config))
+
+    def _close_job_run(self, key: str, result: dict) -> None:
+        self._client.set_terminated(self._run_ids[key], "FAILED" if result["status"] == "error" else "FINISHED")
+        del self._run_ids[key]
 
     def _record(self, config: DictConfig, run_id: str, result: dict) -> None:
         client = self._client

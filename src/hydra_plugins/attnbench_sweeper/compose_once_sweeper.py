@@ -4,7 +4,9 @@ Before launching a batch, the basic sweeper composes every job's config to catch
 runs; then the launcher composes each config again to run it. Composition is Hydra's largest per-job cost
 (~0.06 s of this project's config on a 2-core machine, more than a trivial job's MLflow logging), so this
 sweeper keeps the configs its validation composed and hands each one to the launcher in place of the second
-composition. Validation is unchanged: a batch with one bad job still fails before any job starts.
+composition. Validation is unchanged: a batch with one bad job still fails before any job starts. Only with
+Hydra's basic launcher (jobs in this process); launchers that compose in their workers (joblib, submitit) get
+the basic sweeper's behaviour.
 
 Plugins must live under the `hydra_plugins` namespace package for Hydra to find them; selected in
 conf/config.yaml with `override hydra/sweeper: compose_once`.
@@ -15,6 +17,7 @@ conf/config.yaml with `override hydra/sweeper: compose_once`.
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_search_path import ConfigSearchPath
@@ -30,19 +33,20 @@ class ComposedOnceConfigLoader(ConfigLoader):
 
     Each validated config is handed out once, then forgotten: the launcher writes the job's number into it,
     and a later request for the same overrides (a re-run, another sweep's job) gets a fresh composition.
-    Pickling (joblib, submitit: the launcher ships the loader to its workers) drops the held configs, so a
-    worker composes its own as with the basic sweeper.
+    At most `hold_at_most` configs are held (~140 kB each); the launcher composes the rest itself.
     """
 
-    def __init__(self, loader: ConfigLoader) -> None:
+    def __init__(self, loader: ConfigLoader, hold_at_most: int = 1000) -> None:
         self.loader = loader
+        self.hold_at_most = hold_at_most
         self._validated: Dict[tuple, DictConfig] = {}
 
     def validate(self, master_config: DictConfig, batch: Sequence[Sequence[str]]) -> None:
         self._validated.clear()  # configs of an earlier batch that no launcher asked for
         for overrides in batch:
-            key = self._key(master_config, overrides)
-            self._validated[key] = self.loader.load_sweep_config(master_config, list(overrides))
+            config = self.loader.load_sweep_config(master_config, list(overrides))
+            if len(self._validated) < self.hold_at_most:
+                self._validated[self._key(master_config, overrides)] = config
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
         held = self._validated.pop(self._key(master_config, sweep_overrides), None)
@@ -53,7 +57,7 @@ class ComposedOnceConfigLoader(ConfigLoader):
         return id(master_config), tuple(overrides)
 
     def __getstate__(self) -> dict:
-        return {"loader": self.loader, "_validated": {}}
+        return self.__dict__ | {"_validated": {}}  # a copy in another process has nothing to hand out
 
     # The rest of the interface is the wrapped loader's.
     def load_configuration(self, config_name: Optional[str], overrides: List[str], run_mode: RunMode,
@@ -86,7 +90,10 @@ class ComposeOnceSweeper(BasicSweeper):
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         assert self.hydra_context is not None and self.config is not None
-        self.hydra_context.config_loader.validate(self.config, batch)
+        if isinstance(self.launcher, BasicLauncher):
+            self.hydra_context.config_loader.validate(self.config, batch)
+        else:  # other launchers compose in their workers: holding configs would only cost memory
+            super().validate_batch_is_legal(batch)
 
 
 @dataclass
