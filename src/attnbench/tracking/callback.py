@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import atexit
 import json
-from itertools import zip_longest
 import logging
 import math
 import sys
 import threading
 import time
 import traceback
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.utils import JobReturn, JobStatus
-from mlflow.entities import Metric, Param, RunTag
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from attnbench.environment import environment

@@ -21,9 +21,9 @@ from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.config_store import ConfigStore
 from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigSource
-from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig
 
