@@ -211,3 +211,10 @@ def test_recompiling_while_timed_marks_the_job_invalid(job, test_model):
     # Slices of a new length each call: Dynamo keeps compiling new graphs (until its cache limit).
     result = job("compile=true", "timing.warmup_s=0", model=test_model("shape_shifter", shape_shifter))
     assert result["status"] == "invalid" and "recompiled" in result["reason"]
+
+
+def test_a_job_keeps_its_raw_samples_and_its_case(job):
+    result = job("dtype=float32")
+    assert len(result["samples"]["wall"]) == result["metrics"]["wall_count"] >= 3
+    assert sorted(result["samples"]["wall"])[len(result["samples"]["wall"]) // 2] > 0
+    assert len(result["tags"]["case"]) == 16

@@ -159,3 +159,13 @@ def test_an_error_job_fails_the_command_even_when_tracking_did_not_start(compose
                                                                    "metrics": {}, "tags": {}})
     callback.MlflowTrackingCallback().on_job_end(cfg, failed)  # on_job_start never created a run
     assert callback.sweep_had_errors()
+
+
+def test_a_case_ignores_timing_and_tracking_but_not_what_is_measured(compose_cfg):
+    from attnbench.case import case_key
+
+    base = case_key(compose_cfg("shape=tiny"))
+    assert case_key(compose_cfg("shape=tiny", "timing.min_reps=99", "tracking.experiment=other")) == base
+    for changed in ("backend=flash", "shape.seq_len=32", "dtype=float32", "compile=true", "seed=1", "mode=bwd"):
+        assert case_key(compose_cfg("shape=tiny", changed)) != base, changed
+    assert case_key(compose_cfg("shape=tiny", return_hydra_config=True)) == base  # Hydra's node is not a case

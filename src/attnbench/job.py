@@ -24,6 +24,7 @@ from attnbench.backends import (
     no_kernel_message,
     recorded_warnings,
 )
+from attnbench.case import case_key
 from attnbench.config import Mode
 from attnbench.correctness import check
 from attnbench.devices import device_name, synchronize
@@ -38,7 +39,6 @@ from attnbench.validation import Plan, validate
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class JobResult:
     status: str = "ok"
@@ -46,11 +46,12 @@ class JobResult:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     traceback: str | None = None
+    samples: dict[str, list[float]] = field(default_factory=dict)  # raw µs per timing method, for later statistics
 
 
 def run_job(cfg: DictConfig) -> dict:
     """Hydra task function body. Returns a plain dict (picklable, for parallel launchers)."""
-    result = JobResult()
+    result = JobResult(tags={"case": case_key(cfg)})
     started = time.perf_counter()
     try:
         plan = validate(cfg)
@@ -136,6 +137,7 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
         for method in plan.methods:
             m = measure(call, device, method, cfg.timing, per_call)
             result.metrics |= m.stats.as_metrics(method)
+            result.samples[method] = m.samples_us
             if method == "wall":
                 result.metrics["wall_calls_per_sample"] = m.calls_per_sample
             if m.stats.cv > cfg.timing.cv_threshold:
