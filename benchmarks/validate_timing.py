@@ -29,8 +29,8 @@ from attnbench.job import run_job
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CASES = {
-    "seed fp16": ["shape=seed_sdpa", "dtype=float16", "causal=false"],
-    "long bf16 causal": ["shape=long_context", "dtype=bfloat16", "causal=true"],
+    "seed fp16": ["shape=seed_sdpa", "dtype=float16", "mask=none"],
+    "long bf16 causal": ["shape=long_context", "dtype=bfloat16", "mask=causal"],
 }
 BACKENDS = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
@@ -52,7 +52,7 @@ def do_bench_us(cfg_overrides: list[str], backend: SDPBackend, mode: str) -> flo
     grad_out = torch.randn_like(q)
 
     def forward():
-        return F.scaled_dot_product_attention(q, k, v, is_causal=cfg.causal)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=cfg.mask.name == "causal")
 
     def training_step():
         return torch.autograd.grad(forward(), (q, k, v), grad_out)
@@ -74,7 +74,7 @@ def sdpa_rows(repeats: int) -> None:
     for case, shape in CASES.items():
         for mode in ("fwd", "fwd_bwd"):
             for name, backend in BACKENDS.items():
-                overrides = ["model=sdpa", f"backend={name}", f"mode={mode}", *shape]
+                overrides = ["model=attention", f"backend={name}", f"mode={mode}", *shape]
                 runs = [job(*overrides, "timing.method=events") for _ in range(repeats)]
                 if runs[0]["status"] != "ok":
                     print(f"{case:18} {name:9} {mode:7} {runs[0]['status']}: {runs[0]['reason'][:90]}")
@@ -83,7 +83,7 @@ def sdpa_rows(repeats: int) -> None:
                 events = statistics.median(medians)
                 rep_cv = statistics.stdev(medians) / statistics.fmean(medians) if repeats > 1 else 0.0
                 prof = job(*overrides, "timing.method=profiler")["metrics"]["profiler_median_us"]
-                dob = do_bench_us(["model=sdpa", *shape], backend, mode)
+                dob = do_bench_us(["model=attention", *shape], backend, mode)
                 # CUDA-graph replay: device time with no host gaps between the call's kernels
                 graph = job(*overrides, "timing.method=cuda_graph")["metrics"].get("cuda_graph_median_us", float("nan"))
                 print(f"{case:18} {name:9} {mode:7} {events:9.1f} {rep_cv:7.3%} {prof:9.1f} {dob:9.1f} {graph:9.1f} "
@@ -95,7 +95,7 @@ def module_rows() -> None:
     """The module at the article's size: what each method says when the host is the bottleneck."""
     print(f"\n{'CausalSelfAttention B32 T128 H8 D64 fp16 causal':48} " +
           " ".join(f"{m:>10}" for m in ("events", "wall", "cuda_graph", "profiler")))
-    base = ["model=causal_self_attention", "shape=seed_causal_self_attention", "causal=true", "dtype=float16"]
+    base = ["model=causal_self_attention", "shape=seed_causal_self_attention", "mask=causal", "dtype=float16"]
     for label, extra in (("eager", []), ("compiled (default)", ["compile=true"]),
                          ("compiled (reduce-overhead)", ["compile=true", "compile_mode=reduce-overhead"])):
         cells = []

@@ -38,10 +38,10 @@ def compose_cfg():
 
 
 def run_script(*args: str, store: Path, cwd: Path, script: Path = REPO / "run.py",
-               timeout: int = 600) -> subprocess.CompletedProcess:
+               timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run attnbench as a user does, against a throw-away store, with Hydra's swallowed callback
     exceptions turned back into errors so that a broken callback fails the test."""
-    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "PYTHONWARNINGS": ""}
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "PYTHONWARNINGS": ""} | (env or {})
     cmd = [sys.executable, "-W", "error:Callback:UserWarning", str(script), *args,
            f"hydra.sweep.dir={cwd}/multirun", f"hydra.run.dir={cwd}/outputs"]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

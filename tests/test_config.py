@@ -6,7 +6,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from attnbench.config import BackendName, DeviceName, Dtype
+from attnbench.backends import registered_backends
+from attnbench.config import DeviceName, Dtype
 from attnbench.errors import ConfigError
 from attnbench.validation import validate
 from conftest import CONF, REPO
@@ -16,26 +17,34 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["device", "backend", "model", "shape"])
+@pytest.mark.parametrize("group", ["device", "backend", "model", "shape", "mask"])
 def test_every_option_of_every_group_composes(compose_cfg, group):
     for option in _options(group):
         cfg = compose_cfg(f"{group}={option}")
-        if group in ("device", "backend", "model"):
-            assert str(getattr(cfg[group].name, "value", cfg[group].name)) == option
+        if group == "shape":
+            assert all(cfg.shape[k] > 0 for k in ("batch", "heads", "kv_heads", "seq_len", "q_len", "head_dim"))
         else:
-            assert all(cfg.shape[k] > 0 for k in ("batch", "heads", "seq_len", "head_dim"))
+            assert str(getattr(cfg[group].name, "value", cfg[group].name)) == option
 
 
-def test_group_options_match_the_schema_enums():
+def test_group_options_match_the_registries():
     assert _options("device") == sorted(d.value for d in DeviceName)
-    assert _options("backend") == sorted(b.value for b in BackendName)
+    assert set(_options("backend")) <= set(registered_backends())
 
 
 def test_defaults_are_the_articles_seed(compose_cfg):
     cfg = compose_cfg()
-    assert cfg.model.name == "sdpa" and cfg.backend.name is BackendName.default
+    assert cfg.model.name == "attention" and cfg.backend.name == "default" and cfg.mask.name == "none"
     assert (cfg.shape.batch, cfg.shape.heads, cfg.shape.seq_len, cfg.shape.head_dim) == (64, 32, 256, 32)
+    assert (cfg.shape.kv_heads, cfg.shape.q_len) == (32, 256)  # by default: as many kv heads, a square problem
     assert cfg.dtype is Dtype.float16 and cfg.compile is False
+
+
+def test_kv_heads_and_q_len_follow_heads_and_seq_len_unless_set(compose_cfg):
+    cfg = compose_cfg("shape.heads=8", "shape.seq_len=64")
+    assert (cfg.shape.kv_heads, cfg.shape.q_len) == (8, 64)
+    cfg = compose_cfg("shape=decode", "shape.seq_len=2048")
+    assert (cfg.shape.heads, cfg.shape.kv_heads, cfg.shape.q_len, cfg.shape.seq_len) == (32, 8, 1, 2048)
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "experiments").glob("*.yaml")))
@@ -54,10 +63,11 @@ def test_experiment_files_are_shareable_sweeps():
 
 def test_seed_experiments_match_the_article(compose_cfg):
     sdpa = compose_cfg("experiment=seed_sdpa", return_hydra_config=True)
-    assert set(sdpa.hydra.sweeper.params.backend.split(",")) == {b.value for b in BackendName}
+    assert set(sdpa.hydra.sweeper.params.backend.split(",")) == {"default", "math", "flash", "efficient", "cudnn"}
+    assert sdpa.model.name == "attention" and sdpa.mask.name == "none"
     assert (sdpa.shape.batch, sdpa.shape.heads, sdpa.shape.seq_len, sdpa.shape.head_dim) == (64, 32, 256, 32)
     csa = compose_cfg("experiment=seed_causal_self_attention", return_hydra_config=True)
-    assert csa.model.name == "causal_self_attention" and csa.causal is True
+    assert csa.model.name == "causal_self_attention" and csa.mask.name == "causal"
     assert (csa.shape.batch, csa.shape.seq_len, csa.shape.heads, csa.shape.head_dim) == (32, 128, 8, 64)
     assert csa.hydra.sweeper.params.compile.replace(" ", "") in ("false,true", "true,false")
 
@@ -84,8 +94,8 @@ def test_bad_values_fail_at_composition_naming_field_choices_and_value(compose_c
     assert field in message and value in message and allowed in message
 
 
-@pytest.mark.parametrize("override, option", [("backend=fastest", "flash"), ("model=bert", "sdpa"),
-                                              ("shape=huge", "tiny")])
+@pytest.mark.parametrize("override, option", [("backend=fastest", "flash"), ("model=bert", "attention"),
+                                              ("shape=huge", "tiny"), ("mask=diagonal", "sliding_window")])
 def test_unknown_group_option_lists_the_available_ones(compose_cfg, override, option):
     with pytest.raises(ConfigCompositionException) as info:
         compose_cfg(override)
@@ -93,10 +103,22 @@ def test_unknown_group_option_lists_the_available_ones(compose_cfg, override, op
     assert given in str(info.value) and option in str(info.value) and group in str(info.value)
 
 
-def test_unknown_model_field_is_refused(compose_cfg):
+@pytest.mark.parametrize("overrides, key", [(["model=causal_self_attention", "model.n_layer=12"], "n_layer"),
+                                            (["backend=flash", "backend.block_size=64"], "block_size"),
+                                            (["mask=causal", "mask.window=8"], "window"),
+                                            (["causal=true"], "causal")])
+def test_a_field_the_option_does_not_have_is_refused(compose_cfg, overrides, key):
     with pytest.raises(ConfigCompositionException) as info:
-        compose_cfg("model=causal_self_attention", "model.n_layer=12")
-    assert "n_layer" in str(info.value) + str(info.value.__cause__)
+        compose_cfg(*overrides)
+    assert key in str(info.value) + str(info.value.__cause__)
+
+
+def test_each_option_has_its_own_fields(compose_cfg):
+    assert compose_cfg("backend=flex").backend.block_size == 128
+    assert compose_cfg("backend=performer", "backend.features=64").backend.features == 64
+    assert compose_cfg("mask=sliding_window", "mask.window=8").mask.window == 8
+    with pytest.raises((ValidationError, ConfigCompositionException)):
+        compose_cfg("mask=document", "mask.lengths=zipf")  # an Enum of the mask's schema
 
 
 @pytest.mark.parametrize(
@@ -107,6 +129,11 @@ def test_unknown_model_field_is_refused(compose_cfg):
         (["timing.min_reps=20", "timing.max_reps=10"], "timing.max_reps"),
         (["timing.min_time_s=-1"], "timing.min_time_s"),
         (["model=causal_self_attention", "model.dropout=1.5"], "model.dropout"),
+        (["model=encoder_layer", "model.feedforward=0"], "model.feedforward"),
+        (["shape.heads=8", "shape.kv_heads=3"], "shape.kv_heads"),
+        (["shape.q_len=300"], "shape.q_len"),
+        (["mask=document", "mask.documents=0"], "mask.documents"),
+        (["mask=sliding_window", "mask.window=0"], "mask.window"),
     ],
 )
 def test_cross_field_rules_fail_before_any_allocation(compose_cfg, overrides, field):

@@ -47,7 +47,7 @@ def test_seed_sweep_gives_one_parent_and_six_children(store, tmp_path):
     assert combos == {(b, c) for b in ("math", "flash", "efficient") for c in ("true", "false")}
     for child in children:
         p, m, t = child.data.params, child.data.metrics, child.data.tags
-        assert (p["shape.batch"], p["shape.seq_len"], p["dtype"], p["model.name"]) == ("2", "16", "float16", "sdpa")
+        assert (p["shape.batch"], p["shape.seq_len"], p["dtype"], p["model.name"]) == ("2", "16", "float16", "attention")
         assert not any(k.startswith("hydra") for k in p)
         assert t["env.torch"] and t["env.python"] and t["env.hostname"] and t["env.git_commit"]
         assert ".hydra" in _artifacts(client, child.info.run_id)
@@ -88,7 +88,7 @@ def test_experiment_files_run_their_whole_sweep(store, tmp_path, experiment, job
 
 
 def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(store, tmp_path):
-    proc = run_script("-m", "model=broken,sdpa", *TINY, f"hydra.searchpath=[file://{FIXTURES}/conf]",
+    proc = run_script("-m", "model=broken,attention", *TINY, f"hydra.searchpath=[file://{FIXTURES}/conf]",
                       store=store, cwd=tmp_path, script=FIXTURES / "run_with_failing_workloads.py")
     assert proc.returncode == 1, proc.stderr[-3000:]
     client, parents, children = _runs(store)
@@ -98,7 +98,7 @@ def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(store, tmp_path
     assert broken.data.tags["status"] == "error" and "always fails" in broken.data.tags["reason"]
     assert broken.info.status == "FAILED"
     assert "traceback.txt" in _artifacts(client, broken.info.run_id)
-    assert by_model["sdpa"].data.tags["status"] == "ok"
+    assert by_model["attention"].data.tags["status"] == "ok"
     assert parents[0].info.status == "FAILED" and parents[0].data.metrics["jobs_error"] == 1
 
 

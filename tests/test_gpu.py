@@ -66,7 +66,7 @@ def test_launch_free_methods_agree_with_events_on_a_kernel_bound_call(compose_cf
 
 
 def test_on_a_launch_bound_module_graph_replay_beats_the_host_and_kernels_bound_it(compose_cfg):
-    base = ["device=cuda", "model=causal_self_attention", "shape=seed_causal_self_attention", "causal=true",
+    base = ["device=cuda", "model=causal_self_attention", "shape=seed_causal_self_attention", "mask=causal",
             *FAST_TIMING]
     graph = run_job(compose_cfg(*base, "timing.method=cuda_graph"))["metrics"]["cuda_graph_median_us"]
     wall = run_job(compose_cfg(*base, "timing.method=wall"))["metrics"]["wall_median_us"]

@@ -1,4 +1,4 @@
-"""Pure functions: the FLOP formula, the statistics, params for MLflow, the kernel-name mapping."""
+"""Pure functions: the statistics, params for MLflow, the kernel-name mapping, the case key."""
 
 from __future__ import annotations
 
@@ -7,43 +7,11 @@ import statistics
 import pytest
 import torch
 
-from attnbench.backends import is_no_kernel_error, kernel_family
-from attnbench.config import Mode
-from attnbench.metrics import attention_flops, attention_min_bytes, compare, tflops_per_s
+from attnbench.backends.sdpa import is_no_kernel_error, kernel_family
+from attnbench.correctness import compare
+from attnbench.metrics import tflops_per_s
 from attnbench.timing import Stats
 from attnbench.tracking.store import MAX_PARAM_VALUE, chunks, flatten, safe_name
-
-
-def test_attention_flops_is_four_b_h_s_squared_d():
-    assert attention_flops(64, 32, 256, 256, 32, causal=False) == 4 * 64 * 32 * 256 * 256 * 32
-    assert attention_flops(1, 1, 2, 2, 1, causal=False) == 16
-
-
-def test_causal_attention_counts_half():
-    full = attention_flops(4, 16, 4096, 4096, 128, causal=False)
-    assert attention_flops(4, 16, 4096, 4096, 128, causal=True) == full // 2
-
-
-def test_flops_scale_linearly_in_batch_heads_dim_and_quadratically_in_length():
-    base = attention_flops(2, 3, 64, 64, 16, causal=False)
-    assert attention_flops(4, 3, 64, 64, 16, causal=False) == 2 * base
-    assert attention_flops(2, 6, 64, 64, 16, causal=False) == 2 * base
-    assert attention_flops(2, 3, 64, 64, 32, causal=False) == 2 * base
-    assert attention_flops(2, 3, 128, 128, 16, causal=False) == 4 * base
-
-
-def test_training_modes_scale_the_attention_flops():
-    fwd = attention_flops(2, 3, 64, 64, 16, causal=True)
-    assert attention_flops(2, 3, 64, 64, 16, causal=True, mode=Mode.bwd) == 2.5 * fwd
-    assert attention_flops(2, 3, 64, 64, 16, causal=True, mode=Mode.fwd_bwd) == 3.5 * fwd
-
-
-def test_minimum_bytes_per_mode():
-    # forward: Q, K, V read and O written; backward: Q, K, V, O, dO read and dQ, dK, dV written
-    one_tensor = 2 * 3 * 64 * 16 * 2
-    assert attention_min_bytes(2, 3, 64, 16, 2, Mode.fwd) == 4 * one_tensor
-    assert attention_min_bytes(2, 3, 64, 16, 2, Mode.bwd) == 8 * one_tensor
-    assert attention_min_bytes(2, 3, 64, 16, 2, Mode.fwd_bwd) == 12 * one_tensor
 
 
 def test_tflops_per_s():
@@ -108,7 +76,9 @@ def test_chunks_keep_batches_within_the_limit():
         (["aten::_scaled_dot_product_cudnn_attention"], [], "cudnn"),
         ([], ["cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3"], "cudnn"),
         ([], ["void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<32>>"], "flash"),
-        (["aten::mm", "aten::_softmax"], ["triton_per_fused__softmax_0"], "decomposed"),
+        (["Torch-Compiled Region: 0/0", "aten::mm"], ["triton_per_fused__softmax_0"], "decomposed"),
+        (["aten::_native_multi_head_attention", "aten::bmm", "aten::_masked_softmax"], [], "unfused"),
+        (["aten::flash_attn_3::fwd"], [], "flash"),
     ],
 )
 def test_kernel_family_from_profiler_names(ops, kernels, family):
@@ -130,7 +100,7 @@ def test_no_kernel_errors_are_recognised_through_wrapping():
 def test_recorded_warnings_survive_the_exception_they_explain():
     import warnings
 
-    from attnbench.backends import recorded_warnings
+    from attnbench.pytorch_warnings import recorded_warnings
 
     with pytest.raises(RuntimeError):
         with recorded_warnings() as warned:
@@ -166,6 +136,7 @@ def test_a_case_ignores_timing_and_tracking_but_not_what_is_measured(compose_cfg
 
     base = case_key(compose_cfg("shape=tiny"))
     assert case_key(compose_cfg("shape=tiny", "timing.min_reps=99", "tracking.experiment=other")) == base
-    for changed in ("backend=flash", "shape.seq_len=32", "dtype=float32", "compile=true", "seed=1", "mode=bwd"):
+    for changed in ("backend=flash", "shape.seq_len=32", "dtype=float32", "compile=true", "seed=1", "mode=bwd",
+                    "mask=causal", "shape.kv_heads=1", "model=causal_self_attention"):
         assert case_key(compose_cfg("shape=tiny", changed)) != base, changed
     assert case_key(compose_cfg("shape=tiny", return_hydra_config=True)) == base  # Hydra's node is not a case

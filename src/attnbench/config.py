@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 
 class DeviceName(Enum):
@@ -19,14 +19,6 @@ class DeviceName(Enum):
     cpu = "cpu"
     cuda = "cuda"
     mps = "mps"
-
-
-class BackendName(Enum):
-    default = "default"  # PyTorch's own dispatch
-    math = "math"
-    flash = "flash"
-    efficient = "efficient"
-    cudnn = "cudnn"
 
 
 class Dtype(Enum):
@@ -62,15 +54,12 @@ class DeviceConfig:
 
 
 @dataclass
-class BackendConfig:
-    name: BackendName = BackendName.default
-
-
-@dataclass
 class ShapeConfig:
     batch: int = MISSING
-    heads: int = MISSING
-    seq_len: int = MISSING
+    heads: int = MISSING  # query heads
+    kv_heads: int = II(".heads")  # key/value heads: fewer is grouped-query attention (1: multi-query)
+    seq_len: int = MISSING  # keys and values (the KV cache when q_len < seq_len)
+    q_len: int = II(".seq_len")  # queries, the last q_len positions: 1 is one decode step
     head_dim: int = MISSING
 
 
@@ -97,28 +86,46 @@ class TrackingConfig:
 @dataclass
 class Config:
     device: DeviceConfig = MISSING
-    backend: BackendConfig = MISSING
-    # Each model option carries its own schema (registered by attnbench.models), so the field is open here.
+    # Each backend, model and mask option carries its own schema (its Config dataclass, registered below), so
+    # these fields are open here and closed in each option.
+    backend: Any = MISSING
     model: Any = MISSING
     shape: ShapeConfig = MISSING
+    mask: Any = MISSING
     timing: TimingConfig = field(default_factory=TimingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mode: Mode = Mode.fwd
     compile: bool = False
     compile_mode: CompileMode = CompileMode["default"]  # type: ignore[valid-type]
     dtype: Dtype = Dtype.float16
-    causal: bool = False
     seed: int = 0
 
 
+def plain(node: Any) -> Any:
+    """A config node as its dataclass instance (or a plain container); plain values pass through."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_object(node) if isinstance(node, DictConfig) else node
+
+
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore. Called once, by the entry point and the tests."""
+    """Put the schemas in Hydra's ConfigStore. Called once, by the entry point and the tests.
+
+    Every backend, model and mask gets `schema/<group>/<name>`, which its YAML option in conf/<group>/ extends.
+    A plugin's backend brings no YAML: its schema is stored as the option `backend/<name>` itself.
+    """
     from hydra.core.config_store import ConfigStore
 
+    from attnbench.backends import plugin_backends, registered_backends
+    from attnbench.masks import registered_masks
     from attnbench.models import registered_models
 
     cs = ConfigStore.instance()
     cs.store(name="attnbench_schema", node=Config)
-    for name, workload in registered_models().items():
-        # conf/model/<name>.yaml starts from this schema, so its keys are typed and closed.
-        cs.store(group="schema/model", name=name, node=workload.Params)
+    for group, registry in (("backend", registered_backends()), ("model", registered_models()),
+                            ("mask", registered_masks())):
+        for name, cls in registry.items():
+            node = cls.Config(name=name)
+            cs.store(group=f"schema/{group}", name=name, node=node)
+    for name in plugin_backends():
+        cs.store(group="backend", name=name, node=registered_backends()[name].Config(name=name))

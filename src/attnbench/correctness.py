@@ -1,31 +1,107 @@
-"""A job's output (and input gradients) against a float64 math-backend reference on a slice."""
+"""Is the output right? The job's output (and input gradients) against a float64 reference, judged per dtype.
+
+The reference is exact softmax attention in float64 (PyTorch's math kernel with the problem's dense mask, a
+block of query rows at a time) on a slice of the inputs. Exact backends must land within the dtype's tolerance
+or the job is `wrong`. Approximate backends (linear attention) are not softmax attention: their error against it
+is logged and tagged `approximate`, and they are judged against their own formula in float64 instead.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.metrics import all_finite, compare
-from attnbench.models import Workload
+from attnbench.backends import Attend, Backend
+from attnbench.models import Model
+from attnbench.problem import Problem
+
+# max |out − ref| / max |ref| allowed, by dtype. Half precision rounds each element to ~1e-3 (bf16: ~4e-3);
+# float32 lands near 1e-7 (TF32 would give ~3e-4, and is off by default). Gradients get twice as much room.
+TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 1e-4, torch.float64: 1e-10}
+GRADIENT_FACTOR = 2
+REFERENCE_ROWS = 1024  # query rows per block of the reference: bounds its (rows, S) float64 scores
 
 
-def check(workload: Workload, args: tuple, out: torch.Tensor, grads: tuple | None = None,
-          grad_out: torch.Tensor | None = None) -> tuple[dict[str, float], str | None]:
-    """Error metrics, and the reason the result is wrong (non-finite values) or None."""
+@dataclass
+class Verdict:
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    wrong: str | None = None  # why the result is wrong, or None
+
+
+def reference_attention(problem: Problem) -> Attend:
+    """Exact softmax attention in float64 on (sliced) q, k, v, with the problem's mask, bottom-right aligned."""
+    mask = problem.mask
+
+    def attend(q, k, v):
+        keep = None if mask.name == "none" else mask.dense(q.device)
+        rows = []
+        with sdpa_kernel(SDPBackend.MATH):  # also inside a job that forces another kernel: float64 needs math
+            for start in range(0, q.shape[2], REFERENCE_ROWS):
+                block = slice(start, start + REFERENCE_ROWS)
+                rows.append(F.scaled_dot_product_attention(
+                    q[:, :, block], k, v, attn_mask=None if keep is None else keep[block],
+                    enable_gqa=q.shape[1] != k.shape[1]))
+        return torch.cat(rows, dim=2)
+
+    return attend
+
+
+def check(model: Model, backend: Backend, args: tuple, out: torch.Tensor, grads: tuple | None = None,
+          grad_out: torch.Tensor | None = None) -> Verdict:
     produced = (out, *(grads or ()))
-    if not all_finite(*produced):
-        where = "output" if not all_finite(out) else "gradients"
-        return {}, f"the {where} contain NaN or Inf"
-    reference = workload.reference()
+    if not all(bool(torch.isfinite(t).all()) for t in produced):
+        where = "output" if not bool(torch.isfinite(out).all()) else "gradients"
+        return Verdict(wrong=f"the {where} contain NaN or Inf")
+    exact = _against(model, reference_attention(model.problem), args, out, grads, grad_out)
+    if exact is None:
+        return Verdict(tags={"check": "skipped: dropout draws differ between the job and the reference"})
+    tolerance = TOLERANCE[model.dtype]
+    verdict = Verdict(metrics=exact | {"tolerance": tolerance})
+    if backend.approximate:  # judged against its own formula; its distance from softmax is information
+        verdict.tags["check"] = "approximate"
+        own = _against(model, backend.reference(model.problem), args, out, grads, grad_out)
+        verdict.metrics |= {f"self_{k}": v for k, v in own.items()}
+        verdict.wrong = _over(own, tolerance, "its own formula in float64")
+    else:
+        verdict.tags["check"] = "exact"
+        verdict.wrong = _over(exact, tolerance, "float64 softmax attention")
+    return verdict
+
+
+def _over(errors: dict[str, float], tolerance: float, against: str) -> str | None:
+    if errors["max_rel_err"] > tolerance:
+        return f"max_rel_err {errors['max_rel_err']:.3g} against {against} is over the tolerance {tolerance:g}"
+    limit = GRADIENT_FACTOR * tolerance
+    if errors.get("grad_max_rel_err", 0.0) > limit:
+        return f"grad_max_rel_err {errors['grad_max_rel_err']:.3g} against {against} is over the tolerance {limit:g}"
+    return None
+
+
+def _against(model: Model, attend: Attend, args, out, grads, grad_out) -> dict[str, float] | None:
+    """Errors of the output (and input gradients) against model.reference(attend) on the sliced inputs."""
+    reference = model.reference(attend)
     if reference is None:
-        return {}, None
+        return None
     training = grads is not None
-    inputs = [t.detach().to(torch.float64).requires_grad_(training) for t in workload.slice_inputs(args)]
+    inputs = [t.detach().to(torch.float64).requires_grad_(training) for t in model.slice_inputs(args)]
     with torch.enable_grad() if training else torch.no_grad():
         ref_out = reference(*inputs)
-    metrics = compare(workload.slice_output(out), ref_out)
+    metrics = compare(model.slice_output(out), ref_out)
     if training:
-        ref_grads = torch.autograd.grad(ref_out, inputs, workload.slice_output(grad_out).to(torch.float64))
-        errors = [compare(g, r) for g, r in zip(workload.slice_inputs(grads[: len(args)]), ref_grads)]
+        ref_grads = torch.autograd.grad(ref_out, inputs, model.slice_output(grad_out).to(torch.float64))
+        errors = [compare(g, r) for g, r in zip(model.slice_inputs(grads[: len(args)]), ref_grads)]
         metrics["grad_max_abs_err"] = max(e["max_abs_err"] for e in errors)
         metrics["grad_max_rel_err"] = max(e["max_rel_err"] for e in errors)
-    return metrics, None
+    return metrics
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    """Max absolute and relative error of `out` against a float64 reference of the same shape."""
+    diff = (out.detach().to(torch.float64) - ref.detach()).abs()
+    max_abs = diff.max().item()
+    scale = ref.detach().abs().max().item()
+    return {"max_abs_err": max_abs, "max_rel_err": max_abs / scale if scale > 0 else max_abs}

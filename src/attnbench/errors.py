@@ -11,3 +11,7 @@ class ConfigError(ValueError):
 
 class Unsupported(RuntimeError):
     """This machine or PyTorch build cannot run the requested combination. The sweep goes on."""
+
+
+class Skipped(Exception):
+    """The job would repeat another job of the same sweep (e.g. compile_mode without compile): nothing to do."""

@@ -1,36 +1,29 @@
-"""One benchmark job: validate, build, (compile,) check against a reference, time, and report.
+"""One benchmark job, top to bottom: plan, build, first call, check, verify dispatch, memory, time, throughput.
 
-The job never raises: whatever happens becomes a status with a reason, so that one job cannot take a
-sweep down. Statuses: ok, unsupported (this machine or build cannot run it), oom, wrong (non-finite
-output), invalid (recompiled while being timed), error (anything unexpected; traceback kept).
+The job never raises: whatever happens becomes a status with a reason, so that one job cannot take a sweep
+down. Statuses (most severe first): error, oom, unsupported, skipped, wrong, fallback, invalid, ok — see README.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig
 
-from attnbench.backends import (
-    forced_backend,
-    is_no_kernel_error,
-    kernel_family,
-    no_kernel_message,
-    recorded_warnings,
-)
 from attnbench.case import case_key
 from attnbench.config import Mode
 from attnbench.correctness import check
-from attnbench.devices import device_name, synchronize
-from attnbench.errors import ConfigError, Unsupported
-from attnbench.metrics import tflops_per_s
-from attnbench.peak import datasheet, measured_peaks
+from attnbench.devices import synchronize
+from attnbench.errors import ConfigError, Skipped, Unsupported
+from attnbench.metrics import throughput
+from attnbench.peak import measured_peaks
+from attnbench.pytorch_warnings import recorded_warnings
 from attnbench.timing import first_call, measure
 from attnbench.timing.profiling import profile_call
 from attnbench.timing.timer import l2_flush_buffer, warm_up
@@ -48,6 +41,32 @@ class JobResult:
     traceback: str | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)  # raw µs per timing method, for later statistics
 
+    def flag(self, status: str, reason: str) -> None:
+        """A finding about a job that still ran: the first one sets the status, later ones add to the reason."""
+        if self.status == "ok":
+            self.status, self.reason = status, reason
+        else:
+            self.reason += f"; also {status}: {reason}"
+
+
+@dataclass
+class Step:
+    """The call a job times, its inputs, and what the first call produced."""
+
+    forward: Callable[[], torch.Tensor]
+    args: tuple[torch.Tensor, ...]
+    wrt: list[torch.Tensor]  # what a backward differentiates: the inputs, then the model's weights
+    out: torch.Tensor | None = None
+    grads: tuple[torch.Tensor, ...] | None = None
+    grad_out: torch.Tensor | None = None
+
+    def call(self, mode: Mode) -> Callable[[], object]:
+        if mode is Mode.fwd:
+            return self.forward
+        if mode is Mode.bwd:  # through the graph the first call built: backward alone
+            return lambda: torch.autograd.grad(self.out, self.wrt, self.grad_out, retain_graph=True)
+        return lambda: torch.autograd.grad(self.forward(), self.wrt, self.grad_out)
+
 
 def run_job(cfg: DictConfig) -> dict:
     """Hydra task function body. Returns a plain dict (picklable, for parallel launchers)."""
@@ -55,8 +74,10 @@ def run_job(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     try:
         plan = validate(cfg)
-        result.tags["device"] = str(plan.device)
+        result.tags |= {"device": str(plan.device), "problem": plan.problem.describe()}
         _benchmark(cfg, plan, result)
+    except Skipped as e:
+        result.status, result.reason = "skipped", str(e)
     except Unsupported as e:
         result.status, result.reason = "unsupported", str(e)
     except ConfigError as e:
@@ -70,149 +91,139 @@ def run_job(cfg: DictConfig) -> dict:
     finally:
         _release_memory()
     result.metrics["job_s"] = time.perf_counter() - started
-    level = logging.INFO if result.status in ("ok", "unsupported") else logging.ERROR
+    level = logging.INFO if result.status in ("ok", "unsupported", "skipped") else logging.ERROR
     log.log(level, "%s%s", result.status, f": {result.reason}" if result.reason else "")
     return asdict(result)
 
 
 def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
-    workload, device, mode = plan.workload, plan.device, cfg.mode
-    training = mode is not Mode.fwd
-    peaks = measured_peaks(device, workload.dtype)  # before the workload takes memory; cached per process
-    if device.type == "cuda" and cfg.timing.flush_l2:
-        l2_flush_buffer(device)  # allocated once per process, before any memory figure is read
-    torch._dynamo.reset()  # nothing compiled by an earlier job in this process may leak into this one
-    graphs_at_start = _dynamo_graphs()  # Dynamo's counters survive reset(): count this job's graphs only
+    peaks = _prepare_device(cfg, plan)
     torch.manual_seed(cfg.seed)
-    with torch.set_grad_enabled(training), forced_backend(cfg.backend.name), _cold_compiler():
-        log.info("Building %s <%s.%s> on %s, mode %s", cfg.model.name, type(workload).__module__,
-                 type(workload).__name__, device, mode.value)
-        fn, args = workload.build()
-        if training:
-            args = tuple(a.requires_grad_() for a in args)
-        wrt = [*args, *workload.parameters()]
-        if cfg.compile:
-            fn = torch.compile(fn, mode=cfg.compile_mode.value)
-        forward = _step(fn, args, cfg)
-
+    with _fresh_compiler(), torch.set_grad_enabled(cfg.mode is not Mode.fwd), plan.backend.context():
+        step = _build(cfg, plan)
+        result.tags |= plan.backend.tags()
+        _first_call(cfg, plan, step, result)
+        _check(plan, step, result)
+        call = step.call(cfg.mode)
+        if cfg.mode is not Mode.bwd:
+            step.out = None  # only backward alone times through it; the rest must not hold its memory
         try:
-            with recorded_warnings() as warned:
-                out, first_s = first_call(forward, device)
-                grads = grad_out = None
-                if training:  # the first backward compiles the backward graph: part of the first call
-                    grad_out = torch.randn_like(out)
-                    grads, backward_s = first_call(lambda: torch.autograd.grad(out, wrt, grad_out,
-                                                                               retain_graph=True), device)
-                    first_s += backward_s
-        except Exception as e:  # outside the `with`: `warned` is complete only once it has exited
-            if is_no_kernel_error(e):
-                raise Unsupported(_no_kernel_reason(cfg, device, warned, e)) from e
-            raise
-        result.metrics["first_call_s"] = first_s
-        if cfg.compile:
-            result.metrics["compile_s"] = first_s
-            result.metrics["dynamo_graphs"] = _dynamo_graphs() - graphs_at_start
+            with torch.compiler.set_stance("fail_on_recompile"):  # a recompile now would be timed: refuse it
+                _verify_dispatch(cfg, plan, step, call, result)
+                _time(cfg, plan, call, result)
+        except RuntimeError as e:
+            if "recompile" not in str(e):
+                raise
+            result.flag("invalid", "torch.compile recompiled after the first call: " + _first_line(str(e)))
+            return
+    result.metrics |= throughput(plan.model, cfg.mode, result.metrics["median_us"] / 1e6, peaks, plan.device)
 
-        errors, wrong = check(workload, args, out, grads, grad_out)
-        result.metrics |= errors
-        if wrong:
-            result.status, result.reason = "wrong", wrong
-        del grads
-        call = {
-            Mode.fwd: forward,
-            Mode.bwd: lambda: torch.autograd.grad(out, wrt, grad_out, retain_graph=True),
-            Mode.fwd_bwd: lambda: torch.autograd.grad(forward(), wrt, grad_out),
-        }[mode]
-        if mode is not Mode.bwd:
-            del out  # bwd keeps it: its graph is what each timed backward runs through
 
-        # The backend shows in the forward's ops; a backward alone may run only generic kernels (math's does).
-        result.tags |= _kernels(call, device, family_from=forward if mode is Mode.bwd else call)
-        if device.type == "cuda":
-            result.metrics |= _peak_memory(call, device)
+def _prepare_device(cfg: DictConfig, plan: Plan) -> dict[str, float]:
+    """The device's ceilings and the L2 flush buffer: once per process, before the job takes memory."""
+    peaks = measured_peaks(plan.device, plan.dtype)
+    if plan.device.type == "cuda" and cfg.timing.flush_l2:
+        l2_flush_buffer(plan.device)
+    torch.compiler.reset()  # nothing compiled by an earlier job in this process may leak into this one
+    return peaks
 
-        per_call = warm_up(call, device, cfg.timing.warmup_s)
-        graphs_before = _dynamo_graphs()
-        unstable = []
-        for method in plan.methods:
-            m = measure(call, device, method, cfg.timing, per_call)
-            result.metrics |= m.stats.as_metrics(method)
-            result.samples[method] = m.samples_us
-            if method == "wall":
-                result.metrics["wall_calls_per_sample"] = m.calls_per_sample
-            if m.stats.cv > cfg.timing.cv_threshold:
-                unstable.append(f"{method} cv={m.stats.cv:.3f}")
-        if unstable:
-            result.tags["timing.unstable"] = ", ".join(unstable)
-        if cfg.compile and _dynamo_graphs() != graphs_before:
-            result.status = "invalid"
-            result.reason = "torch.compile recompiled while being timed: the samples include the compiler"
 
+def _build(cfg: DictConfig, plan: Plan) -> Step:
+    model, backend = plan.model, plan.backend
+    log.info("Building %s <%s> through backend %s <%s> on %s: %s, %s, mode %s", model.name,
+             type(model).__qualname__, backend.name, type(backend).__qualname__, plan.device,
+             plan.problem.describe(), cfg.dtype.value, cfg.mode.value)
+    attend = backend.build(plan.problem, plan.device, plan.dtype)  # masks, features, kernels: built untimed
+    fn, args = model.build(attend)
+    if cfg.mode is not Mode.fwd:
+        args = tuple(a.requires_grad_() for a in args)
+    if cfg.compile:
+        fn = torch.compile(fn, mode=cfg.compile_mode.value)
+    if cfg.compile and cfg.compile_mode.value == "reduce-overhead":
+        # CUDA graphs reuse their output buffers: mark each call as a new step so that a replay never
+        # overwrites an output that is still in use (the reference check reads the first one).
+        def forward():
+            torch.compiler.cudagraph_mark_step_begin()
+            return fn(*args)
+    else:
+        def forward():
+            return fn(*args)
+    return Step(forward, args, wrt=[*args, *model.parameters()])
+
+
+def _first_call(cfg: DictConfig, plan: Plan, step: Step, result: JobResult) -> None:
+    """The first call (and backward) on its own: compilation, if any, stays out of the steady-state numbers."""
+    graphs_before = _dynamo_graphs()
+    try:
+        with recorded_warnings() as warned:
+            step.out, seconds = first_call(step.forward, plan.device)
+            if cfg.mode is not Mode.fwd:  # the first backward compiles the backward graph
+                step.grad_out = torch.randn_like(step.out)
+                step.grads, backward_s = first_call(
+                    lambda: torch.autograd.grad(step.out, step.wrt, step.grad_out, retain_graph=True), plan.device)
+                seconds += backward_s
+    except Exception as e:  # outside the `with`: `warned` is complete only once it has exited
+        reason = plan.backend.explain_failure(e, warned)
+        if reason:
+            raise Unsupported(reason) from e
+        raise
+    result.metrics["first_call_s"] = seconds
+    if cfg.compile:
+        result.metrics["compile_s"] = seconds
+    if graphs := _dynamo_graphs() - graphs_before:
+        result.metrics["dynamo_graphs"] = graphs  # evidence that something was compiled (flex always is)
+
+
+def _check(plan: Plan, step: Step, result: JobResult) -> None:
+    """The output (and gradients) against a float64 reference: a verdict, not just a number."""
+    verdict = check(plan.model, plan.backend, step.args, step.out, step.grads, step.grad_out)
+    result.metrics |= verdict.metrics
+    result.tags |= verdict.tags
+    if verdict.wrong:
+        result.flag("wrong", verdict.wrong)
+    step.grads = None
+
+
+def _verify_dispatch(cfg: DictConfig, plan: Plan, step: Step, call, result: JobResult) -> None:
+    """Which kernel really ran (profiler names), whether it is the one the backend promised, and memory."""
+    profile = profile_call(call, plan.device)
+    # The backend shows in the forward's ops; a backward alone may run only generic kernels (math's does).
+    origin = profile_call(step.forward, plan.device) if cfg.mode is Mode.bwd else profile
+    found = plan.backend.dispatch(origin)
+    result.tags |= {"kernel": found.ran} | found.tags | plan.model.tags(origin.ops)
+    if profile.kernels:
+        result.tags["kernels"] = "; ".join(sorted(profile.kernels))
+    if found.fallback:
+        result.flag("fallback", f"backend={plan.backend.name} promises {' or '.join(found.accepts)}, "
+                                f"but {found.ran} ran")
+    if plan.device.type == "cuda":
+        result.metrics |= _peak_memory(call, plan.device)
+
+
+def _time(cfg: DictConfig, plan: Plan, call, result: JobResult) -> None:
+    per_call = warm_up(call, plan.device, cfg.timing.warmup_s)
+    unstable = []
+    for method in plan.methods:
+        m = measure(call, plan.device, method, cfg.timing, per_call)
+        result.metrics |= m.stats.as_metrics(method)
+        result.samples[method] = m.samples_us
+        if method == "wall":
+            result.metrics["wall_calls_per_sample"] = m.calls_per_sample
+        if m.stats.cv > cfg.timing.cv_threshold:
+            unstable.append(f"{method} cv={m.stats.cv:.3f}")
+    if unstable:
+        result.tags["timing.unstable"] = ", ".join(unstable)
     headline = plan.methods[0]
-    result.tags["timing.headline"] = headline
-    result.tags["timing.methods"] = ",".join(plan.methods)
-    result.metrics |= _throughput(workload, mode, result.metrics[f"{headline}_median_us"] / 1e6, peaks, device)
+    result.tags |= {"timing.headline": headline, "timing.methods": ",".join(plan.methods)}
+    result.metrics["median_us"] = result.metrics[f"{headline}_median_us"]
 
 
-def _throughput(workload, mode: Mode, seconds: float, peaks: dict[str, float],
-                device: torch.device) -> dict[str, float]:
-    flops, nbytes = workload.flops(mode), workload.min_bytes(mode)
-    metrics = {
-        "median_us": seconds * 1e6,
-        "gflop": flops / 1e9,
-        "tflops": tflops_per_s(flops, seconds),
-        "gbps": nbytes / seconds / 1e9,
-        "arith_intensity": flops / nbytes,
-    }
-    ceilings = peaks | datasheet(device_name(device), workload.dtype)
-    metrics |= ceilings
-    for ceiling, achieved in (("device_peak_tflops", "tflops"), ("device_peak_gbps", "gbps"),
-                              ("datasheet_tflops", "tflops"), ("datasheet_gbps", "gbps")):
-        if ceiling in ceilings:
-            metrics[f"pct_{ceiling}"] = 100 * metrics[achieved] / ceilings[ceiling]
-    return metrics
-
-
-def _cold_compiler():
+def _fresh_compiler():
     """Compile from scratch in every job. Inductor's on-disk caches key a graph without the SDPA backend
     flags, so a sweep would otherwise reuse the math job's compiled graph for flash and efficient (seen on
     an H100 with torch 2.11: all three ran the same decomposed kernels). Cold compiles also keep compile_s
     independent of what ran before."""
-    import torch._functorch.config
-    import torch._inductor.config
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch._inductor.config.patch(force_disable_caches=True))
-    stack.enter_context(torch._functorch.config.patch(enable_autograd_cache=False))
-    return stack
-
-
-def _step(fn, args, cfg: DictConfig):
-    if cfg.compile and cfg.compile_mode.value == "reduce-overhead":
-        # CUDA graphs reuse their output buffers: mark each call as a new step so that a replay never
-        # overwrites an output that is still in use (the reference check reads the first one).
-        def call():
-            torch.compiler.cudagraph_mark_step_begin()
-            return fn(*args)
-
-        return call
-    return lambda: fn(*args)
-
-
-def _no_kernel_reason(cfg: DictConfig, device: torch.device, warned: list[str], exc: Exception) -> str:
-    # PyTorch explains *why* in warnings ("Flash attention kernel not used because: ...") just before it
-    # raises; the exception itself only says that nothing was left. Keep both.
-    return f"backend={cfg.backend.name.value} on {device.type}: " + " | ".join(warned + [no_kernel_message(exc)])
-
-
-def _kernels(call, device: torch.device, family_from) -> dict[str, str]:
-    """Which SDPA implementation really ran (aten op names; kernel names on CUDA), and the timed call's kernels."""
-    profile = profile_call(call, device)
-    origin = profile if family_from is call else profile_call(family_from, device)
-    tags = {"sdpa.kernel": kernel_family(origin.ops, origin.kernels)}
-    if profile.kernels:
-        tags["kernels"] = "; ".join(sorted(profile.kernels))
-    return tags
+    return torch.compiler.config.patch(force_disable_caches=True)
 
 
 def _peak_memory(call, device: torch.device) -> dict[str, float]:
@@ -228,6 +239,7 @@ def _peak_memory(call, device: torch.device) -> dict[str, float]:
 
 
 def _dynamo_graphs() -> int:
+    # No public counter of compiled graphs exists; tests/test_job.py fails if this private one goes away.
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
@@ -245,12 +257,12 @@ def _out_of_memory(e: Exception) -> bool:
 
 def _release_memory() -> None:
     # Give the next job the device memory this one held: compiled graphs and CUDA-graph pools (released by
-    # Dynamo's reset), cycles (tracebacks). Only on CUDA: a full collection costs ~0.3 s with torch loaded,
-    # and host memory needs no help. Never raises: after a sticky CUDA error, cleanup fails too.
+    # the compiler's reset), cycles (tracebacks). Only on CUDA: a full collection costs ~0.3 s with torch
+    # loaded, and host memory needs no help. Never raises: after a sticky CUDA error, cleanup fails too.
     if not torch.cuda.is_available():
         return
     try:
-        torch._dynamo.reset()
+        torch.compiler.reset()
         gc.collect()
         torch.cuda.empty_cache()
     except Exception as e:  # noqa: BLE001

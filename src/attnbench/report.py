@@ -28,7 +28,7 @@ class Row:
 def row_of(run: Run) -> Row:
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     status = t.get("status", "unknown")
-    note = t.get("sdpa.kernel", "") if status == "ok" else t.get("reason", "")
+    note = t.get("kernel", "") if status == "ok" else t.get("reason", "")
     return Row(
         name=run.info.run_name or run.info.run_id[:8],
         model=p.get("model.name", "?"),

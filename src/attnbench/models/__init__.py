@@ -1,7 +1,8 @@
-"""Workloads: one module per attention implementation, each registered under its `model=` name.
+"""Models: what calls the backend. One module each, registered under its `model=` name.
 
-A new model is this module's sibling (a `Workload` subclass decorated with `@register`) plus
-`conf/model/<name>.yaml`. Submodules are imported on demand, so nothing else needs editing.
+A new model is this package's module (a `Model` subclass decorated `@register_model`, with a `Config`
+dataclass) plus `conf/model/<name>.yaml`. A model that cannot route its attention through the chosen backend
+says so in `supports`, and the job is `unsupported` rather than timed under a misleading label.
 """
 
 from __future__ import annotations
@@ -9,48 +10,63 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
 
-from attnbench.config import Mode, ShapeConfig
+from attnbench.backends import Attend, Backend
+from attnbench.config import Mode, plain
+from attnbench.errors import ConfigError
+from attnbench.problem import Problem
 
-_REGISTRY: dict[str, type["Workload"]] = {}
+_MODELS: dict[str, type["Model"]] = {}
+# A linear layer's backward is two matmuls of the forward's size (input and weight gradients).
+LINEAR_FLOP_FACTOR = {Mode.fwd: 1.0, Mode.bwd: 2.0, Mode.fwd_bwd: 3.0}
 
 
-class Workload(ABC):
+@dataclass
+class ModelConfig:
+    name: str = "attention"
+
+
+class Model(ABC):
     """Something to time: builds its inputs on a device and exposes one forward call.
 
-    Correctness is checked on a slice small enough for float64: `slice_inputs` cuts the inputs (and, applied
-    to their gradients, the gradients), `slice_output` cuts the output the same way, and `reference` returns
-    a float64 math-backend function that maps sliced inputs to the sliced output.
+    Correctness is checked on a slice small enough for float64: `slice_inputs` cuts the inputs (and, applied to
+    their gradients, the gradients), `slice_output` cuts the output the same way, and `reference(attend)` maps
+    sliced float64 inputs to the sliced output, with its attention computed by `attend`.
     """
 
     name: ClassVar[str]
-    Params: ClassVar[type]  # dataclass schema of conf/model/<name>.yaml
+    Config: ClassVar[type] = ModelConfig
 
-    def __init__(self, params: Any, shape: ShapeConfig, dtype: torch.dtype, device: torch.device,
-                 causal: bool) -> None:
-        self.params, self.shape, self.dtype, self.device, self.causal = params, shape, dtype, device, causal
+    def __init__(self, config: Any, problem: Problem, backend: Backend, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.config, self.problem, self.backend = plain(config), problem, backend
+        self.dtype, self.device = dtype, device
 
     def validate(self) -> None:
-        """Cross-field rules of this model; raise attnbench.errors.ConfigError. No allocation here."""
+        """Field rules of this model; raise ConfigError. No allocation here."""
+
+    def supports(self) -> str | None:
+        """None if this model can run the problem through the backend, else why not. No allocation here."""
+        return None
 
     @abstractmethod
-    def build(self) -> tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]]:
+    def build(self, attend: Attend) -> tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]]:
         """Allocate inputs (and weights) on the device; return the callable to time and its arguments."""
 
     def parameters(self) -> list[torch.Tensor]:
         """Weights that a training step differentiates, besides the inputs (after build())."""
         return []
 
-    @abstractmethod
     def flops(self, mode: Mode) -> int:
-        """Floating-point operations of one call in this mode."""
+        """Useful floating-point operations of one call: the attention's, plus the model's own."""
+        return self.problem.flops(mode)
 
-    @abstractmethod
     def min_bytes(self, mode: Mode) -> int:
-        """Bytes one call must at least read and write in this mode."""
+        return self.problem.min_bytes(self.dtype.itemsize, mode)
 
     @abstractmethod
     def slice_inputs(self, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -61,29 +77,50 @@ class Workload(ABC):
         """The part of the output that the sliced inputs determine."""
 
     @abstractmethod
-    def reference(self) -> Callable[..., torch.Tensor] | None:
-        """A float64 math-backend version of the call, or None when there is nothing to compare with."""
+    def reference(self, attend: Attend) -> Callable[..., torch.Tensor] | None:
+        """A float64 version of the call on sliced inputs, attention computed by `attend`; None if there is
+        nothing to compare with (dropout in training)."""
+
+    def tags(self, profile_ops: list[str]) -> dict[str, str]:
+        """What the run should say about how the model ran (e.g. nn.MultiheadAttention's fast path)."""
+        return {}
 
 
-def register(name: str) -> Callable[[type[Workload]], type[Workload]]:
-    def decorate(cls: type[Workload]) -> type[Workload]:
+def register_model(name: str) -> Callable[[type[Model]], type[Model]]:
+    def decorate(cls: type[Model]) -> type[Model]:
         cls.name = name
-        _REGISTRY[name] = cls
+        _MODELS[name] = cls
         return cls
 
     return decorate
 
 
-def registered_models() -> dict[str, type[Workload]]:
+def registered_models() -> dict[str, type[Model]]:
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
-    return dict(_REGISTRY)
+    return dict(_MODELS)
 
 
-def get_workload(name: str) -> type[Workload]:
+def get_model(name: str) -> type[Model]:
     models = registered_models()
     if name not in models:
-        from attnbench.errors import ConfigError
-
         raise ConfigError("model.name", name, f"one of {sorted(models)}")
     return models[name]
+
+
+def self_attention_only(model: Model) -> str | None:
+    """Modules that attend a sequence to itself have one length."""
+    p = model.problem
+    if p.q_len != p.seq_len:
+        return f"model={model.name} attends a sequence to itself: shape.q_len ({p.q_len}) must equal shape.seq_len ({p.seq_len})"
+    return None
+
+
+def sdpa_only(model: Model, module: str) -> str | None:
+    """Modules that call F.scaled_dot_product_attention inside PyTorch can only be forced onto its kernels."""
+    if not model.backend.sdpa:
+        return (f"model={model.name}: {module} calls PyTorch's scaled_dot_product_attention itself, so it cannot "
+                f"route through backend={model.backend.name}; use model=attention or causal_self_attention")
+    if model.problem.kv_heads != model.problem.heads:
+        return f"model={model.name}: {module} has no grouped-query heads (shape.kv_heads must equal shape.heads)"
+    return self_attention_only(model)

@@ -62,7 +62,7 @@ def _job_key(config: DictConfig) -> str:
 
 def job_run_name(config: DictConfig) -> str:
     # Short enough for the UI's narrow name column; shape, dtype and the rest are param columns.
-    name = config.backend.name.value
+    name = str(config.backend.name)
     if config.compile:
         mode = config.compile_mode.value
         name += "+compile" if mode == "default" else f"+{mode}"

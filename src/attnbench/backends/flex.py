@@ -1,0 +1,79 @@
+"""FlexAttention (torch.nn.attention.flex_attention), always compiled: uncompiled flex is an unfused fallback that
+materialises the scores, and is never timed as flex.
+
+The mask becomes a BlockMask once per job, outside the timing (`backend.block_size` positions per block), and
+blocks the mask leaves empty are skipped. Grouped-query heads are native (`enable_gqa`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import get_args
+
+import torch
+from torch.nn.attention import flex_attention as flex
+
+from attnbench.backends import ALL_MASKS, Backend, BackendConfig, Dispatch, register_backend
+from attnbench.config import Mode
+
+# kernel_options["BACKEND"], on torch builds that have it: AUTO picks flex_attention or flex_decoding.
+KERNEL_BACKENDS = get_args(getattr(flex, "_Backend", None)) or ("AUTO",)
+
+
+@dataclass
+class FlexConfig(BackendConfig):
+    name: str = "flex"
+    block_size: int = 128  # BlockMask block (query and key positions)
+    kernel_backend: str = "AUTO"  # AUTO | TRITON | TRITON_DECODE | FLASH (torch builds with kernel_options BACKEND)
+
+
+@register_backend("flex")
+class Flex(Backend):
+    Config = FlexConfig
+    native_masks = ALL_MASKS
+
+    def supports(self, problem, device, dtype, mode):
+        if device.type not in ("cuda", "cpu"):
+            return f"backend=flex compiles for CUDA and CPU; device is {device.type}"
+        if device.type == "cpu" and mode is not Mode.fwd:
+            return f"FlexAttention has no backward on the CPU (torch {torch.__version__}): mode={mode.value} needs CUDA"
+        if self.config.kernel_backend not in KERNEL_BACKENDS:
+            return (f"backend.kernel_backend={self.config.kernel_backend}: this torch build ({torch.__version__}) "
+                    f"offers {', '.join(KERNEL_BACKENDS)}")
+        if self.config.block_size < 1:
+            return f"backend.block_size={self.config.block_size}: a positive number of positions is needed"
+        return None
+
+    def build(self, problem, device, dtype):
+        mask = problem.mask.on(device)
+        block_mask = None
+        if problem.mask.name != "none":
+            block_mask = flex.create_block_mask(
+                lambda b, h, q_idx, kv_idx: mask.keep(q_idx, kv_idx), None, None, problem.q_len, problem.seq_len,
+                device=device, BLOCK_SIZE=self.config.block_size)
+            self.sparsity = float(block_mask.sparsity())
+        options = {} if self.config.kernel_backend == "AUTO" else {"BACKEND": self.config.kernel_backend}
+        fused = torch.compile(flex.flex_attention, dynamic=False)
+        gqa = problem.kv_heads != problem.heads
+
+        def attend(q, k, v):
+            return fused(q, k, v, block_mask=block_mask, enable_gqa=gqa, kernel_options=options or None)
+
+        return attend
+
+    def dispatch(self, profile):
+        ops, kernels = profile.ops, list(profile.kernels)
+        if any("_safe_softmax" in op or "FlexAttentionAutogradOp" in op for op in ops):
+            ran = "flex (unfused eager fallback)"  # the scores were materialised: not the fused kernel
+            return Dispatch(ran=ran, accepts=("flex fused",), tags={"flex.kernel": ran})
+        flex_kernels = [k for k in kernels if "flex" in k.lower() or "triton_tem" in k.lower()]
+        which = "flex_decoding" if any("decod" in k.lower() for k in flex_kernels) else "flex_attention"
+        # On CUDA the fused kernel is a Triton template of Inductor's; on the CPU it is C++ with no device kernel.
+        ran = f"flex fused ({which})" if flex_kernels or not kernels else "flex (no flex kernel seen)"
+        return Dispatch(ran=ran, accepts=("flex fused",), tags={"flex.kernel": ran})
+
+    def tags(self):
+        tags = {"flex.block_size": str(self.config.block_size), "flex.kernel_backend": self.config.kernel_backend}
+        if hasattr(self, "sparsity"):
+            tags["flex.block_sparsity_pct"] = f"{self.sparsity:.1f}"
+        return tags

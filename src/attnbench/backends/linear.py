@@ -1,0 +1,116 @@
+"""Kernelized linear attention (Katharopoulos et al., 2020): softmax(QKᵀ) replaced by φ(Q)φ(K)ᵀ, φ = elu + 1.
+
+out_i = φ(q_i)·Σ_j φ(k_j)v_jᵀ / φ(q_i)·Σ_j φ(k_j), over the keys the mask keeps. Non-causal: one sum over all
+keys. Causal: prefix sums, computed chunk by chunk (a quadratic product inside each chunk of `backend.chunk`
+positions, a running D×D state across chunks), so memory stays O(S·D + S/chunk·D²) and time O(S·D²): linear in
+the sequence length. Approximate: it does not compute softmax attention, so its error against softmax is logged,
+not judged; it is judged against its own formula computed quadratically in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from attnbench.backends import Backend, BackendConfig, register_backend
+
+FEATURE_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}  # sums of many terms: accumulate wide
+
+
+@dataclass
+class LinearConfig(BackendConfig):
+    name: str = "linear"
+    chunk: int = 64  # causal: positions per chunk of the prefix sums
+
+
+def elu_feature_map(x: torch.Tensor, is_query: bool) -> torch.Tensor:
+    return F.elu(x) + 1
+
+
+@register_backend("linear")
+class Linear(Backend):
+    Config = LinearConfig
+    approximate = True
+    native_masks = frozenset({"none", "causal"})
+
+    def supports(self, problem, device, dtype, mode):
+        if self.config.chunk < 1:
+            return f"backend.chunk={self.config.chunk}: a positive number of positions is needed"
+        return super().supports(problem, device, dtype, mode)
+
+    def feature_map(self, problem, device):
+        """φ(x, is_query), for queries and keys (B, H, S, D) → (B, H, S, F), positive. Built once per job."""
+        return elu_feature_map
+
+    def build(self, problem, device, dtype):
+        phi = self.feature_map(problem, device)
+        causal = problem.mask.name == "causal"
+        chunk = self.config.chunk
+
+        def attend(q, k, v):
+            wide = FEATURE_DTYPE.get(q.dtype, q.dtype)
+            fq, fk = phi(q.to(wide), is_query=True), phi(k.to(wide), is_query=False)
+            out = kernelized_attention(fq, fk, v.to(wide), causal, chunk)
+            return out.to(q.dtype)
+
+        return attend
+
+    def reference(self, problem):
+        """The same φ, in float64, with the quadratic masked formula: independent of the chunked prefix sums."""
+        phi = self.feature_map(problem, torch.device("cpu"))
+        offset = problem.seq_len - problem.q_len
+
+        def quadratic(q, k, v):
+            group = q.shape[1] // k.shape[1]
+            fq = phi(q, is_query=True)
+            fk = phi(k, is_query=False).repeat_interleave(group, dim=1)
+            v = v.repeat_interleave(group, dim=1)
+            weights = fq @ fk.transpose(-2, -1)  # (B, H, Sq, S)
+            if problem.mask.name == "causal":
+                rows = torch.arange(q.shape[2], device=q.device)[:, None] + offset
+                weights = weights.masked_fill(rows < torch.arange(k.shape[2], device=q.device), 0)
+            return weights @ v / weights.sum(-1, keepdim=True)
+
+        return quadratic
+
+
+def kernelized_attention(fq, fk, v, causal: bool, chunk: int) -> torch.Tensor:
+    """φ(Q) (B, H, Sq, F), φ(K) (B, Hkv, S, F), V (B, Hkv, S, D) → (B, H, Sq, D); queries are the last Sq positions."""
+    batch, heads, q_len, features = fq.shape
+    kv_heads, seq_len = fk.shape[1], fk.shape[2]
+    fq = fq.view(batch, kv_heads, heads // kv_heads, q_len, features)  # (B, Hkv, G, Sq, F): heads share K, V
+    if not causal or q_len == 1:  # a bottom-right causal query at the last position sees every key
+        state = fk.transpose(-2, -1) @ v  # (B, Hkv, F, D)
+        norm = fk.sum(-2)  # (B, Hkv, F)
+        out = (fq @ state.unsqueeze(2)) / (fq @ norm[:, :, None, :, None])
+        return out.reshape(batch, heads, q_len, -1)
+    # Causal with q_len > 1: pad the queries to the full length and keep the last q_len rows. Padding rows are
+    # ones, not zeros: a zero row would divide 0 by 0, and NaN would reach the gradients through the products.
+    if q_len < seq_len:
+        fq = F.pad(fq, (0, 0, seq_len - q_len, 0), value=1.0)
+    out = _causal_chunks(fq, fk, v, chunk)[..., seq_len - q_len:, :]
+    return out.reshape(batch, heads, q_len, -1)
+
+
+def _causal_chunks(fq, fk, v, chunk: int) -> torch.Tensor:
+    """Causal prefix sums, one chunk of positions at a time (all chunks computed together)."""
+    batch, kv_heads, group, seq_len, features = fq.shape
+    pad = -seq_len % chunk
+    if pad:  # zero keys and values add nothing to any sum; padding queries are ones (see above)
+        fq, fk, v = F.pad(fq, (0, 0, 0, pad), value=1.0), F.pad(fk, (0, 0, 0, pad)), F.pad(v, (0, 0, 0, pad))
+    n = (seq_len + pad) // chunk
+    fq = fq.view(batch, kv_heads, group, n, chunk, features)  # (B, Hkv, G, N, C, F)
+    fk = fk.view(batch, kv_heads, n, chunk, features)  # (B, Hkv, N, C, F)
+    v = v.view(batch, kv_heads, n, chunk, v.shape[-1])  # (B, Hkv, N, C, D)
+    # State of every earlier chunk: exclusive prefix sums over chunks of φ(K)ᵀV and of φ(K).
+    states = torch.cumsum(fk.transpose(-2, -1) @ v, dim=2) - fk.transpose(-2, -1) @ v  # (B, Hkv, N, F, D)
+    norms = torch.cumsum(fk.sum(-2), dim=2) - fk.sum(-2)  # (B, Hkv, N, F)
+    # Inside a chunk: the causal quadratic form.
+    within = fq @ fk.unsqueeze(2).transpose(-2, -1)  # (B, Hkv, G, N, C, C)
+    within = within.tril()
+    numerator = within @ v.unsqueeze(2) + fq @ states.unsqueeze(2)  # (B, Hkv, G, N, C, D)
+    denominator = within.sum(-1, keepdim=True) + fq @ norms[:, :, None, :, :, None]  # (B, Hkv, G, N, C, 1)
+    out = (numerator / denominator).view(batch, kv_heads, group, n * chunk, -1)
+    return out[:, :, :, :seq_len]

@@ -1,0 +1,102 @@
+"""What nn.MultiheadAttention and nn.TransformerEncoderLayer share: PyTorch modules that call SDPA themselves.
+
+They take x (B, S, E) with E = heads × head_dim, attend it to itself, and can only be forced onto an SDPA kernel
+(through the backend's `sdpa_kernel` context). Their masks follow nn's convention: True where a score is
+*dropped*; causal passes the `is_causal` hint with a causal mask, as PyTorch asks. Whether PyTorch took the
+module's fused inference fast path is read from the profile and recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from attnbench.errors import ConfigError
+from attnbench.models import LINEAR_FLOP_FACTOR, Model, ModelConfig, sdpa_only
+
+
+@dataclass
+class NnModuleConfig(ModelConfig):
+    bias: bool = True  # nn's default
+    dropout: float = 0.0  # only active when training
+    training: bool = False
+
+
+class NnAttentionModule(Model):
+    module_name: ClassVar[str]  # as the reason and the tags name it
+    fast_path_op: ClassVar[str]  # the aten op of the module's fused inference path
+    linear_flops_per_token: ClassVar[int]  # FLOPs of its linear layers per token, in units of E²
+
+    @property
+    def embed_dim(self) -> int:
+        return self.problem.heads * self.problem.head_dim
+
+    def validate(self):
+        if not 0.0 <= self.config.dropout < 1.0:
+            raise ConfigError("model.dropout", self.config.dropout, "a probability in [0, 1)")
+
+    def supports(self):
+        return sdpa_only(self, self.module_name)
+
+    def make_module(self) -> nn.Module:
+        raise NotImplementedError
+
+    def call(self, module: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def build(self, attend):
+        p = self.problem
+        self.module = self.make_module().to(device=self.device, dtype=self.dtype).train(self.config.training)
+        mask, causal = self._mask()
+        x = torch.randn(p.batch, p.seq_len, self.embed_dim, device=self.device, dtype=self.dtype)  # (B, S, E)
+        module = self.module
+        return (lambda x: self.call(module, x, mask, causal)), (x,)
+
+    def _mask(self) -> tuple[torch.Tensor | None, bool]:
+        mask = self.problem.mask
+        if mask.name == "none":
+            return None, False
+        dropped = ~mask.dense(self.device)  # (S, S), True where a score is dropped
+        return dropped, mask.name == "causal"
+
+    def parameters(self):
+        return list(self.module.parameters())
+
+    def flops(self, mode):
+        p = self.problem
+        linear = 2 * p.batch * p.seq_len * self.linear_flops_per_token * self.embed_dim**2
+        return int(linear * LINEAR_FLOP_FACTOR[mode]) + p.flops(mode)
+
+    def min_bytes(self, mode):
+        p, size = self.problem, self.dtype.itemsize
+        activations = p.batch * p.seq_len * self.embed_dim * size
+        weights = sum(w.numel() for w in self.module.parameters()) * size
+        forward, backward = 2 * activations + weights, 3 * activations + 2 * weights
+        return {"fwd": forward, "bwd": backward, "fwd_bwd": forward + backward}[mode.value]
+
+    def slice_inputs(self, args):
+        return (args[0][:1],)
+
+    def slice_output(self, out):
+        return out[:1]
+
+    def reference(self, attend):
+        if self.config.training and self.config.dropout > 0:
+            return None
+        module = copy.deepcopy(self.module).to(torch.float64).eval()
+        mask, causal = self._mask()
+
+        def math_module(x):
+            with sdpa_kernel(SDPBackend.MATH):  # the module calls SDPA itself: float64 needs the math kernel
+                return self.call(module, x, mask, causal)
+
+        return math_module
+
+    def tags(self, profile_ops):
+        fast = any(self.fast_path_op in op for op in profile_ops)
+        return {"nn.fast_path": f"yes ({self.fast_path_op})" if fast else "no"}

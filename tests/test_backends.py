@@ -1,0 +1,184 @@
+"""Backends on the CPU: the registry and its plugins, every backend × mask × model, and the verdicts that keep a
+wrong kernel or a silent fallback from being recorded as `ok`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from attnbench.backends import _BACKENDS, register_backend, registered_backends
+from attnbench.backends.sdpa import Flash, Sdpa
+from attnbench.job import run_job
+from attnbench.masks import registered_masks
+from attnbench.models import registered_models
+from conftest import CONF, REPO, run_script
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Hydra's notices about schemas; PyTorch's
+# Nothing to time here: one sample each, so the whole matrix stays quick.
+ONE_SAMPLE = ["device=cpu", "timing.warmup_s=0", "timing.min_time_s=0", "timing.min_reps=1", "timing.max_reps=1"]
+# Small enough for the CPU, not so small that every mask is trivial: 2 documents, a window of 8, a prefix of 8.
+SMALL = ["shape=tiny", "shape.seq_len=32", "shape.heads=4", "shape.kv_heads=2", "dtype=float32"]
+MASK_FIELDS = {"sliding_window": ["mask.window=8"], "document": ["mask.documents=2"], "prefix_lm": ["mask.prefix=8"]}
+BUILT_IN = ["default", "math", "flash", "efficient", "cudnn", "flash3", "flash4", "flex", "naive", "linear",
+            "performer"]
+EXACT_ON_CPU = ["default", "math", "flash", "flex", "naive"]
+
+
+def test_the_built_in_backends_each_have_a_config_file():
+    assert set(BUILT_IN) <= set(registered_backends())
+    assert {p.stem for p in (CONF / "backend").glob("*.yaml")} == set(BUILT_IN)
+    assert {p.stem for p in (CONF / "model").glob("*.yaml")} == set(registered_models())
+    assert {p.stem for p in (CONF / "mask").glob("*.yaml")} == set(registered_masks())
+
+
+@pytest.mark.parametrize("model", sorted(registered_models()))
+@pytest.mark.parametrize("backend", BUILT_IN)
+def test_every_backend_mask_and_model_runs_or_says_why_not(compose_cfg, model, backend):
+    for mask in sorted(registered_masks()):
+        cfg = compose_cfg(*ONE_SAMPLE, *SMALL, f"model={model}", f"backend={backend}", f"mask={mask}",
+                          *MASK_FIELDS.get(mask, []))
+        result = run_job(cfg)
+        where = f"{backend} × {mask} × {model}: {result['status']} {result['reason']}"
+        assert result["status"] in ("ok", "unsupported", "fallback"), where
+        if result["status"] == "unsupported":
+            assert len(result["reason"]) > 20, where
+            continue
+        assert result["tags"]["kernel"], where  # what ran, whatever it was
+        if result["status"] == "fallback":
+            assert result["tags"]["kernel"] in result["reason"], where
+        if result["tags"]["check"] == "exact":
+            assert result["metrics"]["max_rel_err"] < 1e-4, where
+        else:
+            assert result["tags"]["check"] == "approximate" and result["metrics"]["self_max_rel_err"] < 1e-4
+
+
+@pytest.mark.parametrize("backend", EXACT_ON_CPU)
+@pytest.mark.parametrize("shape", [
+    ["shape.heads=8", "shape.kv_heads=2"],  # GQA
+    ["shape.heads=8", "shape.kv_heads=1", "shape.q_len=1", "shape.seq_len=40"],  # MQA decode step
+    ["shape.heads=4", "shape.kv_heads=2", "shape.q_len=8"],  # chunked prefill: the last 8 of 32 positions
+])
+@pytest.mark.parametrize("mask", ["none", "causal", "sliding_window"])
+def test_grouped_query_and_decode_outputs_equal_the_float64_reference(compose_cfg, backend, shape, mask):
+    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, *shape, f"backend={backend}", f"mask={mask}",
+                                 *MASK_FIELDS.get(mask, [])))
+    assert result["status"] == "ok", result["reason"]
+    assert result["tags"]["check"] == "exact" and result["metrics"]["max_rel_err"] < 1e-5
+
+
+@pytest.fixture
+def planted():
+    """Register a backend for one test."""
+    added = []
+
+    def _plant(name: str, cls):
+        register_backend(name)(cls)
+        added.append(name)
+        return name
+
+    yield _plant
+    for name in added:
+        _BACKENDS.pop(name, None)
+
+
+class OffByScale(Sdpa):
+    """A kernel with a bug: it forgets the 1/√D scale."""
+
+    def build(self, problem, device, dtype):
+        def attend(q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=1.0, enable_gqa=True)
+
+        return attend
+
+
+class FlashThatRunsMath(Flash):
+    """Promises flash, silently runs math: what a dispatcher fallback looks like."""
+
+    def context(self):
+        return sdpa_kernel(SDPBackend.MATH)
+
+
+def _run_planted(compose_cfg, name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    cfg = compose_cfg(*ONE_SAMPLE, *SMALL)
+    OmegaConf.update(cfg, "backend", {"name": name}, merge=False)
+    return run_job(cfg)
+
+
+def test_a_wrong_kernel_is_wrong_not_ok(compose_cfg, planted):
+    result = _run_planted(compose_cfg, planted("off_by_scale", OffByScale))
+    assert result["status"] == "wrong", result["reason"]
+    assert "tolerance" in result["reason"] and result["metrics"]["max_rel_err"] > 1e-4
+    assert result["metrics"]["median_us"] > 0  # still timed: a wrong kernel's speed is worth seeing, flagged
+
+
+def test_a_silent_fallback_is_fallback_with_both_names(compose_cfg, planted):
+    result = _run_planted(compose_cfg, planted("flash_that_runs_math", FlashThatRunsMath))
+    assert result["status"] == "fallback", result["reason"]
+    assert "flash" in result["reason"] and "math" in result["reason"]
+    assert result["tags"]["kernel"] == "math"
+
+
+def test_a_flex_that_ran_unfused_is_a_fallback(compose_cfg, monkeypatch):
+    """Uncompiled flex materialises the scores: its profile must not pass for the fused kernel."""
+    import attnbench.backends.flex as flex_backend
+
+    monkeypatch.setattr(flex_backend.torch, "compile", lambda fn, **kwargs: fn)
+    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "mask=causal"))
+    assert result["status"] == "fallback" and "unfused" in result["reason"]
+
+
+def test_nn_modules_are_unsupported_for_backends_they_cannot_call(compose_cfg):
+    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.kv_heads=4", "model=multihead_attention",
+                                 "backend=flex"))
+    assert result["status"] == "unsupported"
+    assert "scaled_dot_product_attention" in result["reason"] and "backend=flex" in result["reason"]
+
+
+def test_approximate_backends_are_tagged_and_judged_against_their_own_formula(compose_cfg):
+    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=performer", "mask=causal"))
+    assert result["status"] == "ok" and result["tags"]["check"] == "approximate"
+    m = result["metrics"]
+    assert m["max_rel_err"] > 1e-3 > 1e-5 > m["self_max_rel_err"]  # far from softmax, exact to its own formula
+
+
+@pytest.mark.slow
+def test_an_installed_plugin_package_adds_a_backend(tmp_path, store):
+    site, package = tmp_path / "site", tmp_path / "attnbench-example-backend"
+    shutil.copytree(REPO / "examples" / "attnbench-example-backend", package)  # the build leaves files beside it
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(package)], check=True, capture_output=True)
+    env = {"PYTHONPATH": str(site)}
+    proc = run_script("backend=chunked", "backend.chunk=5", "mask=causal", "shape=tiny", "device=cpu",
+                      "dtype=float32", *ONE_SAMPLE, store=store, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("attnbench").experiment_id])
+    assert run.data.params["backend.name"] == "chunked" and run.data.params["backend.chunk"] == "5"
+    assert run.data.tags["status"] == "ok" and float(run.data.metrics["max_rel_err"]) < 1e-5
+    # Without the package, the same option does not exist.
+    missing = run_script("backend=chunked", "shape=tiny", "device=cpu", store=store, cwd=tmp_path)
+    assert missing.returncode != 0 and "chunked" in missing.stderr
+
+
+def test_a_broken_plugin_does_not_take_the_others_down(monkeypatch, caplog):
+    import attnbench.backends as backends
+
+    class Broken:
+        name, value = "broken_plugin", "nowhere:Nothing"
+
+        def load(self):
+            raise ImportError("no module named nowhere")
+
+    monkeypatch.setattr(backends, "entry_points", lambda group: [Broken()])
+    found = registered_backends()
+    assert "broken_plugin" not in found and "flash" in found
+    assert "broken_plugin" in caplog.text and "nowhere" in caplog.text

@@ -1,0 +1,49 @@
+"""Every shareable sweep file in experiments/ runs on the CPU, shrunk by command-line overrides: its job count and
+every job's status are what the file promises (kernels that need CUDA are `unsupported`, never `error`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO, run_script
+
+pytestmark = pytest.mark.slow
+ONE_SAMPLE = ["device=cpu", "timing.warmup_s=0", "timing.min_time_s=0", "timing.min_reps=2", "timing.max_reps=2"]
+SMALL_GQA = ["shape.batch=1", "shape.heads=4", "shape.kv_heads=2", "shape.head_dim=8"]
+CUDA_ONLY = {"efficient", "cudnn"}
+
+# experiment → (overrides that shrink it, jobs, {status: count})
+EXPERIMENTS = {
+    "seed_sdpa": (["shape=tiny"], 5, {"ok": 3, "unsupported": 2}),
+    "seed_causal_self_attention": (["shape=tiny"], 2, {"ok": 2}),
+    "seqlen_scaling": (["shape=tiny", "shape.seq_len=16,32"], 18, {"ok": 14, "unsupported": 4}),
+    "masks": (["shape=tiny", "shape.seq_len=32"], 15, {"ok": 9, "unsupported": 6}),
+    "gqa_prefill": (["shape.seq_len=32", *SMALL_GQA], 7, {"ok": 5, "unsupported": 2}),
+    "decode": (["shape.seq_len=16,64", *SMALL_GQA], 14, {"ok": 10, "unsupported": 4}),
+    "training": (["shape=tiny"], 6, {"ok": 3, "unsupported": 3}),  # flex: no backward on the CPU
+    "compile_modes": (["shape=tiny"], 8, {"ok": 5, "skipped": 3}),
+}
+
+
+def test_every_experiment_file_is_listed_here():
+    assert {p.stem for p in (REPO / "experiments").glob("*.yaml")} == set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_an_experiment_runs_its_sweep_with_the_statuses_it_promises(name, store, tmp_path):
+    overrides, jobs, statuses = EXPERIMENTS[name]
+    proc = run_script("-m", f"experiment={name}", *overrides, *ONE_SAMPLE, store=store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("attnbench").experiment_id], max_results=1000)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == jobs
+    assert Counter(c.data.tags["status"] for c in children) == Counter(statuses)
+    for child in children:
+        if child.data.tags["status"] == "unsupported":
+            assert child.data.params["backend.name"] in CUDA_ONLY or "backward on the CPU" in child.data.tags["reason"]
+        if child.data.tags["status"] == "ok":
+            assert child.data.metrics["median_us"] > 0 and child.data.tags["kernel"]
