@@ -35,10 +35,65 @@ def test_math_needs_far_more_memory_than_a_fused_kernel(compose_cfg):
     assert math > 4 * flash
 
 
-def test_flash_refuses_float32_with_pytorchs_reasons(compose_cfg):
+def test_flash_refuses_float32_before_allocating(compose_cfg):
     result = run_job(compose_cfg(*SEED, "backend=flash", "dtype=float32"))
+    assert result["status"] == "unsupported" and "float16 or bfloat16" in result["reason"]
+
+
+def test_a_kernel_that_cannot_take_the_inputs_is_unsupported_with_pytorchs_reasons(compose_cfg):
+    # head_dim 1024 is beyond every fused kernel: PyTorch refuses at the first call and says why in warnings
+    result = run_job(compose_cfg(*SEED, "backend=efficient", "shape.head_dim=1024", "shape.batch=1"))
     assert result["status"] == "unsupported"
     assert "No available kernel" in result["reason"] and "|" in result["reason"]  # warnings kept too
+
+
+SMALL = ["device=cuda", "shape=long_context", "shape.seq_len=1024", "shape.batch=2", "dtype=bfloat16", *FAST_TIMING]
+SDPA = ["default", "math", "flash", "efficient", "cudnn"]
+
+
+@pytest.mark.parametrize("mask", ["causal", "sliding_window", "document", "prefix_lm"])
+def test_flex_runs_its_fused_kernel_on_every_mask(compose_cfg, mask):
+    result = run_job(compose_cfg(*SMALL, "backend=flex", f"mask={mask}"))
+    assert result["status"] == "ok", result["reason"]
+    assert result["tags"]["kernel"].startswith("flex fused") and result["metrics"]["max_rel_err"] < 1e-2
+    assert float(result["tags"].get("flex.block_sparsity_pct", 0)) > 0
+
+
+@pytest.mark.parametrize("backend", [*SDPA, "flex", "naive"])
+@pytest.mark.parametrize("shape", [["shape.kv_heads=4"], ["shape.kv_heads=2", "shape.q_len=1"],
+                                   ["shape.q_len=128"]], ids=["gqa", "decode", "chunked_prefill"])
+def test_gqa_and_decode_are_right_or_refused_never_wrong(compose_cfg, backend, shape):
+    result = run_job(compose_cfg(*SMALL, f"backend={backend}", "mask=causal", *shape))
+    assert result["status"] in ("ok", "unsupported"), result["reason"]
+    if result["status"] == "ok":
+        assert result["metrics"]["max_rel_err"] < 1e-2 and result["tags"]["check"] == "exact"
+
+
+@pytest.mark.parametrize("backend", ["efficient", "cudnn", "default", "math"])
+def test_sdpa_with_a_dense_mask_says_so(compose_cfg, backend):
+    result = run_job(compose_cfg(*SMALL, f"backend={backend}", "mask=sliding_window"))
+    assert result["status"] in ("ok", "unsupported"), result["reason"]
+    if result["status"] == "ok":
+        assert result["tags"]["sdpa.kernel"].endswith("(dense mask)")
+
+
+def test_flash_cannot_take_a_dense_mask(compose_cfg):
+    result = run_job(compose_cfg(*SMALL, "backend=flash", "mask=document"))
+    assert result["status"] == "unsupported" and "mask" in result["reason"]
+
+
+@pytest.mark.parametrize("model", ["multihead_attention", "encoder_layer"])
+def test_nn_modules_record_their_fast_path_and_kernel(compose_cfg, model):
+    result = run_job(compose_cfg(*SMALL, "shape.kv_heads=16", f"model={model}", "backend=default", "mask=none"))
+    assert result["status"] == "ok", result["reason"]
+    assert result["tags"]["nn.fast_path"].startswith("yes") and result["tags"]["kernel"]
+
+
+@pytest.mark.parametrize("backend", ["linear", "performer"])
+def test_linear_attentions_run_on_cuda_exact_to_their_own_formula(compose_cfg, backend):
+    result = run_job(compose_cfg(*SMALL, f"backend={backend}", "mask=causal"))
+    assert result["status"] == "ok" and result["tags"]["check"] == "approximate"
+    assert result["metrics"]["self_max_rel_err"] < 1e-2
 
 
 def test_reduce_overhead_compiles_with_cuda_graphs_and_stays_correct(compose_cfg):
