@@ -51,7 +51,9 @@ class Flex(Backend):
             block_mask = flex.create_block_mask(
                 lambda b, h, q_idx, kv_idx: mask.keep(q_idx, kv_idx), None, None, problem.q_len, problem.seq_len,
                 device=device, BLOCK_SIZE=self.config.block_size)
-            self.sparsity = float(block_mask.sparsity())
+            sparsity = float(block_mask.sparsity())
+            # BlockMask.sparsity() is meaningless when the queries fill less than one block (a decode step).
+            self.sparsity = sparsity if 0 <= sparsity <= 100 else None
         options = {} if self.config.kernel_backend == "AUTO" else {"BACKEND": self.config.kernel_backend}
         fused = torch.compile(flex.flex_attention, dynamic=False)
         gqa = problem.kv_heads != problem.heads
@@ -66,14 +68,15 @@ class Flex(Backend):
         if any("_safe_softmax" in op or "FlexAttentionAutogradOp" in op for op in ops):
             ran = "flex (unfused eager fallback)"  # the scores were materialised: not the fused kernel
             return Dispatch(ran=ran, accepts=("flex fused",), tags={"flex.kernel": ran})
-        flex_kernels = [k for k in kernels if "flex" in k.lower() or "triton_tem" in k.lower()]
-        which = "flex_decoding" if any("decod" in k.lower() for k in flex_kernels) else "flex_attention"
-        # On CUDA the fused kernel is a Triton template of Inductor's; on the CPU it is C++ with no device kernel.
-        ran = f"flex fused ({which})" if flex_kernels or not kernels else "flex (no flex kernel seen)"
-        return Dispatch(ran=ran, accepts=("flex fused",), tags={"flex.kernel": ran})
+        # On CUDA the fused kernel is a Triton template of Inductor's (triton_tem_fused_flex_attention_*, the same name
+        # for flex_attention and flex_decoding); on the CPU it is C++ code with no device kernel to name.
+        templates = [k for k in kernels if "triton_tem" in k and "flex" in k]
+        if templates or not kernels:
+            return Dispatch(ran="flex fused", accepts=("flex fused",), tags={"flex.kernel": "; ".join(templates)})
+        return Dispatch(ran="flex (no fused flex kernel seen)", accepts=("flex fused",))
 
     def tags(self):
         tags = {"flex.block_size": str(self.config.block_size), "flex.kernel_backend": self.config.kernel_backend}
-        if hasattr(self, "sparsity"):
+        if getattr(self, "sparsity", None) is not None:
             tags["flex.block_sparsity_pct"] = f"{self.sparsity:.1f}"
         return tags

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 
 from attnbench.backends import Backend, BackendConfig, register_backend
 
-FEATURE_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}  # sums of many terms: accumulate wide
+# φ is computed in float32 from half-precision inputs (exp() in bf16 is coarse); the products then run in the input
+# dtype on tensor cores, and the prefix sums over chunks, sums of many terms, accumulate in float32.
+WIDE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
 @dataclass
@@ -50,10 +52,9 @@ class Linear(Backend):
         chunk = self.config.chunk
 
         def attend(q, k, v):
-            wide = FEATURE_DTYPE.get(q.dtype, q.dtype)
-            fq, fk = phi(q.to(wide), is_query=True), phi(k.to(wide), is_query=False)
-            out = kernelized_attention(fq, fk, v.to(wide), causal, chunk)
-            return out.to(q.dtype)
+            wide = WIDE.get(q.dtype, q.dtype)
+            fq, fk = phi(q.to(wide), is_query=True).to(q.dtype), phi(k.to(wide), is_query=False).to(q.dtype)
+            return kernelized_attention(fq, fk, v, causal, chunk)
 
         return attend
 
@@ -82,10 +83,13 @@ def kernelized_attention(fq, fk, v, causal: bool, chunk: int) -> torch.Tensor:
     kv_heads, seq_len = fk.shape[1], fk.shape[2]
     fq = fq.view(batch, kv_heads, heads // kv_heads, q_len, features)  # (B, Hkv, G, Sq, F): heads share K, V
     if not causal or q_len == 1:  # a bottom-right causal query at the last position sees every key
+        # One state for all queries: O(S·F·D), cheap enough to keep entirely in float32.
+        dtype, wide = v.dtype, WIDE.get(v.dtype, v.dtype)
+        fq, fk, v = fq.to(wide), fk.to(wide), v.to(wide)
         state = fk.transpose(-2, -1) @ v  # (B, Hkv, F, D)
         norm = fk.sum(-2)  # (B, Hkv, F)
         out = (fq @ state.unsqueeze(2)) / (fq @ norm[:, :, None, :, None])
-        return out.reshape(batch, heads, q_len, -1)
+        return out.reshape(batch, heads, q_len, -1).to(dtype)
     # Causal with q_len > 1: pad the queries to the full length and keep the last q_len rows. Padding rows are
     # ones, not zeros: a zero row would divide 0 by 0, and NaN would reach the gradients through the products.
     if q_len < seq_len:
@@ -104,13 +108,21 @@ def _causal_chunks(fq, fk, v, chunk: int) -> torch.Tensor:
     fq = fq.view(batch, kv_heads, group, n, chunk, features)  # (B, Hkv, G, N, C, F)
     fk = fk.view(batch, kv_heads, n, chunk, features)  # (B, Hkv, N, C, F)
     v = v.view(batch, kv_heads, n, chunk, v.shape[-1])  # (B, Hkv, N, C, D)
-    # State of every earlier chunk: exclusive prefix sums over chunks of φ(K)ᵀV and of φ(K).
-    states = torch.cumsum(fk.transpose(-2, -1) @ v, dim=2) - fk.transpose(-2, -1) @ v  # (B, Hkv, N, F, D)
-    norms = torch.cumsum(fk.sum(-2), dim=2) - fk.sum(-2)  # (B, Hkv, N, F)
+    # State of every earlier chunk: exclusive prefix sums over chunks of φ(K)ᵀV and of φ(K), accumulated wide.
+    wide = WIDE.get(fk.dtype, fk.dtype)
+    per_chunk = (fk.transpose(-2, -1) @ v).to(wide)  # (B, Hkv, N, F, D)
+    states = (torch.cumsum(per_chunk, dim=2) - per_chunk).to(fk.dtype)
+    chunk_norms = fk.sum(-2, dtype=wide)  # (B, Hkv, N, F)
+    norms = (torch.cumsum(chunk_norms, dim=2) - chunk_norms).to(fk.dtype)
     # Inside a chunk: the causal quadratic form.
-    within = fq @ fk.unsqueeze(2).transpose(-2, -1)  # (B, Hkv, G, N, C, C)
-    within = within.tril()
+    within = (fq @ fk.unsqueeze(2).transpose(-2, -1)).tril()  # (B, Hkv, G, N, C, C)
     numerator = within @ v.unsqueeze(2) + fq @ states.unsqueeze(2)  # (B, Hkv, G, N, C, D)
     denominator = within.sum(-1, keepdim=True) + fq @ norms[:, :, None, :, :, None]  # (B, Hkv, G, N, C, 1)
-    out = (numerator / denominator).view(batch, kv_heads, group, n * chunk, -1)
+    out = _divide(numerator, denominator).view(batch, kv_heads, group, n * chunk, -1)
     return out[:, :, :, :seq_len]
+
+
+def _divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """In float32 for half-precision inputs: the denominator is a sum of many positive terms."""
+    wide = WIDE.get(numerator.dtype, numerator.dtype)
+    return (numerator.to(wide) / denominator.to(wide)).to(numerator.dtype)
