@@ -97,6 +97,18 @@ class OffByScale(Sdpa):
         return attend
 
 
+class OneElementOff(Sdpa):
+    """A kernel with a localised bug: one output element of every head is off by 0.1% of the largest output."""
+
+    def build(self, problem, device, dtype):
+        def attend(q, k, v):
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True).clone()
+            out[..., -1, 0] += 1e-3 * out.abs().max()
+            return out
+
+        return attend
+
+
 class FlashThatRunsMath(Flash):
     """Promises flash, silently runs math: what a dispatcher fallback looks like."""
 
@@ -117,6 +129,16 @@ def test_a_wrong_kernel_is_wrong_not_ok(compose_cfg, planted):
     assert result["status"] == "wrong", result["reason"]
     assert "tolerance" in result["reason"] and result["metrics"]["max_rel_err"] > 1e-4
     assert result["metrics"]["median_us"] > 0  # still timed: a wrong kernel's speed is worth seeing, flagged
+
+
+def test_a_few_elements_far_off_are_wrong_even_when_the_norm_hides_them(compose_cfg, planted):
+    from omegaconf import OmegaConf
+
+    cfg = compose_cfg(*ONE_SAMPLE, *SMALL, "shape.seq_len=1024")  # float32: tolerance 1e-4 norm-wise, 4e-4 pointwise
+    OmegaConf.update(cfg, "backend", {"name": planted("one_element_off", OneElementOff)}, merge=False)
+    result = run_job(cfg)
+    assert result["metrics"]["rel_l2_err"] < 1e-4  # the norm alone would pass it
+    assert result["status"] == "wrong" and "max_rel_err" in result["reason"], result["reason"]
 
 
 def test_a_silent_fallback_is_fallback_with_both_names(compose_cfg, planted):

@@ -47,6 +47,7 @@ def test_compare_reports_max_abs_and_relative_error():
     out = torch.tensor([1.5, -4.0, 2.0], dtype=torch.float16)
     err = compare(out, ref)
     assert err["max_abs_err"] == pytest.approx(0.5) and err["max_rel_err"] == pytest.approx(0.5 / 4.0)
+    assert err["rel_l2_err"] == pytest.approx(0.5 / (1 + 16 + 4) ** 0.5)
 
 
 def test_flatten_nests_with_dots_and_stringifies_like_hydra():

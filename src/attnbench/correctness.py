@@ -18,9 +18,13 @@ from attnbench.backends import Attend, Backend
 from attnbench.models import Model
 from attnbench.problem import Problem
 
-# max |out − ref| / max |ref| allowed, by dtype. Half precision rounds each element to ~1e-3 (bf16: ~4e-3);
-# float32 lands near 1e-7 (TF32 would give ~3e-4, and is off by default). Gradients get twice as much room.
+# ‖out − ref‖ / ‖ref‖ allowed, by dtype. Half precision rounds each element to ~1e-3 (bf16: ~4e-3); float32 lands
+# near 1e-7 (TF32 would give ~3e-4, and is off by default). The norm-wise error is judged because it does not blow
+# up where outputs are small averages (a decode step over a long cache); a few elements far off are caught by the
+# pointwise max_rel_err (max |out − ref| / max |ref|), allowed POINTWISE_FACTOR times more. Gradients get twice
+# as much room.
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 1e-4, torch.float64: 1e-10}
+POINTWISE_FACTOR = 4
 GRADIENT_FACTOR = 2
 REFERENCE_ROWS = 1024  # query rows per block of the reference: bounds its (rows, S) float64 scores
 
@@ -73,11 +77,12 @@ def check(model: Model, backend: Backend, args: tuple, out: torch.Tensor, grads:
 
 
 def _over(errors: dict[str, float], tolerance: float, against: str) -> str | None:
-    if errors["max_rel_err"] > tolerance:
-        return f"max_rel_err {errors['max_rel_err']:.3g} against {against} is over the tolerance {tolerance:g}"
-    limit = GRADIENT_FACTOR * tolerance
-    if errors.get("grad_max_rel_err", 0.0) > limit:
-        return f"grad_max_rel_err {errors['grad_max_rel_err']:.3g} against {against} is over the tolerance {limit:g}"
+    limits = {"rel_l2_err": tolerance, "max_rel_err": POINTWISE_FACTOR * tolerance,
+              "grad_rel_l2_err": GRADIENT_FACTOR * tolerance,
+              "grad_max_rel_err": GRADIENT_FACTOR * POINTWISE_FACTOR * tolerance}
+    for metric, limit in limits.items():
+        if errors.get(metric, 0.0) > limit:
+            return f"{metric} {errors[metric]:.3g} against {against} is over the tolerance {limit:g}"
     return None
 
 
@@ -94,14 +99,16 @@ def _against(model: Model, attend: Attend, args, out, grads, grad_out) -> dict[s
     if training:
         ref_grads = torch.autograd.grad(ref_out, inputs, model.slice_output(grad_out).to(torch.float64))
         errors = [compare(g, r) for g, r in zip(model.slice_inputs(grads[: len(args)]), ref_grads)]
-        metrics["grad_max_abs_err"] = max(e["max_abs_err"] for e in errors)
-        metrics["grad_max_rel_err"] = max(e["max_rel_err"] for e in errors)
+        for key in ("max_abs_err", "max_rel_err", "rel_l2_err"):
+            metrics[f"grad_{key}"] = max(e[key] for e in errors)
     return metrics
 
 
 def compare(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-    """Max absolute and relative error of `out` against a float64 reference of the same shape."""
-    diff = (out.detach().to(torch.float64) - ref.detach()).abs()
-    max_abs = diff.max().item()
-    scale = ref.detach().abs().max().item()
-    return {"max_abs_err": max_abs, "max_rel_err": max_abs / scale if scale > 0 else max_abs}
+    """Errors of `out` against a float64 reference of the same shape: max absolute, max absolute over max |ref|,
+    and norm-wise ‖out − ref‖ / ‖ref‖."""
+    diff = out.detach().to(torch.float64) - ref.detach()
+    max_abs = diff.abs().max().item()
+    scale, norm = ref.detach().abs().max().item(), ref.detach().norm().item()
+    return {"max_abs_err": max_abs, "max_rel_err": max_abs / scale if scale > 0 else max_abs,
+            "rel_l2_err": diff.norm().item() / norm if norm > 0 else diff.norm().item()}
