@@ -4,7 +4,8 @@
 
 One table per parent run (named after its experiment file): one row per job, the params that vary across the
 sweep first, then status, the headline median (events on CUDA), useful TFLOP/s, GB/s, peak memory, the kernel that
-ran, and the error against float64 (or the reason a job did not run).
+ran, and the error against float64 softmax attention (`rel_l2_err`, or `max_rel_err` for stores written before it
+existed), or the reason a job did not run.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ def table(client: MlflowClient, parent) -> str:
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     children.sort(key=lambda r: r.info.start_time)
     varied = [k for k in VARYING if len({c.data.params.get(k) for c in children}) > 1]
-    header = [*(k.split(".")[-1] for k in varied), "status", "median µs", "TFLOP/s", "GB/s", "peak MiB",
-              "kernel / reason", "max rel err"]
+    if all(c.data.params.get("shape.q_len") == c.data.params.get("shape.seq_len") for c in children):
+        varied = [k for k in varied if k != "shape.q_len"]  # it only followed seq_len
+    header = [*(k.removesuffix(".name").split(".")[-1] for k in varied), "status", "median µs", "CV",
+              "TFLOP/s", "GB/s", "peak MiB", "kernel / reason", "rel err"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in children:
         p, m, t = c.data.params, c.data.metrics, c.data.tags
@@ -35,9 +38,10 @@ def table(client: MlflowClient, parent) -> str:
         note = t.get("kernel", "") if t.get("status") == "ok" else f"{t.get('kernel', '')} {t.get('reason', '')}"
         lines.append("| " + " | ".join([
             *(p.get(k, "") for k in varied), t.get("status", "?"),
-            _fmt(m.get("median_us") if ok else None, ".1f"), _fmt(m.get("tflops") if ok else None, ".1f"),
+            _fmt(m.get("median_us") if ok else None, ".1f"), _fmt(m.get("events_cv") if ok else None, ".3f"),
+            _fmt(m.get("tflops") if ok else None, ".1f"),
             _fmt(m.get("gbps") if ok else None, ".0f"), _fmt(m.get("peak_mem_mib") if ok else None, ".0f"),
-            note.strip()[:110].replace("|", "/"), _fmt(m.get("max_rel_err"), ".1e"),
+            note.strip()[:110].replace("|", "/"), _fmt(m.get("rel_l2_err", m.get("max_rel_err")), ".1e"),
         ]) + " |")
     return "\n".join(lines)
 

@@ -141,3 +141,15 @@ def test_a_case_ignores_timing_and_tracking_but_not_what_is_measured(compose_cfg
                     "mask=causal", "shape.kv_heads=1", "model=causal_self_attention"):
         assert case_key(compose_cfg("shape=tiny", changed)) != base, changed
     assert case_key(compose_cfg("shape=tiny", return_hydra_config=True)) == base  # Hydra's node is not a case
+
+
+def test_a_copy_on_another_host_is_told_its_commit(monkeypatch, tmp_path):
+    from attnbench import environment
+
+    environment.git_commit.cache_clear()
+    monkeypatch.setenv("ATTNBENCH_GIT_COMMIT", "abc1234")
+    assert environment.git_commit(tmp_path) == "abc1234"  # even where a .git (of another commit) would answer
+    monkeypatch.delenv("ATTNBENCH_GIT_COMMIT")
+    environment.git_commit.cache_clear()
+    assert environment.git_commit(tmp_path) == "unknown"  # no .git, nothing told
+    environment.git_commit.cache_clear()

@@ -24,10 +24,13 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
 
 @lru_cache(maxsize=None)
 def git_commit(repo: Path) -> str:
+    # A copy of the tree on another host (rsync to a GPU machine, say) is told its revision: its own .git, if it has
+    # one, may be older than the files copied over it (seen: runs of one commit recorded under an earlier one).
+    if os.environ.get("ATTNBENCH_GIT_COMMIT"):
+        return os.environ["ATTNBENCH_GIT_COMMIT"]
     commit = _run(["git", "rev-parse", "HEAD"], cwd=repo)
     if commit is None:
-        # A copy of the tree without .git (rsync to a GPU host, say) can be told its revision.
-        return os.environ.get("ATTNBENCH_GIT_COMMIT", "unknown")
+        return "unknown"
     dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo)
     return f"{commit}-dirty" if dirty else commit
 
