@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.backends import _BACKENDS, register_backend, registered_backends
+from attnbench.backends import BACKENDS, register_backend, registered_backends
 from attnbench.backends.sdpa import Flash, Sdpa
 from attnbench.job import run_job
 from attnbench.masks import registered_masks
@@ -84,7 +84,7 @@ def planted():
 
     yield _plant
     for name in added:
-        _BACKENDS.pop(name, None)
+        BACKENDS.classes.pop(name, None)
 
 
 class OffByScale(Sdpa):

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from attnbench.job import run_job
-from attnbench.models import _MODELS, register_model
+from attnbench.models import MODELS, register_model
 from conftest import FAST_TIMING
 from failing_workloads import StubModel
 
@@ -54,12 +54,12 @@ def test_efficient_on_cpu_is_unsupported_before_anything_is_allocated(job, monke
 @pytest.fixture
 def efficient_without_its_declaration():
     """Forced efficient attention that does not declare its CUDA-only rule: PyTorch refuses it at the first call."""
-    from attnbench.backends import _BACKENDS, register_backend
+    from attnbench.backends import BACKENDS, register_backend
     from attnbench.backends.sdpa import Efficient, Sdpa
 
     register_backend("undeclared_efficient")(type("UndeclaredEfficient", (Efficient,), {"supports": Sdpa.supports}))
     yield "undeclared_efficient"
-    _BACKENDS.pop("undeclared_efficient")
+    BACKENDS.classes.pop("undeclared_efficient")
 
 
 @pytest.mark.parametrize("compiled", ["false", "true"])
@@ -170,7 +170,7 @@ def test_model():
 
     yield _add
     for name in added:
-        _MODELS.pop(name, None)
+        MODELS.classes.pop(name, None)
 
 
 def test_nan_output_is_wrong(job, test_model):

@@ -12,9 +12,7 @@ package adds backends with no edit here. `examples/attnbench-example-backend` is
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -23,8 +21,8 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from attnbench.config import Mode, plain
-from attnbench.errors import ConfigError
 from attnbench.problem import Problem
+from attnbench.registry import Registry
 from attnbench.timing.profiling import Profile
 
 log = logging.getLogger(__name__)
@@ -33,7 +31,7 @@ ENTRY_POINT_GROUP = "attnbench.backends"
 ALL_MASKS = None  # `native_masks` of a backend that runs every mask by itself
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-_BACKENDS: dict[str, type["Backend"]] = {}
+BACKENDS: Registry[type["Backend"]] = Registry("backend", __name__)
 _FROM_PLUGINS: set[str] = set()  # names registered from entry points: they bring no YAML in conf/backend/
 
 
@@ -113,21 +111,14 @@ class Backend(ABC):
         return None
 
 
-def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
-    def decorate(cls: type[Backend]) -> type[Backend]:
-        cls.name = name
-        _BACKENDS[name] = cls
-        return cls
-
-    return decorate
+register_backend = BACKENDS.register
 
 
 def registered_backends() -> dict[str, type[Backend]]:
     """Backends of this package and of installed plugins (entry point group `attnbench.backends`)."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+    found = BACKENDS.all()
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        if entry_point.name in _BACKENDS:
+        if entry_point.name in found:
             continue
         try:
             cls = entry_point.load()
@@ -137,9 +128,9 @@ def registered_backends() -> dict[str, type[Backend]]:
         if not (isinstance(cls, type) and issubclass(cls, Backend)):
             log.warning("backend plugin %s (%s) is not a Backend subclass", entry_point.name, entry_point.value)
             continue
-        register_backend(entry_point.name)(cls)  # the entry point's name is the one `backend=` takes
+        found[entry_point.name] = register_backend(entry_point.name)(cls)  # the name `backend=` takes
         _FROM_PLUGINS.add(entry_point.name)
-    return dict(_BACKENDS)
+    return found
 
 
 def plugin_backends() -> set[str]:
@@ -148,7 +139,5 @@ def plugin_backends() -> set[str]:
 
 
 def get_backend(name: str) -> type[Backend]:
-    backends = registered_backends()
-    if name not in backends:
-        raise ConfigError("backend.name", name, f"one of {sorted(backends)}")
-    return backends[name]
+    registered_backends()  # plugins too
+    return BACKENDS.get(name)

@@ -7,8 +7,6 @@ bottom-right: a decode step (q_len 1) sits at position seq_len - 1 and a causal 
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -17,8 +15,9 @@ import torch
 
 from attnbench.config import plain
 from attnbench.errors import ConfigError
+from attnbench.registry import Registry
 
-_MASKS: dict[str, type["Mask"]] = {}
+MASKS: Registry[type["Mask"]] = Registry("mask", __name__)
 # Rows of the dense mask built at once: bounds the temporary index tensors for long sequences.
 _ROWS_PER_CHUNK = 1024
 
@@ -82,23 +81,6 @@ class Mask(ABC):
             raise ConfigError(f"mask.{field}", getattr(self.config, field), expected)
 
 
-def register_mask(name: str) -> Callable[[type[Mask]], type[Mask]]:
-    def decorate(cls: type[Mask]) -> type[Mask]:
-        cls.name = name
-        _MASKS[name] = cls
-        return cls
-
-    return decorate
-
-
-def registered_masks() -> dict[str, type[Mask]]:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    return dict(_MASKS)
-
-
-def get_mask(name: str) -> type[Mask]:
-    masks = registered_masks()
-    if name not in masks:
-        raise ConfigError("mask.name", name, f"one of {sorted(masks)}")
-    return masks[name]
+register_mask = MASKS.register
+registered_masks = MASKS.all
+get_mask = MASKS.get

@@ -7,8 +7,6 @@ says so in `supports`, and the job is `unsupported` rather than timed under a mi
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -19,8 +17,9 @@ from attnbench.backends import Attend, Backend
 from attnbench.config import Mode, plain
 from attnbench.errors import ConfigError
 from attnbench.problem import Problem
+from attnbench.registry import Registry
 
-_MODELS: dict[str, type["Model"]] = {}
+MODELS: Registry[type["Model"]] = Registry("model", __name__)
 # A linear layer's backward is two matmuls of the forward's size (input and weight gradients).
 LINEAR_FLOP_FACTOR = {Mode.fwd: 1.0, Mode.bwd: 2.0, Mode.fwd_bwd: 3.0}
 
@@ -46,8 +45,16 @@ class Model(ABC):
         self.config, self.problem, self.backend = plain(config), problem, backend
         self.dtype, self.device = dtype, device
 
+    @property
+    def embed_dim(self) -> int:
+        """A module's model width: its heads side by side."""
+        return self.problem.heads * self.problem.head_dim
+
     def validate(self) -> None:
         """Field rules of this model; raise ConfigError. No allocation here."""
+        dropout = getattr(self.config, "dropout", None)
+        if dropout is not None and not 0.0 <= dropout < 1.0:
+            raise ConfigError("model.dropout", dropout, "a probability in [0, 1)")
 
     def supports(self) -> str | None:
         """None if this model can run the problem through the backend, else why not. No allocation here."""
@@ -86,26 +93,19 @@ class Model(ABC):
         return {}
 
 
-def register_model(name: str) -> Callable[[type[Model]], type[Model]]:
-    def decorate(cls: type[Model]) -> type[Model]:
-        cls.name = name
-        _MODELS[name] = cls
-        return cls
-
-    return decorate
+register_model = MODELS.register
+registered_models = MODELS.all
+get_model = MODELS.get
 
 
-def registered_models() -> dict[str, type[Model]]:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    return dict(_MODELS)
-
-
-def get_model(name: str) -> type[Model]:
-    models = registered_models()
-    if name not in models:
-        raise ConfigError("model.name", name, f"one of {sorted(models)}")
-    return models[name]
+def module_min_bytes(model: Model, module: torch.nn.Module, mode: Mode) -> int:
+    """A module's input and output activations (B, S, E) and every weight, read or written once: x in, y out
+    forward; dy, x in, dx out and each weight read and its gradient written backward."""
+    p, size = model.problem, model.dtype.itemsize
+    activations = p.batch * p.seq_len * model.embed_dim * size
+    weights = sum(w.numel() for w in module.parameters()) * size
+    forward, backward = 2 * activations + weights, 3 * activations + 2 * weights
+    return {Mode.fwd: forward, Mode.bwd: backward, Mode.fwd_bwd: forward + backward}[mode]
 
 
 def self_attention_only(model: Model) -> str | None:

@@ -16,8 +16,7 @@ import torch
 import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.errors import ConfigError
-from attnbench.models import LINEAR_FLOP_FACTOR, Model, ModelConfig, sdpa_only
+from attnbench.models import LINEAR_FLOP_FACTOR, Model, ModelConfig, module_min_bytes, sdpa_only
 
 
 @dataclass
@@ -31,14 +30,6 @@ class NnAttentionModule(Model):
     module_name: ClassVar[str]  # as the reason and the tags name it
     fast_path_op: ClassVar[str]  # the aten op of the module's fused inference path
     linear_flops_per_token: ClassVar[int]  # FLOPs of its linear layers per token, in units of E²
-
-    @property
-    def embed_dim(self) -> int:
-        return self.problem.heads * self.problem.head_dim
-
-    def validate(self):
-        if not 0.0 <= self.config.dropout < 1.0:
-            raise ConfigError("model.dropout", self.config.dropout, "a probability in [0, 1)")
 
     def supports(self):
         return sdpa_only(self, self.module_name)
@@ -73,11 +64,7 @@ class NnAttentionModule(Model):
         return int(linear * LINEAR_FLOP_FACTOR[mode]) + p.flops(mode)
 
     def min_bytes(self, mode):
-        p, size = self.problem, self.dtype.itemsize
-        activations = p.batch * p.seq_len * self.embed_dim * size
-        weights = sum(w.numel() for w in self.module.parameters()) * size
-        forward, backward = 2 * activations + weights, 3 * activations + 2 * weights
-        return {"fwd": forward, "bwd": backward, "fwd_bwd": forward + backward}[mode.value]
+        return module_min_bytes(self, self.module, mode)
 
     def slice_inputs(self, args):
         return (args[0][:1],)

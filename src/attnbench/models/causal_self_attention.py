@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from attnbench.errors import ConfigError
-from attnbench.models import LINEAR_FLOP_FACTOR, Model, ModelConfig, register_model, self_attention_only
+from attnbench.models import (LINEAR_FLOP_FACTOR, Model, ModelConfig, module_min_bytes, register_model,
+                              self_attention_only)
 
 
 class CausalSelfAttention(nn.Module):
@@ -51,14 +51,6 @@ class CausalSelfAttentionConfig(ModelConfig):
 class CausalSelfAttentionModel(Model):
     Config = CausalSelfAttentionConfig
 
-    @property
-    def embed_dim(self) -> int:
-        return self.problem.heads * self.problem.head_dim
-
-    def validate(self):
-        if not 0.0 <= self.config.dropout < 1.0:
-            raise ConfigError("model.dropout", self.config.dropout, "a probability in [0, 1)")
-
     def supports(self):
         return self_attention_only(self)
 
@@ -82,12 +74,7 @@ class CausalSelfAttentionModel(Model):
         return int(projections * LINEAR_FLOP_FACTOR[mode]) + p.flops(mode)
 
     def min_bytes(self, mode):
-        # x in, y out (and dy in, dx out backward), plus every weight read (and its gradient written)
-        p, size = self.problem, self.dtype.itemsize
-        activations = p.batch * p.seq_len * self.embed_dim * size
-        weights = sum(w.numel() for w in self.module.parameters()) * size
-        forward, backward = 2 * activations + weights, 3 * activations + 2 * weights
-        return {"fwd": forward, "bwd": backward, "fwd_bwd": forward + backward}[mode.value]
+        return module_min_bytes(self, self.module, mode)
 
     def slice_inputs(self, args):
         return (args[0][:1],)  # one sequence: every output row of it depends on it alone
