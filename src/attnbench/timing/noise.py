@@ -1,0 +1,52 @@
+"""Is a difference real? Bootstrap intervals of a median from raw samples, and a verdict on two sets of samples.
+
+A speedup or a winner is claimed only when the two medians' 95% bootstrap intervals do not overlap; otherwise the
+two are the same within noise. Resampling is seeded, so the same samples always give the same verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+def median_interval(samples: list[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                    seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the median of `samples`."""
+    if not samples:
+        raise ValueError("no samples")
+    values = torch.tensor(samples, dtype=torch.float64)
+    if len(samples) == 1:
+        return samples[0], samples[0]
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(samples), (resamples, len(samples)), generator=generator)
+    medians = values[picks].quantile(0.5, dim=1)  # the interpolated median, as statistics.median
+    tail = (1 - confidence) / 2
+    low, high = torch.quantile(medians, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return low, high
+
+
+@dataclass(frozen=True)
+class Comparison:
+    ratio: float  # median(b) / median(a): above 1, b is slower
+    a_interval: tuple[float, float]
+    b_interval: tuple[float, float]
+
+    @property
+    def verdict(self) -> str:
+        """'faster' or 'slower' (b against a) where the intervals do not overlap; else 'same'."""
+        if self.b_interval[1] < self.a_interval[0]:
+            return "faster"
+        if self.b_interval[0] > self.a_interval[1]:
+            return "slower"
+        return "same"
+
+
+def compare(a: list[float], b: list[float]) -> Comparison:
+    """b against a (e.g. a new run against a baseline), from both runs' raw samples."""
+    a_median, b_median = torch.tensor(a).double().quantile(0.5).item(), torch.tensor(b).double().quantile(0.5).item()
+    return Comparison(b_median / a_median, median_interval(a), median_interval(b))

@@ -1,0 +1,47 @@
+"""Noise-aware verdicts: intervals from raw samples, and when a difference counts."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from attnbench.timing.noise import compare, median_interval
+
+
+def _samples(center: float, spread: float, n: int = 200, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.gauss(center, spread) for _ in range(n)]
+
+
+def test_the_interval_holds_the_median_and_shrinks_with_more_samples():
+    few, many = _samples(100, 5, n=20), _samples(100, 5, n=2000)
+    low, high = median_interval(few)
+    assert low <= statistics.median(few) <= high
+    many_low, many_high = median_interval(many)
+    assert (many_high - many_low) < (high - low) / 3
+
+
+def test_the_interval_is_the_same_for_the_same_samples():
+    samples = _samples(50, 10)
+    assert median_interval(samples) == median_interval(samples)
+
+
+def test_one_sample_is_its_own_interval():
+    assert median_interval([3.0]) == (3.0, 3.0)
+    with pytest.raises(ValueError):
+        median_interval([])
+
+
+def test_a_planted_regression_is_slower_and_an_equal_pair_is_the_same():
+    base = _samples(100, 3, seed=1)
+    assert compare(base, _samples(110, 3, seed=2)).verdict == "slower"
+    assert compare(base, _samples(90, 3, seed=3)).verdict == "faster"
+    same = compare(base, _samples(100, 3, seed=4))
+    assert same.verdict == "same" and same.ratio == pytest.approx(1, abs=0.02)
+
+
+def test_a_difference_inside_wide_noise_is_not_claimed():
+    # 3% apart, but each sample scatters by 30%: no claim either way
+    assert compare(_samples(100, 30, n=30, seed=5), _samples(103, 30, n=30, seed=6)).verdict == "same"
