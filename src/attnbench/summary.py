@@ -1,0 +1,166 @@
+"""What a sweep answers: per problem, which backend wins, by how much, and whether the difference is real.
+
+Works on plain job records (params, metrics, tags and raw samples, as MLflow or a sweep folder holds them), so the
+same summary comes from a finished sweep, a store read later, or a sweep folder synced afterwards.
+Rows are problems (everything that varied except the backend and compilation), columns are backend × compile, and
+every speedup or winner is checked against noise (`attnbench.timing.noise`): within noise it reads `~`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from attnbench.timing.noise import Comparison, compare
+
+# Params that say how a job was run or recorded, or which implementation ran it: not part of the problem.
+NOT_PROBLEM = ("backend.", "timing.", "tracking.", "hydra.")
+IMPLEMENTATION = ("compile", "compile_mode")
+
+
+@dataclass
+class JobRecord:
+    name: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    samples: dict[str, list[float]] = field(default_factory=dict)  # raw µs per timing method
+
+    @property
+    def status(self) -> str:
+        return self.tags.get("status", "unknown")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and "median_us" in self.metrics
+
+    @property
+    def median_us(self) -> float | None:
+        return self.metrics.get("median_us")
+
+    @property
+    def headline_samples(self) -> list[float]:
+        return self.samples.get(self.tags.get("timing.headline", ""), [])
+
+    @property
+    def implementation(self) -> str:
+        """Column label: the backend, and how it was compiled."""
+        name = self.params.get("backend.name", "?")
+        if self.params.get("compile") == "true":
+            mode = self.params.get("compile_mode", "default")
+            name += "+compile" if mode == "default" else f"+{mode}"
+        return name
+
+
+def varied(records: list[JobRecord]) -> list[str]:
+    """Param keys whose value differs between the records, in first-seen order."""
+    keys = list(dict.fromkeys(k for r in records for k in r.params))
+    return [k for k in keys if len({r.params.get(k) for r in records}) > 1]
+
+
+def problem_keys(records: list[JobRecord]) -> list[str]:
+    return [k for k in varied(records) if not k.startswith(NOT_PROBLEM) and k not in IMPLEMENTATION]
+
+
+def problem_of(record: JobRecord, keys: list[str]) -> str:
+    return ", ".join(f"{short(k)}={record.params.get(k)}" for k in keys) or "all jobs"
+
+
+def short(key: str) -> str:
+    """`shape.seq_len` → `seq_len`, `mask.name` → `mask`."""
+    return key.removesuffix(".name").split(".")[-1]
+
+
+def format_time(us: float | None) -> str:
+    if us is None:
+        return ""
+    if us >= 1e6:
+        return f"{us / 1e6:.3g} s"
+    if us >= 1e3:
+        return f"{us / 1e3:.3g} ms"
+    return f"{us:.3g} µs"
+
+
+def _versus(baseline: JobRecord, job: JobRecord) -> Comparison | None:
+    if baseline.headline_samples and job.headline_samples:
+        return compare(baseline.headline_samples, job.headline_samples)
+    return None
+
+
+def speedup(baseline: JobRecord, job: JobRecord) -> str:
+    """`2.41×` when the job is faster (or slower) than the baseline beyond noise, `~` within it."""
+    if job is baseline:
+        return "1×"
+    found = _versus(baseline, job)
+    if found is not None and found.verdict == "same":
+        return "~"
+    return f"{baseline.median_us / job.median_us:.3g}×"
+
+
+@dataclass
+class Problem:
+    label: str
+    jobs: list[JobRecord]
+    baseline: JobRecord | None
+    winner: str  # e.g. "cudnn (1.71× over flash)", "cudnn ~ default (within noise)", "none ran"
+
+
+def summarise(records: list[JobRecord], baseline_backend: str | None = None) -> list[Problem]:
+    keys = problem_keys(records)
+    grouped: dict[str, list[JobRecord]] = defaultdict(list)
+    for record in records:
+        grouped[problem_of(record, keys)].append(record)
+    return [_problem(label, jobs, baseline_backend) for label, jobs in grouped.items()]
+
+
+def _problem(label: str, jobs: list[JobRecord], baseline_backend: str | None) -> Problem:
+    ok = sorted((j for j in jobs if j.ok), key=lambda j: j.median_us)
+    if baseline_backend is None:
+        baseline = ok[-1] if ok else None  # the slowest that ran
+    else:
+        baseline = next((j for j in ok if j.params.get("backend.name") == baseline_backend), None)
+    if not ok:
+        return Problem(label, jobs, baseline, "none ran")
+    if len(ok) == 1:
+        return Problem(label, jobs, baseline, f"{ok[0].implementation} (alone)")
+    best, second = ok[0], ok[1]
+    found = _versus(second, best)
+    if found is not None and found.verdict == "same":
+        return Problem(label, jobs, baseline, f"{best.implementation} ~ {second.implementation} (within noise)")
+    return Problem(label, jobs, baseline, f"{best.implementation} "
+                   f"({second.median_us / best.median_us:.3g}× over {second.implementation})")
+
+
+def markdown(problems: list[Problem], title: str, baseline_backend: str | None = None) -> str:
+    """A pivot: rows = problems, columns = backend × compile; cells = median and speedup against the baseline."""
+    columns = list(dict.fromkeys(j.implementation for p in problems for j in p.jobs))
+    baseline_note = f"backend={baseline_backend}" if baseline_backend else "the slowest backend of each problem"
+    lines = [f"### {title}", "",
+             "| problem | " + " | ".join(columns) + " | winner |", "|---" * (len(columns) + 2) + "|"]
+    for p in problems:
+        cells = {}
+        for job in p.jobs:
+            if job.ok:
+                ratio = speedup(p.baseline, job) if p.baseline is not None else ""
+                cells[job.implementation] = f"{format_time(job.median_us)} {ratio}".strip()
+            else:
+                cells[job.implementation] = job.status
+        lines.append(f"| {p.label} | " + " | ".join(cells.get(c, "") for c in columns) + f" | **{p.winner}** |")
+    lines += ["", f"Median per call (device time on CUDA, wall time elsewhere) and speedup against {baseline_note};"
+              " `~`: within noise (the medians' 95% bootstrap intervals overlap)."]
+    return "\n".join(lines)
+
+
+def to_csv(records: list[JobRecord]) -> str:
+    """One row per job: the params that varied, status and reason, then every metric."""
+    keys = varied(records)
+    metrics = sorted({m for r in records for m in r.metrics})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["run", *keys, "status", "reason", *metrics])
+    for r in records:
+        writer.writerow([r.name, *(r.params.get(k, "") for k in keys), r.status, r.tags.get("reason", ""),
+                         *(r.metrics.get(m, "") for m in metrics)])
+    return out.getvalue()

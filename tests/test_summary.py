@@ -1,0 +1,80 @@
+"""The sweep summary from job records: problems, winners, noise-aware speedups, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+
+from attnbench.summary import JobRecord, format_time, markdown, summarise, to_csv
+
+
+def _job(backend: str, seq_len: int, median: float, spread: float = 1.0, status: str = "ok", compile: bool = False,
+         seed: int = 0) -> JobRecord:
+    rng = random.Random(seed)
+    samples = sorted(rng.gauss(median, spread) for _ in range(101))
+    metrics = {"median_us": samples[50], "tflops": 1.0} if status == "ok" else {"job_s": 0.1}
+    return JobRecord(name=backend, params={"backend.name": backend, "shape.seq_len": str(seq_len),
+                                            "compile": str(compile).lower(), "timing.min_reps": "10"},
+                     metrics=metrics, tags={"status": status, "timing.headline": "events", "reason": ""},
+                     samples={"events": samples} if status == "ok" else {})
+
+
+def test_rows_are_problems_and_the_winner_is_claimed_only_beyond_noise():
+    records = [_job("math", 512, 1000, seed=1), _job("flash", 512, 100, spread=5, seed=2),
+               _job("cudnn", 512, 101, spread=5, seed=3),
+               _job("math", 1024, 4000, seed=4), _job("flash", 1024, 400, seed=5), _job("cudnn", 1024, 300, seed=6)]
+    problems = summarise(records)
+    assert [p.label for p in problems] == ["seq_len=512", "seq_len=1024"]
+    assert problems[0].winner.startswith("flash ~ cudnn")  # 1% apart, samples scatter by 5%: a tie
+    assert problems[1].winner == "cudnn (1.33× over flash)"
+    assert problems[0].baseline.params["backend.name"] == "math"  # the slowest of the problem
+
+
+def test_the_pivot_shows_medians_speedups_ties_and_statuses():
+    records = [_job("math", 512, 1000, seed=1), _job("flash", 512, 100, seed=2),
+               _job("efficient", 512, 0, status="unsupported"), _job("naive", 512, 1100, spread=400, seed=3)]
+    text = markdown(summarise(records), "seqlen")
+    header, _, row = text.splitlines()[2:5]
+    assert header == "| problem | math | flash | efficient | naive | winner |"
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1] == "1 ms ~"  # math is within the noise of the baseline (the slowest, naive)
+    assert cells[2].startswith("99.8 µs 1") and cells[2].endswith("×") and cells[3] == "unsupported"
+    assert "within noise" in text
+
+
+def test_a_named_baseline_is_used_where_it_ran():
+    records = [_job("math", 512, 1000, seed=1), _job("flash", 512, 100, seed=2)]
+    (problem,) = summarise(records, baseline_backend="flash")
+    assert problem.baseline.params["backend.name"] == "flash"
+    assert "1 ms 0.0998×" in markdown([problem], "t", "flash")  # math is 10× slower than the baseline
+
+
+def test_times_are_scaled_to_their_unit():
+    assert [format_time(t) for t in (12.345, 12345.0, 12_345_678.0)] == ["12.3 µs", "12.3 ms", "12.3 s"]
+
+
+def test_the_csv_has_one_row_per_job_with_the_varied_params_and_every_metric():
+    records = [_job("math", 512, 1000), _job("flash", 1024, 100), _job("efficient", 512, 0, status="unsupported")]
+    rows = list(csv.DictReader(io.StringIO(to_csv(records))))
+    assert [r["backend.name"] for r in rows] == ["math", "flash", "efficient"]
+    assert "timing.min_reps" not in rows[0]  # it did not vary
+    assert rows[2]["status"] == "unsupported" and rows[2]["median_us"] == "" and float(rows[0]["median_us"]) > 0
+
+
+def test_plots_are_drawn_for_what_varied(tmp_path):
+    from attnbench.plots import numeric_axis, plot_sweep
+
+    over_lengths = [_job(b, s, 10.0 * s / 512 * (1 if b == "flash" else 3), seed=i)
+                    for i, (b, s) in enumerate((b, s) for b in ("flash", "math") for s in (512, 1024, 2048))]
+    for r in over_lengths:
+        r.metrics |= {"peak_mem_mib": 8.0, "device_peak_tflops": 700.0}
+    over_lengths.append(_job("math", 4096, 0, status="oom"))
+    assert numeric_axis(over_lengths) == "shape.seq_len"
+    paths = plot_sweep(over_lengths, tmp_path / "plots", "seqlen")
+    assert [p.name for p in paths] == ["latency.png", "tflops.png", "memory.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 10_000 for p in paths)
+
+    no_axis = [_job("math", 512, 100), _job("flash", 512, 10)]
+    assert numeric_axis(no_axis) is None
+    assert [p.name for p in plot_sweep(no_axis, tmp_path / "bars", "seed")] == ["latency.png"]
