@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from attnbench.summary import JobRecord, problem_keys, short
+from attnbench.pivot import JobRecord, problem_keys, short
 
 AXES = ("shape.seq_len", "shape.q_len", "shape.batch", "shape.heads", "shape.kv_heads", "shape.head_dim")
 

@@ -1,4 +1,4 @@
-"""The sweep summary from job records: problems, winners, noise-aware speedups, CSV."""
+"""The sweep pivot and the plots from job records: problems, winners, noise-aware speedups, CSV, PNGs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import csv
 import io
 import random
 
-from attnbench.summary import JobRecord, format_time, markdown, summarise, to_csv
+from attnbench.pivot import JobRecord, format_time, markdown, summarise, to_csv
 
 
 def _job(backend: str, seq_len: int, median: float, spread: float = 1.0, status: str = "ok", compile: bool = False,
