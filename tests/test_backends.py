@@ -18,7 +18,7 @@ from attnbench.masks import registered_masks
 from attnbench.models import registered_models
 from conftest import CONF, REPO, run_script
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Hydra's notices about schemas; PyTorch's
+
 # Nothing to time here: one sample each, so the whole matrix stays quick.
 ONE_SAMPLE = ["device=cpu", "timing.warmup_s=0", "timing.min_time_s=0", "timing.min_reps=1", "timing.max_reps=1"]
 # Small enough for the CPU, not so small that every mask is trivial: 2 documents, a window of 8, a prefix of 8.
@@ -205,3 +205,60 @@ def test_a_broken_plugin_does_not_take_the_others_down(monkeypatch, caplog):
     found = registered_backends()
     assert "broken_plugin" not in found and "flash" in found
     assert "broken_plugin" in caplog.text and "nowhere" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["linear", "performer"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
+def test_linear_attentions_hold_in_half_precision_at_thousands_of_positions(compose_cfg, backend, dtype, mode):
+    # float16 tops out at 65504: φ(q)·Σφ(k) passes it at ~700 positions of D 64, which zeroed rows silently
+    result = run_job(compose_cfg(*ONE_SAMPLE, "shape=tiny", "shape.batch=1", "shape.heads=1", "shape.seq_len=2048",
+                                 "shape.head_dim=64", f"dtype={dtype}", f"mode={mode}", f"backend={backend}",
+                                 "mask=causal"))
+    assert result["status"] == "ok", result["reason"]
+    assert result["metrics"]["self_rel_l2_err"] < 1e-2
+
+
+def test_a_query_that_sees_one_key_is_judged_on_all_gradients_together(compose_cfg):
+    # seq_len 1: the gradient of q is exactly zero, so an error relative to it alone would be 0 / 0
+    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.seq_len=1", "mode=fwd_bwd", "backend=linear",
+                                 "mask=causal"))
+    assert result["status"] == "ok", result["reason"]
+
+
+@pytest.mark.parametrize("field, value", [("backend.chunk", 0), ("backend.features", 0)])
+def test_a_bad_backend_field_is_an_error_naming_it(compose_cfg, field, value):
+    backend = "performer" if field == "backend.features" else "linear"
+    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, f"backend={backend}", f"{field}={value}"))
+    assert result["status"] == "error" and field in result["reason"] and "expected" in result["reason"]
+
+
+def test_flex_kernel_backend_is_checked_and_only_auto_runs_on_the_cpu(compose_cfg):
+    bad = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "backend.kernel_backend=TRITN"))
+    assert bad["status"] == "error" and "backend.kernel_backend" in bad["reason"]
+    cpu = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "backend.kernel_backend=TRITON"))
+    assert cpu["status"] == "unsupported" and "CUDA" in cpu["reason"]
+
+
+def test_a_chunked_prefill_on_the_cpu_builds_its_causal_mask_once(compose_cfg):
+    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.q_len=8", "backend=math", "mask=causal"))
+    assert result["status"] == "ok" and result["tags"]["kernel"] == "math (dense mask)"
+
+
+def test_a_plugin_with_a_config_that_is_not_a_backend_config_is_skipped(monkeypatch, caplog):
+    import attnbench.backends as backends
+
+    class Strange(backends.Backend):
+        Config = type("Config", (), {})  # takes no `name`: storing it would crash every command
+
+        def build(self, problem, device, dtype):
+            raise AssertionError("never built")
+
+    class EntryPoint:
+        name, value = "strange", "somewhere:Strange"
+
+        def load(self):
+            return Strange
+
+    monkeypatch.setattr(backends, "entry_points", lambda group: [EntryPoint()])
+    assert "strange" not in registered_backends() and "Config" in caplog.text

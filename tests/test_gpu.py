@@ -65,17 +65,19 @@ def test_flex_runs_its_fused_kernel_on_every_mask(compose_cfg, mask):
                                    ["shape.q_len=128"]], ids=["gqa", "decode", "chunked_prefill"])
 def test_gqa_and_decode_are_right_or_refused_never_wrong(compose_cfg, backend, shape):
     result = run_job(compose_cfg(*SMALL, f"backend={backend}", "mask=causal", *shape))
-    assert result["status"] in ("ok", "unsupported"), result["reason"]
-    if result["status"] == "ok":
-        assert result["metrics"]["rel_l2_err"] < 1e-2 and result["tags"]["check"] == "exact"
+    grouped = any(s.startswith("shape.kv_heads") for s in shape)
+    if backend == "efficient" and grouped:  # PyTorch 2.11/2.13: memory-efficient attention takes no GQA
+        assert result["status"] == "unsupported" and "num_heads" in result["reason"]
+        return
+    assert result["status"] == "ok", result["reason"]
+    assert result["metrics"]["rel_l2_err"] < 1e-2 and result["tags"]["check"] == "exact"
 
 
 @pytest.mark.parametrize("backend", ["efficient", "cudnn", "default", "math"])
 def test_sdpa_with_a_dense_mask_says_so(compose_cfg, backend):
     result = run_job(compose_cfg(*SMALL, f"backend={backend}", "mask=sliding_window"))
-    assert result["status"] in ("ok", "unsupported"), result["reason"]
-    if result["status"] == "ok":
-        assert result["tags"]["sdpa.kernel"].endswith("(dense mask)")
+    assert result["status"] == "ok", result["reason"]
+    assert result["tags"]["sdpa.kernel"].endswith("(dense mask)")
 
 
 def test_flash_cannot_take_a_dense_mask(compose_cfg):

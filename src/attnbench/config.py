@@ -7,6 +7,7 @@ the machine are checked by :func:`attnbench.validation.validate` before any tens
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -122,10 +123,17 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="attnbench_schema", node=Config)
-    for group, registry in (("backend", registered_backends()), ("model", registered_models()),
-                            ("mask", registered_masks())):
+    backends = registered_backends()  # loads the plugins, so that plugin_backends() knows them
+    plugins = plugin_backends()
+    for group, registry in (("backend", backends), ("model", registered_models()), ("mask", registered_masks())):
         for name, cls in registry.items():
-            node = cls.Config(name=name)
+            try:
+                node = cls.Config(name=name)
+            except Exception as e:  # noqa: BLE001 - a plugin's broken schema must not stop attnbench
+                if name not in plugins:
+                    raise
+                logging.getLogger(__name__).warning("backend plugin %s has an unusable Config: %s", name, e)
+                continue
             cs.store(group=f"schema/{group}", name=name, node=node)
-    for name in plugin_backends():
-        cs.store(group="backend", name=name, node=registered_backends()[name].Config(name=name))
+            if name in plugins and group == "backend":  # no YAML of its own: the schema is the option
+                cs.store(group="backend", name=name, node=node)

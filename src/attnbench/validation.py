@@ -55,6 +55,7 @@ def validate(cfg: DictConfig) -> Plan:
     mask = get_mask(cfg.mask.name)(cfg.mask, cfg.shape.q_len, cfg.shape.seq_len, cfg.seed)
     problem = Problem.from_config(cfg.shape, mask)
     backend = get_backend(cfg.backend.name)(cfg.backend)
+    backend.validate()
     device, dtype = resolve_device(cfg.device.name), TORCH_DTYPES[cfg.dtype]
     model = get_model(cfg.model.name)(cfg.model, problem, backend, dtype, device)
     model.validate()

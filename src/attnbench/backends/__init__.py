@@ -23,7 +23,7 @@ import torch
 from attnbench.config import Mode, plain
 from attnbench.problem import Problem
 from attnbench.registry import Registry
-from attnbench.timing.profiling import Profile
+from attnbench.timing.profiling import Profile, compiled_region
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ ALL_MASKS = None  # `native_masks` of a backend that runs every mask by itself
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 BACKENDS: Registry[type["Backend"]] = Registry("backend", __name__)
 _FROM_PLUGINS: set[str] = set()  # names registered from entry points: they bring no YAML in conf/backend/
+_SHADOWED: set[str] = set()  # plugins skipped because a backend of theirs had the name already (warned once)
 
 
 @dataclass
@@ -69,6 +70,9 @@ class Backend(ABC):
     def __init__(self, config: Any) -> None:
         self.config = plain(config)  # a dataclass: cheap to read inside compiled code
 
+    def validate(self) -> None:
+        """Rules on this backend's own fields; raise ConfigError (the job is an `error`). No allocation here."""
+
     def supports(self, problem: Problem, device: torch.device, dtype: torch.dtype, mode: Mode) -> str | None:
         """None if it can run this, else the reason why not. Called before anything is allocated."""
         return self._mask_support(problem)
@@ -85,8 +89,7 @@ class Backend(ABC):
     def dispatch(self, profile: Profile) -> Dispatch:
         """Which kernel ran, from the profiler's op and kernel names. A backend written in plain PyTorch ops
         promises no particular kernel: it says whether Inductor compiled them (the `kernels` tag names them)."""
-        compiled = any("CompiledFxGraph" in op or "Torch-Compiled Region" in op for op in profile.ops)
-        return Dispatch(ran="Inductor-compiled ops" if compiled else "eager PyTorch ops")
+        return Dispatch(ran="Inductor-compiled ops" if compiled_region(profile.ops) else "eager PyTorch ops")
 
     def explain_failure(self, exc: BaseException, warned: list[str]) -> str | None:
         """If the first call's exception means "this backend cannot run these inputs", say why (the job is then
@@ -119,14 +122,19 @@ def registered_backends() -> dict[str, type[Backend]]:
     found = BACKENDS.all()
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         if entry_point.name in found:
+            if entry_point.name not in _FROM_PLUGINS | _SHADOWED:
+                _SHADOWED.add(entry_point.name)
+                log.warning("backend plugin %s (%s) is skipped: attnbench has a backend of that name",
+                            entry_point.name, entry_point.value)
             continue
         try:
             cls = entry_point.load()
         except Exception as e:  # noqa: BLE001 - one broken plugin must not take the others down
             log.warning("backend plugin %s (%s) could not be loaded: %s", entry_point.name, entry_point.value, e)
             continue
-        if not (isinstance(cls, type) and issubclass(cls, Backend)):
-            log.warning("backend plugin %s (%s) is not a Backend subclass", entry_point.name, entry_point.value)
+        if not (isinstance(cls, type) and issubclass(cls, Backend) and issubclass(cls.Config, BackendConfig)):
+            log.warning("backend plugin %s (%s) is not a Backend subclass with a Config extending BackendConfig",
+                        entry_point.name, entry_point.value)
             continue
         found[entry_point.name] = register_backend(entry_point.name)(cls)  # the name `backend=` takes
         _FROM_PLUGINS.add(entry_point.name)

@@ -33,7 +33,7 @@ class RegisteredFlash(Flash):
         if self.impl not in attention.list_flash_attention_impls():
             return f"backend={self.name}: torch {torch.__version__} does not offer {self.impl}"
         module, package = PACKAGES[self.impl]
-        if not _importable(module):
+        if not importable(module):
             return f"backend={self.name}: {package} is not installed (no module {module!r})"
         if device.type != "cuda":
             return f"backend={self.name} runs on CUDA only; device is {device.type}"
@@ -50,15 +50,15 @@ class RegisteredFlash(Flash):
 
     def dispatch(self, profile):
         found = super().dispatch(profile)
-        if found.tags.get("flash.impl") != self.impl:  # SDPA's flash ran, but not the implementation asked for
+        if found.ran == "flash" and found.tags.get("flash.impl") == self.impl:
+            found.ran = f"flash {self.impl}"
+        elif found.ran == "flash":  # SDPA's flash ran, but not the implementation asked for
             found.ran = f"flash {found.tags.get('flash.impl', '')}".strip()
-            found.accepts = (f"flash {self.impl}",)
-        else:
-            found.ran, found.accepts = f"flash {self.impl}", (f"flash {self.impl}",)
+        found.accepts = (f"flash {self.impl}",)  # anything else, flash of another implementation included, is not it
         return found
 
 
-def _importable(module: str) -> bool:
+def importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a parent package that is missing or broken

@@ -8,16 +8,26 @@ blocks the mask leaves empty are skipped. Grouped-query heads are native (`enabl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
+from typing import get_args, get_type_hints
 
 import torch
 from torch.nn.attention import flex_attention as flex
 
 from attnbench.backends import ALL_MASKS, Backend, BackendConfig, Dispatch, register_backend
+from attnbench.backends.flash_impls import importable
 from attnbench.config import Mode
+from attnbench.errors import ConfigError
 
-# kernel_options["BACKEND"], on torch builds that have it: AUTO picks flex_attention or flex_decoding.
-KERNEL_BACKENDS = get_args(getattr(flex, "_Backend", None)) or ("AUTO",)
+
+
+def _kernel_backends() -> tuple[str, ...]:
+    """kernel_options["BACKEND"]'s values, on torch builds that have it (read from the public FlexKernelOptions)."""
+    hint = get_type_hints(flex.FlexKernelOptions).get("BACKEND") if hasattr(flex, "FlexKernelOptions") else None
+    values = tuple(a for arg in get_args(hint) for a in (get_args(arg) or (arg,)) if isinstance(a, str))
+    return values or ("AUTO",)
+
+
+KERNEL_BACKENDS = _kernel_backends()
 
 
 @dataclass
@@ -32,16 +42,26 @@ class Flex(Backend):
     Config = FlexConfig
     native_masks = ALL_MASKS
 
+    def validate(self):
+        if self.config.block_size < 1:
+            raise ConfigError("backend.block_size", self.config.block_size, "a positive number of positions")
+        if self.config.kernel_backend not in ("AUTO", "TRITON", "TRITON_DECODE", "FLASH"):
+            raise ConfigError("backend.kernel_backend", self.config.kernel_backend,
+                              "one of AUTO, TRITON, TRITON_DECODE, FLASH")
+
     def supports(self, problem, device, dtype, mode):
         if device.type not in ("cuda", "cpu"):
             return f"backend=flex compiles for CUDA and CPU; device is {device.type}"
         if device.type == "cpu" and mode is not Mode.fwd:
             return f"FlexAttention has no backward on the CPU (torch {torch.__version__}): mode={mode.value} needs CUDA"
-        if self.config.kernel_backend not in KERNEL_BACKENDS:
-            return (f"backend.kernel_backend={self.config.kernel_backend}: this torch build ({torch.__version__}) "
-                    f"offers {', '.join(KERNEL_BACKENDS)}")
-        if self.config.block_size < 1:
-            return f"backend.block_size={self.config.block_size}: a positive number of positions is needed"
+        kernel = self.config.kernel_backend
+        if kernel != "AUTO" and kernel not in KERNEL_BACKENDS:
+            return (f"backend.kernel_backend={kernel}: this torch build ({torch.__version__}) offers "
+                    f"{', '.join(KERNEL_BACKENDS)}")
+        if kernel != "AUTO" and device.type != "cuda":
+            return f"backend.kernel_backend={kernel} picks among CUDA kernels; on {device.type} only AUTO runs"
+        if kernel == "FLASH" and not importable("flash_attn.cute"):
+            return "backend.kernel_backend=FLASH needs flash-attn's CuTe DSL kernels (no module 'flash_attn.cute')"
         return None
 
     def build(self, problem, device, dtype):
@@ -71,6 +91,8 @@ class Flex(Backend):
         # On CUDA the fused kernel is a Triton template of Inductor's (triton_tem_fused_flex_attention_*, the same name
         # for flex_attention and flex_decoding); on the CPU it is C++ code with no device kernel to name.
         templates = [k for k in kernels if "triton_tem" in k and "flex" in k]
+        if self.config.kernel_backend == "FLASH":  # CuTe DSL kernels, named by flash-attn, not Inductor templates
+            templates = [k for k in kernels if "flash" in k.lower()]
         if templates or not kernels:
             return Dispatch(ran="flex fused", accepts=("flex fused",), tags={"flex.kernel": "; ".join(templates)})
         return Dispatch(ran="flex (no fused flex kernel seen)", accepts=("flex fused",))

@@ -15,10 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from attnbench.backends import Backend, BackendConfig, register_backend
+from attnbench.errors import ConfigError
 
-# φ is computed in float32 from half-precision inputs (exp() in bf16 is coarse); the products then run in the input
-# dtype on tensor cores, and the prefix sums over chunks, sums of many terms, accumulate in float32.
+# φ is computed in float32 from half-precision inputs (exp() in bf16 is coarse). bfloat16 then runs the products on
+# tensor cores, with the prefix sums over chunks (sums of many terms) accumulated in float32. float16 cannot: its
+# largest value, 65504, is below what φ(q)·Σφ(k) reaches at a few thousand positions, so it computes in float32.
 WIDE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+COMPUTE = {torch.float16: torch.float32}
 
 
 @dataclass
@@ -37,10 +40,9 @@ class Linear(Backend):
     approximate = True
     native_masks = frozenset({"none", "causal"})
 
-    def supports(self, problem, device, dtype, mode):
+    def validate(self):
         if self.config.chunk < 1:
-            return f"backend.chunk={self.config.chunk}: a positive number of positions is needed"
-        return super().supports(problem, device, dtype, mode)
+            raise ConfigError("backend.chunk", self.config.chunk, "a positive number of positions")
 
     def feature_map(self, problem, device):
         """φ(x, is_query), for queries and keys (B, H, S, D) → (B, H, S, F), positive. Built once per job."""
@@ -52,9 +54,9 @@ class Linear(Backend):
         chunk = self.config.chunk
 
         def attend(q, k, v):
-            wide = WIDE.get(q.dtype, q.dtype)
-            fq, fk = phi(q.to(wide), is_query=True).to(q.dtype), phi(k.to(wide), is_query=False).to(q.dtype)
-            return kernelized_attention(fq, fk, v, causal, chunk)
+            wide, compute = WIDE.get(q.dtype, q.dtype), COMPUTE.get(q.dtype, q.dtype)
+            fq, fk = phi(q.to(wide), is_query=True).to(compute), phi(k.to(wide), is_query=False).to(compute)
+            return kernelized_attention(fq, fk, v.to(compute), causal, chunk).to(q.dtype)
 
         return attend
 

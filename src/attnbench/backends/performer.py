@@ -14,6 +14,7 @@ import torch
 
 from attnbench.backends import register_backend
 from attnbench.backends.linear import Linear, LinearConfig
+from attnbench.errors import ConfigError
 
 
 @dataclass
@@ -38,10 +39,10 @@ def orthogonal_gaussian(features: int, dim: int, generator: torch.Generator) -> 
 class Performer(Linear):
     Config = PerformerConfig
 
-    def supports(self, problem, device, dtype, mode):
+    def validate(self):
+        super().validate()
         if self.config.features < 1:
-            return f"backend.features={self.config.features}: a positive number of random features is needed"
-        return super().supports(problem, device, dtype, mode)
+            raise ConfigError("backend.features", self.config.features, "a positive number of random features")
 
     def feature_map(self, problem, device):
         if getattr(self, "_projection", None) is None:  # one draw per job: build() and reference() share it

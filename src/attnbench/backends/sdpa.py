@@ -17,7 +17,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 from attnbench.backends import Backend, Dispatch, register_backend
-from attnbench.timing.profiling import Profile
+from attnbench.timing.profiling import Profile, compiled_region
 
 CUDA_ONLY = "runs on CUDA only; device is {device}"
 HALF = (torch.float16, torch.bfloat16)
@@ -42,26 +42,34 @@ class Sdpa(Backend):
 
     def build(self, problem, device, dtype):
         kwargs = {"enable_gqa": problem.kv_heads != problem.heads}
+        self.dense = self.uses_dense_mask(problem)
         if problem.mask.name == "causal" and problem.q_len == problem.seq_len:
             kwargs["is_causal"] = True
         elif problem.mask.name == "causal" and problem.q_len == 1:
             pass  # one decode step sits at the last position and sees every key: no mask at all, exactly
-        elif problem.mask.name == "causal":
+        elif problem.mask.name == "causal" and self.takes_lower_right(device):
             kwargs["attn_mask"] = causal_lower_right(problem.q_len, problem.seq_len)
-        elif problem.mask.name != "none":
+        elif problem.mask.name == "causal":
+            self.dense = True  # the kernel would build this dense mask inside every call: build it once, here
+        if self.dense:
             kwargs["attn_mask"] = problem.mask.dense(device)  # (Sq, S), broadcast over batch and heads
 
         def attend(q, k, v):
             return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
-        self.dense = self.uses_dense_mask(problem)
         return attend
+
+    def takes_lower_right(self, device: torch.device) -> bool:
+        """Whether a bottom-right causal mask reaches a kernel as a flag: FlashAttention and memory-efficient
+        attention on CUDA take it (so may PyTorch's own pick); every other kernel gets it materialised."""
+        return device.type == "cuda" and self.forced in (None, SDPBackend.FLASH_ATTENTION,
+                                                         SDPBackend.EFFICIENT_ATTENTION)
 
     def dispatch(self, profile: Profile) -> Dispatch:
         family = kernel_family(profile.ops, profile.kernels)
         ran = family + (" (dense mask)" if self.dense else "")
         tags = {"sdpa.kernel": ran}
-        if family == "flash":
+        if family == "flash" and profile.kernels:  # CUDA: which FlashAttention (the CPU has PyTorch's own kernel)
             tags["flash.impl"] = flash_impl(profile)
         return Dispatch(ran=ran, accepts=self.accepts, tags=tags)
 
@@ -148,8 +156,7 @@ def kernel_family(op_names: Iterable[str], kernel_names: Iterable[str] = ()) -> 
     for marker, family in _FAMILY_BY_KERNEL:
         if any(marker in k for k in kernels):
             return family
-    compiled = any("CompiledFxGraph" in op or "Torch-Compiled Region" in op for op in ops)
-    return "decomposed" if compiled else "unfused"
+    return "decomposed" if compiled_region(ops) else "unfused"
 
 
 def flash_impl(profile: Profile) -> str:

@@ -9,6 +9,7 @@ module's fused inference fast path is read from the profile and recorded.
 from __future__ import annotations
 
 import copy
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -34,11 +35,13 @@ class NnAttentionModule(Model):
     def supports(self):
         return sdpa_only(self, self.module_name)
 
+    @abstractmethod
     def make_module(self) -> nn.Module:
-        raise NotImplementedError
+        """The PyTorch module, built with the problem's sizes and this model's fields."""
 
+    @abstractmethod
     def call(self, module: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        raise NotImplementedError
+        """One forward: self-attention of x, with nn's mask (True where a score is dropped) or None."""
 
     def build(self, attend):
         p = self.problem

@@ -16,6 +16,11 @@ class Profile:
     kernels: dict[str, float]  # kernel (and copy) name → summed device µs
 
 
+def compiled_region(ops: list[str]) -> bool:
+    """Whether torch.compile'd code ran: Dynamo and Inductor mark their regions in the profile."""
+    return any("Torch-Compiled Region" in op or "CompiledFxGraph" in op for op in ops)
+
+
 def profile_call(fn, device: torch.device, host_ops: bool = True) -> Profile:
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
