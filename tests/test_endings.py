@@ -103,8 +103,10 @@ def test_a_runaway_kernel_call_times_out_and_the_sweep_goes_on(store, tmp_path):
     assert "timeout" in proc.stdout  # the table
 
 
-def test_a_crashing_job_is_recorded_and_the_sweep_goes_on(store, tmp_path):
-    proc = run_script("-m", "model=crashing,sdpa", *TINY, FIXTURE_CONF, store=store, cwd=tmp_path, script=FAILING)
+def test_a_crashing_job_is_recorded_and_the_sweep_goes_on(store, tmp_path, compose_cfg):
+    default_model = compose_cfg().model.name
+    proc = run_script("-m", f"model=crashing,{default_model}", *TINY, FIXTURE_CONF, store=store, cwd=tmp_path,
+                      script=FAILING)
     assert proc.returncode == 1, proc.stderr[-3000:]
     crashed, normal = results.read_all(tmp_path / "multirun")
     assert crashed["status"] == "crashed" and "SIGABRT" in crashed["reason"]

@@ -23,11 +23,15 @@ RESULT_FILE = "result.json"
 
 def run_name(cfg: DictConfig) -> str:
     # Short enough for the UI's narrow name column; shape, dtype and the rest are param columns.
-    name = cfg.backend.name.value
+    name = _text(cfg.backend.name)
     if cfg.compile:
-        mode = cfg.compile_mode.value
+        mode = _text(cfg.compile_mode)
         name += "+compile" if mode == "default" else f"+{mode}"
     return name
+
+
+def _text(choice) -> str:
+    return str(getattr(choice, "value", choice))  # an Enum member's value, or a plain string
 
 
 def new_record(job: str, name: str, job_dir: Path, params: dict[str, str], tags: dict[str, str]) -> dict:
