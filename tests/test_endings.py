@@ -51,7 +51,7 @@ def test_an_interrupted_sweep_resumes_into_its_parent_with_other_timing(store, t
     proc = run_script("-m", "seed=1,2,3", *TINY, "resume=true", store=store, cwd=resumed)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, parents, children = tracked_runs(store)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and "reason" not in parents[0].data.tags
     assert sorted(c.data.tags["status"] for c in children) == ["interrupted", "ok", "ok", "ok"]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
 

@@ -28,6 +28,8 @@ from attnbench.worker import Died, Done, Failed, TimedOut, Worker
 log = logging.getLogger(__name__)
 
 _worker = Worker(preload=("attnbench.job",))
+# After multiprocessing's own exit handler (registered when attnbench.worker imported it), so it runs before it:
+# that handler waits for every non-daemon child, and a worker still busy with a job would hold the exit.
 atexit.register(_worker.close)
 # Hydra's flags that print something and run no job: no worker for them.
 NO_JOB_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion",

@@ -59,8 +59,9 @@ class Worker:
             return
         context = multiprocessing.get_context("spawn")
         self._conn, theirs = context.Pipe()
+        # Not a daemon: a job may start processes of its own (a compiler's worker pool), which a daemon may not.
         self._process = context.Process(target=_serve, args=(theirs, os.getpid(), self._preload),
-                                        name="attnbench-worker", daemon=True)
+                                        name="attnbench-worker")
         self._process.start()
         theirs.close()  # ours is then the only end left: the worker's death reads as end-of-file
         self._ready = False

@@ -142,6 +142,8 @@ class MlflowTrackingCallback(Callback):
             return None
         parent = found[0].info.run_id
         self._client.update_run(parent, status="RUNNING")
+        if "reason" in found[0].data.tags:  # why it stopped last time: no longer true
+            self._client.delete_tag(parent, "reason")
         for name, value in process_tags().items() | {"sweep.resumed_dir": str(sweep_dir)}.items():
             self._client.set_tag(parent, name, value)
         log.info("Resuming sweep %s (parent run %s)", key, parent)
@@ -159,7 +161,8 @@ class MlflowTrackingCallback(Callback):
                 self._client.set_tag(self._parent_id, "reason", "tracking failed: not every job is recorded")
                 self._client.set_terminated(self._parent_id, "FAILED")
             else:
-                text = summary.read_text() if summary.is_file() else summary_text(records, sweep_title(config, sweep_dir), False)
+                text = (summary.read_text() if summary.is_file()
+                        else summary_text(records, sweep_title(config, sweep_dir), show=False))
                 finish_parent(self._client, self._parent_id, records, text)
         except Exception as e:  # noqa: BLE001
             self._tracking_failed("could not close the sweep's parent run", e)
