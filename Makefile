@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 VENV_FLAGS ?=
 STORE := $(CURDIR)/mlruns
 
-.PHONY: help install run single seed-sdpa seed-csa test ui clean gpu-wheels
+.PHONY: help install run single seed-sdpa seed-csa sync test ui clean gpu-wheels
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ seed-sdpa: install ## the article's first experiment: every SDPA backend, B64 H3
 
 seed-csa: install ## the article's CausalSelfAttention module, eager vs compiled
 	$(BIN)/python run.py -m experiment=seed_causal_self_attention $(ARGS)
+
+sync: install ## upload a sweep folder's saved results to MLflow: make sync DIR=multirun/DATE/TIME [ARGS="--uri URI"]
+	$(BIN)/attnbench sync $(DIR) $(ARGS)
 
 test: install ## run the test suite (CPU only; GPU tests skip themselves)
 	$(BIN)/python -m pytest $(ARGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,14 +38,54 @@ def compose_cfg():
     GlobalHydra.instance().clear()
 
 
-def run_script(*args: str, store: Path, cwd: Path, script: Path = REPO / "run.py",
-               timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run attnbench as a user does, against a throw-away store, with Hydra's swallowed callback
-    exceptions turned back into errors so that a broken callback fails the test."""
-    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "PYTHONWARNINGS": ""} | (env or {})
+def _command(args: tuple[str, ...], store: Path | None, cwd: Path, script: Path, env: dict | None):
+    """Attnbench as a user runs it, against a throw-away store, with Hydra's swallowed callback exceptions turned
+    back into errors so that a broken callback fails the test."""
+    environment = os.environ | {"PYTHONWARNINGS": ""} | (env or {})
+    if store is not None:
+        environment["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
     cmd = [sys.executable, "-W", "error:Callback:UserWarning", str(script), *args,
            f"hydra.sweep.dir={cwd}/multirun", f"hydra.run.dir={cwd}/outputs"]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return cmd, environment
+
+
+def run_script(*args: str, store: Path | None, cwd: Path, script: Path = REPO / "run.py", timeout: int = 600,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd, environment = _command(args, store, cwd, script, env)
+    return subprocess.run(cmd, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def start_script(*args: str, store: Path, cwd: Path, script: Path = REPO / "run.py") -> subprocess.Popen:
+    """The script, started and left running (its output in cwd/stdout.txt and cwd/stderr.txt)."""
+    cmd, environment = _command(args, store, cwd, script, None)
+    return subprocess.Popen(cmd, cwd=cwd, env=environment, stdout=(cwd / "stdout.txt").open("w"),
+                            stderr=(cwd / "stderr.txt").open("w"), text=True)
+
+
+def wait_until(condition, what: str, timeout_s: float = 300) -> None:
+    """Poll for a state another process reaches; the generous deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.2)
+
+
+def job_is_running(job_dir: Path) -> bool:
+    """The job's worker has started its work (its log says so): the job is inside its task."""
+    log = job_dir / "run.log"
+    return log.is_file() and "Building" in log.read_text()
+
+
+def tracked_runs(store: Path, experiment: str = "attnbench"):
+    """(client, parent runs, child runs) of the experiment in a test store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=1000) if found else []
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
 
 
 @pytest.fixture

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 from mlflow.tracking import MlflowClient
 
-from attnbench.tracking.callback import INTERRUPTED_SWEEP, UNFINISHED_SWEEP
-from conftest import FAST_TIMING, FIXTURES, REPO, run_script
+from attnbench.tracking.callback import UNFINISHED_SWEEP
+from conftest import FAST_TIMING, FIXTURES, run_script
+from conftest import tracked_runs as _runs
 
 pytestmark = pytest.mark.slow
 TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
-
-
-def _runs(store: Path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
-    experiment = client.get_experiment_by_name("attnbench")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
 
 
 def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
     return {a.path for a in client.list_artifacts(run_id, path)}
 
 
-def test_seed_sweep_gives_one_parent_and_six_children(store, tmp_path):
+def test_seed_sweep_gives_one_parent_and_six_children(store, tmp_path, compose_cfg):
+    default_model = compose_cfg().model.name
     proc = run_script("-m", "backend=math,flash,efficient", "compile=true,false", *TINY, store=store, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, parents, children = _runs(store)
@@ -47,7 +33,8 @@ def test_seed_sweep_gives_one_parent_and_six_children(store, tmp_path):
     assert combos == {(b, c) for b in ("math", "flash", "efficient") for c in ("true", "false")}
     for child in children:
         p, m, t = child.data.params, child.data.metrics, child.data.tags
-        assert (p["shape.batch"], p["shape.seq_len"], p["dtype"], p["model.name"]) == ("2", "16", "float16", "attention")
+        assert (p["shape.batch"], p["shape.seq_len"], p["dtype"]) == ("2", "16", "float16")
+        assert p["model.name"] == default_model
         assert not any(k.startswith("hydra") for k in p)
         assert t["env.torch"] and t["env.python"] and t["env.hostname"] and t["env.git_commit"]
         assert ".hydra" in _artifacts(client, child.info.run_id)
@@ -87,8 +74,9 @@ def test_experiment_files_run_their_whole_sweep(store, tmp_path, experiment, job
     assert statuses <= {"ok", "unsupported"} and "ok" in statuses
 
 
-def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(store, tmp_path):
-    proc = run_script("-m", "model=broken,attention", *TINY, f"hydra.searchpath=[file://{FIXTURES}/conf]",
+def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(store, tmp_path, compose_cfg):
+    default_model = compose_cfg().model.name
+    proc = run_script("-m", f"model=broken,{default_model}", *TINY, f"hydra.searchpath=[file://{FIXTURES}/conf]",
                       store=store, cwd=tmp_path, script=FIXTURES / "run_with_failing_workloads.py")
     assert proc.returncode == 1, proc.stderr[-3000:]
     client, parents, children = _runs(store)
@@ -98,7 +86,7 @@ def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(store, tmp_path
     assert broken.data.tags["status"] == "error" and "always fails" in broken.data.tags["reason"]
     assert broken.info.status == "FAILED"
     assert "traceback.txt" in _artifacts(client, broken.info.run_id)
-    assert by_model["attention"].data.tags["status"] == "ok"
+    assert by_model[default_model].data.tags["status"] == "ok"
     assert parents[0].info.status == "FAILED" and parents[0].data.metrics["jobs_error"] == 1
 
 
@@ -110,27 +98,3 @@ def test_a_bad_value_in_a_sweep_stops_it_before_any_job_and_closes_its_parent(st
     _, parents, children = _runs(store)
     assert children == []
     assert parents[0].info.status == "FAILED" and parents[0].data.tags["reason"] == UNFINISHED_SWEEP
-
-
-def test_ctrl_c_marks_the_running_job_and_the_sweep_killed(store, tmp_path):
-    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
-    cmd = [sys.executable, str(REPO / "run.py"), "-m", "seed=1,2,3", "shape=tiny", "device=cpu",
-           "timing.min_time_s=5", "timing.max_reps=100000000", f"hydra.sweep.dir={tmp_path}/multirun"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    # Job 0's folder is made after the sweep set up the store: reading the store earlier could race its creation.
-    job_started = tmp_path / "multirun" / "0" / ".hydra"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and not (job_started.exists() and _job_running(store)):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # the first job is inside its 5 s of timing
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode != 0, stderr[-3000:]
-    _, parents, children = _runs(store)
-    assert [(c.info.status, c.data.tags["status"]) for c in children] == [("KILLED", "interrupted")]
-    assert parents[0].info.status == "KILLED" and parents[0].data.tags["reason"] == INTERRUPTED_SWEEP
-
-
-def _job_running(store: Path) -> bool:
-    """A child run exists with its params logged: its job's task is running."""
-    _, _, children = _runs(store)
-    return any(c.info.status == "RUNNING" and "seed" in c.data.params for c in children)

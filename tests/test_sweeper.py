@@ -9,7 +9,9 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
 from hydra.core.plugins import Plugins
 from hydra.errors import ConfigCompositionException
+from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
 from hydra.types import RunMode
+from hydra.version import VersionBase, __compat_version__
 from omegaconf import OmegaConf
 
 from conftest import CONF, FAST_TIMING, FIXTURES, run_script
@@ -107,3 +109,35 @@ def test_a_real_sweep_composes_each_job_once(store, tmp_path, sweeper, compositi
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"compositions={compositions}" in proc.stderr
     assert len(list((tmp_path / "multirun").glob("[0-9]*/.hydra/config.yaml"))) == 3
+
+
+# Hydra's own test suites, run through this sweeper: it subclasses Hydra's basic sweeper and wraps its config
+# loader, so a Hydra release that changes those internals fails here.
+@pytest.fixture
+def hydra_suite_defaults():
+    """Hydra's suites expect its compatibility defaults (version_base unset: jobs change directory), while the
+    tests above compose with version_base="1.3", which Hydra keeps process-wide."""
+    base = VersionBase.instance()
+    before = base.version_base
+    base.setbase(__compat_version__)
+    yield
+    base.version_base = before
+
+
+@pytest.mark.usefixtures("hydra_suite_defaults")
+@pytest.mark.parametrize("launcher_name, overrides", [("basic", ["hydra/sweeper=compose_once"])])
+class TestHydraLauncherSuiteThroughComposeOnce(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.usefixtures("hydra_suite_defaults")
+@pytest.mark.parametrize("launcher_name, overrides",
+                         [("basic", ["hydra/sweeper=compose_once", "hydra.sweeper.max_batch_size=2"])])
+class TestHydraBatchedSweeperSuiteThroughComposeOnce(BatchedSweeperTestSuite):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags", [({}, ["-m", "hydra/sweeper=compose_once"])])
+class TestHydraIntegrationSuiteThroughComposeOnce(IntegrationTestSuite):
+    pass

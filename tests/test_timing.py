@@ -1,4 +1,5 @@
-"""The timer on CPU workloads whose relative cost is known. Relations and bounds, never absolute times."""
+"""The timer on CPU workloads, and on a fake clock where a test needs known costs: no test compares two
+wall-clock measurements, which a loaded machine makes flaky."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from attnbench.config import TimingConfig, TimingMethod
 from attnbench.errors import Unsupported
 from attnbench.timing import Stats, first_call, measure, methods_for
+from attnbench.timing import timer
 from attnbench.timing.timer import warm_up
 
 CPU = torch.device("cpu")
@@ -40,12 +42,40 @@ def timing(**kw) -> TimingConfig:
     return TimingConfig(**({"warmup_s": 0.02, "min_time_s": 0.05, "min_reps": 5, "max_reps": 200} | kw))
 
 
-def test_twice_the_work_takes_longer():
+class FakeClock:
+    """time.perf_counter for the timer, advanced only by the fake work: costs are exact, whatever the load."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def work(self, *costs_s: float):
+        """A callable whose n-th call costs costs_s[n] seconds (the last cost repeats)."""
+        calls = []
+
+        def call():
+            self.now += costs_s[min(len(calls), len(costs_s) - 1)]
+            calls.append(1)
+
+        call.calls = calls
+        return call
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(timer, "time", fake)
+    return fake
+
+
+def test_twice_the_work_is_timed_as_twice_as_long(clock):
     cfg = timing(min_time_s=0.2)
-    single, double = matmuls(8), matmuls(16)
+    single, double = clock.work(0.001), clock.work(0.002)
     t1 = measure(single, CPU, "wall", cfg, warm_up(single, CPU, cfg.warmup_s)).stats.median_us
     t2 = measure(double, CPU, "wall", cfg, warm_up(double, CPU, cfg.warmup_s)).stats.median_us
-    assert 1.3 * t1 < t2 < 3.0 * t1
+    assert t1 == pytest.approx(1000) and t2 == pytest.approx(2 * t1)
 
 
 def test_stats_are_computed_from_the_raw_samples():
@@ -76,22 +106,17 @@ def test_wall_blocks_hold_enough_calls_to_last_the_block_target():
     assert m.calls_per_sample == math.ceil(0.01 / 0.001)
 
 
-def test_the_first_call_is_timed_apart_from_the_steady_state():
-    calls = []
-
-    def slow_first():
-        calls.append(1)
-        return matmuls(40 if len(calls) == 1 else 4)()
-
+def test_the_first_call_is_timed_apart_from_the_steady_state(clock):
+    slow_first = clock.work(0.040, 0.004)
     _, first_s = first_call(slow_first, CPU)
     m = measure(slow_first, CPU, "wall", timing(), warm_up(slow_first, CPU, 0.01))
-    assert first_s * 1e6 > 3 * m.stats.max_us
+    assert first_s == pytest.approx(0.040) and m.stats.max_us == pytest.approx(4000)
 
 
-def test_warm_up_runs_for_at_least_its_duration_and_estimates_per_call_time():
-    calls = []
-    estimate = warm_up(lambda: calls.append(matmuls(2)()), CPU, 0.05)
-    assert len(calls) >= 1 and 0 < estimate < 0.05
+def test_warm_up_runs_for_at_least_its_duration_and_estimates_per_call_time(clock):
+    work = clock.work(0.001)
+    estimate = warm_up(work, CPU, 0.05)
+    assert len(work.calls) >= 50 and estimate == pytest.approx(0.001)
 
 
 def test_auto_means_wall_on_cpu_and_events_need_cuda():

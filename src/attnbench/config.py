@@ -75,6 +75,7 @@ class TimingConfig:
     wall_block_s: float = 0.005  # wall: target length of one block of back-to-back calls
     profiler_reps: int = 20  # profiler: profiled calls (each its own profiling session)
     cv_threshold: float = 0.1  # tag a method `unstable` when its samples' std / mean exceeds this
+    max_job_s: Optional[float] = 600.0  # a job still running after this many seconds is stopped (`timeout`)
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Config:
     compile_mode: CompileMode = CompileMode["default"]  # type: ignore[valid-type]
     dtype: Dtype = Dtype.float16
     seed: int = 0
+    resume: bool = False  # skip each job whose case already finished `ok` in the experiment
 
 
 def plain(node: Any) -> Any:

@@ -7,6 +7,7 @@ import platform
 import socket
 import subprocess
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -41,16 +42,23 @@ def nvidia_driver() -> str | None:
     return out.splitlines()[0] if out else None
 
 
+def _version(*distributions: str) -> str:
+    """An installed distribution's version, without importing it (importing mlflow costs the job worker ~1 s)."""
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
 @lru_cache(maxsize=None)
 def environment(device: torch.device, repo: Path) -> dict[str, str]:
-    import hydra
-    import mlflow
-
     env = {
         "env.python": platform.python_version(),
         "env.torch": torch.__version__,
-        "env.hydra": hydra.__version__,
-        "env.mlflow": mlflow.__version__,
+        "env.hydra": _version("hydra-core"),
+        "env.mlflow": _version("mlflow", "mlflow-skinny"),
         "env.platform": platform.platform(),
         "env.hostname": socket.gethostname(),
         "env.device_type": device.type,

@@ -1,7 +1,8 @@
-"""The end-of-sweep table, built from MLflow runs alone (so any launcher, or a later reader, gets the same)."""
+"""The end-of-sweep table, from the jobs' saved results (attnbench.results) or from MLflow runs."""
 
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import dataclass
 
@@ -26,11 +27,19 @@ class Row:
 
 
 def row_of(run: Run) -> Row:
-    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    return _row(run.info.run_name or run.info.run_id[:8], run.data.params, run.data.metrics, run.data.tags)
+
+
+def row_of_result(record: dict) -> Row:
+    return _row(record["name"], record["params"], record["metrics"], record["tags"] | {"status": record["status"],
+                                                                                     "reason": record["reason"]})
+
+
+def _row(name: str, p: dict, m: dict, t: dict) -> Row:
     status = t.get("status", "unknown")
     note = t.get("kernel", "") if status == "ok" else t.get("reason", "")
     return Row(
-        name=run.info.run_name or run.info.run_id[:8],
+        name=name,
         model=p.get("model.name", "?"),
         backend=p.get("backend.name", "?"),
         compiled=p.get("compile") == "true",
@@ -49,7 +58,14 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def summary_table(runs: list[Run], title: str) -> Table:
-    rows = [row_of(r) for r in sorted(runs, key=lambda r: r.info.start_time or 0)]
+    return rows_table([row_of(r) for r in sorted(runs, key=lambda r: r.info.start_time or 0)], title)
+
+
+def results_table(records: list[dict], title: str) -> Table:
+    return rows_table([row_of_result(r) for r in records], title)
+
+
+def rows_table(rows: list[Row], title: str) -> Table:
     ok_medians = [r.median_us for r in rows if r.status == "ok" and r.median_us]
     slowest = max(ok_medians, default=None)
     table = Table(title=title, caption="median: device time (events) on CUDA, wall time elsewhere; "
@@ -72,8 +88,8 @@ def summary_table(runs: list[Run], title: str) -> Table:
     return table
 
 
-def render(table: Table) -> str:
-    """Print the table and return its plain-text form (for the parent run's artifact)."""
-    console = Console(record=True, width=None if sys.stdout.isatty() else 180)
+def render(table: Table, show: bool = True) -> str:
+    """Print the table (unless show=False) and return its plain-text form (for the parent run's artifact)."""
+    console = Console(record=True, width=None if sys.stdout.isatty() else 180, file=None if show else io.StringIO())
     console.print(table)
     return console.export_text()

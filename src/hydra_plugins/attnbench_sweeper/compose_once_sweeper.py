@@ -4,9 +4,10 @@ Before launching a batch, the basic sweeper composes every job's config to catch
 runs; then the launcher composes each config again to run it. Composition is Hydra's largest per-job cost
 (~0.06 s of this project's config on a 2-core machine, more than a trivial job's MLflow logging), so this
 sweeper keeps the configs its validation composed and hands each one to the launcher in place of the second
-composition. Validation is unchanged: a batch with one bad job still fails before any job starts. Only with
-Hydra's basic launcher (jobs in this process); launchers that compose in their workers (joblib, submitit) get
-the basic sweeper's behaviour.
+composition. Validation is unchanged: a batch with one bad job still fails before any job starts. It is also
+stricter: a key that no schema declares (`+shape.seqlen=8`) fails the batch too (attnbench.strict). Configs are
+held only with Hydra's basic launcher (jobs in this process); launchers that compose in their workers (joblib,
+submitit) compose again, as with the basic sweeper.
 
 Plugins must live under the `hydra_plugins` namespace package for Hydra to find them; selected in
 conf/config.yaml with `override hydra/sweeper: compose_once`.
@@ -23,9 +24,12 @@ from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
 from hydra.core.object_type import ObjectType
+from hydra.errors import ConfigCompositionException
 from hydra.plugins.config_source import ConfigSource
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig
+
+from attnbench.strict import renamed_option_problem, unknown_key_problem
 
 
 class ComposedOnceConfigLoader(ConfigLoader):
@@ -41,11 +45,15 @@ class ComposedOnceConfigLoader(ConfigLoader):
         self.hold_at_most = hold_at_most
         self._validated: Dict[tuple, DictConfig] = {}
 
-    def validate(self, master_config: DictConfig, batch: Sequence[Sequence[str]]) -> None:
+    def validate(self, master_config: DictConfig, batch: Sequence[Sequence[str]], hold: bool = True) -> None:
+        """Compose and check every job of the batch; keep the configs for the launcher if `hold`."""
         self._validated.clear()  # configs of an earlier batch that no launcher asked for
         for overrides in batch:
             config = self.loader.load_sweep_config(master_config, list(overrides))
-            if len(self._validated) < self.hold_at_most:
+            problem = unknown_key_problem(config) or renamed_option_problem(config, config.hydra.runtime.choices)
+            if problem:
+                raise ConfigCompositionException(f"{problem} ({' '.join(overrides)})")
+            if hold and len(self._validated) < self.hold_at_most:
                 self._validated[self._key(master_config, overrides)] = config
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
@@ -90,10 +98,8 @@ class ComposeOnceSweeper(BasicSweeper):
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         assert self.hydra_context is not None and self.config is not None
-        if isinstance(self.launcher, BasicLauncher):
-            self.hydra_context.config_loader.validate(self.config, batch)
-        else:  # other launchers compose in their workers: holding configs would only cost memory
-            super().validate_batch_is_legal(batch)
+        # Other launchers compose in their workers: holding configs for them would only cost memory.
+        self.hydra_context.config_loader.validate(self.config, batch, hold=isinstance(self.launcher, BasicLauncher))
 
 
 @dataclass

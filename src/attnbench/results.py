@@ -1,0 +1,90 @@
+"""A job's full result, saved in its Hydra job folder before anything goes to MLflow.
+
+`result.json` holds everything a run in MLflow would: params, metrics, tags, raw samples, status, reason and
+traceback, plus the job's identity. The end-of-sweep table is printed from these files, and `attnbench sync`
+uploads them to a store later, so a tracking store that fails loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from attnbench.credentials import mask
+
+RESULT_FILE = "result.json"
+
+
+def run_name(cfg: DictConfig) -> str:
+    # Short enough for the UI's narrow name column; shape, dtype and the rest are param columns.
+    name = _text(cfg.backend.name)
+    if cfg.compile:
+        mode = _text(cfg.compile_mode)
+        name += "+compile" if mode == "default" else f"+{mode}"
+    return name
+
+
+def _text(choice) -> str:
+    return str(getattr(choice, "value", choice))  # an Enum member's value, or a plain string
+
+
+def new_record(job: str, name: str, job_dir: Path, params: dict[str, str], tags: dict[str, str]) -> dict:
+    """A result before its job has run: identity, params and tags; status `running`."""
+    return {
+        "id": uuid.uuid4().hex,  # one execution of the job: what `attnbench sync` recognises as uploaded
+        "job": job,
+        "name": name,
+        "dir": str(job_dir),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_ms": int(time.time() * 1000),
+        "ended_ms": None,
+        "status": "running",
+        "reason": "",
+        "params": params,
+        "metrics": {},
+        "tags": tags,
+        "samples": {},
+        "traceback": None,
+    }
+
+
+def finish(record: dict, result: dict) -> dict:
+    """The record with the job's result in it."""
+    record = record | {key: result[key] for key in ("status", "reason", "metrics", "samples", "traceback")
+                       if key in result}
+    record["tags"] = record["tags"] | result.get("tags", {})
+    record["ended_ms"] = int(time.time() * 1000)
+    return record
+
+
+def write(job_dir: Path, record: dict) -> Path:
+    """Write atomically: a crash mid-write leaves the previous file or none, never half a result."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / RESULT_FILE
+    partial = path.with_name(f".{RESULT_FILE}.{os.getpid()}")
+    partial.write_text(mask(json.dumps(record, indent=1)))
+    os.replace(partial, path)
+    return path
+
+
+def read(job_dir: Path) -> dict | None:
+    path = Path(job_dir) / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_all(folder: Path) -> list[dict]:
+    """The results of a single run's folder, or of every job of a sweep folder, in job order."""
+    folder = Path(folder)
+    own = read(folder)
+    if own is not None:
+        return [own]
+    jobs = [path.parent for path in folder.glob(f"*/{RESULT_FILE}")]
+    jobs.sort(key=lambda job: (not job.name.isdigit(), int(job.name) if job.name.isdigit() else 0, job.name))
+    return [record for record in map(read, jobs) if record is not None]

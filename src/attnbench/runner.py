@@ -1,0 +1,135 @@
+"""The task function's body: one job, in the worker process, under its time limit, its result saved first.
+
+Whatever happens, the job's result is written to its Hydra job folder (`result.json`) and its status recorded
+for the exit code before this returns to Hydra, whose callbacks then track it: a tracking failure cannot lose
+it, and removing a callback cannot hide it. Never raises, except when the sweep itself is being stopped
+(a signal); then the job is saved as `interrupted` first.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import traceback
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import configure_log
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from attnbench import outcome, results, resume
+from attnbench.case import case_key
+from attnbench.strict import renamed_option_problem, unknown_key_problem
+from attnbench.tracking.store import job_params, project_root
+from attnbench.worker import Died, Done, Failed, TimedOut, Worker
+
+log = logging.getLogger(__name__)
+
+_worker = Worker(preload=("attnbench.job",))
+# After multiprocessing's own exit handler (registered when attnbench.worker imported it), so it runs before it:
+# that handler waits for every non-daemon child, and a worker still busy with a job would hold the exit.
+atexit.register(_worker.close)
+# Hydra's flags that print something and run no job: no worker for them.
+NO_JOB_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion",
+                "-sc"}
+
+
+def start_worker(arguments: list[str]) -> None:
+    """Start the job worker now, so that its start-up (importing torch) overlaps Hydra's and MLflow's."""
+    if not NO_JOB_FLAGS.intersection(arguments):
+        _worker.start()
+
+
+def run(cfg: DictConfig) -> dict:
+    hydra = HydraConfig.get()
+    job_dir = Path(hydra.runtime.output_dir)
+    job = str(hydra.job.num) if hydra.mode == RunMode.MULTIRUN else "run"
+    tags = {f"choice.{group}": str(choice) for group, choice in hydra.runtime.choices.items()
+            if not group.startswith("hydra/") and choice is not None}
+    record = results.new_record(job, results.run_name(cfg), job_dir, job_params(cfg),
+                                tags | {"case": case_key(cfg)})
+    try:
+        result = _result(cfg, hydra)
+    except KeyboardInterrupt:  # the sweep is being stopped: this job is saved as interrupted, then it stops
+        _worker.kill()
+        signal = outcome.interrupted_by() or "SIGINT"
+        _save(record, job_dir, _failure("interrupted", f"stopped by {signal} while this job ran"))
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug here must not take the sweep down (Hydra's sweeper would stop)
+        log.exception("error: the job's harness failed")
+        result = _failure("error", f"{type(e).__name__}: {e}".splitlines()[0], trace=traceback.format_exc())
+    return _save(record, job_dir, result)
+
+
+def _save(record: dict, job_dir: Path, result: dict) -> dict:
+    record = results.finish(record, result)
+    results.write(job_dir, record)
+    outcome.record_status(record["job"], record["status"])
+    return record
+
+
+def _result(cfg: DictConfig, hydra: DictConfig) -> dict:
+    problem = (unknown_key_problem(cfg) or renamed_option_problem(cfg, hydra.runtime.choices)
+               or _time_limit_problem(cfg))
+    if problem:
+        log.error("error: %s", problem)
+        return _failure("error", problem)
+    done_in = resume.done_in(case_key(cfg)) if cfg.resume else None
+    if done_in:
+        log.info("skipped: this case already finished ok in run %s", done_in)
+        return _failure("skipped", f"this case already finished ok in run {done_in} (resume=true)")
+
+    setup = {
+        "logging": OmegaConf.to_container(hydra.job_logging, resolve=True),
+        "verbose": OmegaConf.to_container(hydra.verbose, resolve=True)
+        if OmegaConf.is_config(hydra.verbose) else hydra.verbose,
+        "env": {str(k): str(v) for k, v in (hydra.job.env_set or {}).items()},
+        "cwd": os.getcwd(),
+        "repo": str(project_root(HydraConfig.instance().cfg)),
+    }
+    limit = cfg.timing.max_job_s
+    answer = _worker.run(job_in_worker, (cfg, setup), limit)
+    if isinstance(answer, Done):
+        return answer.value
+    if isinstance(answer, TimedOut):
+        reason = (f"still running after timing.max_job_s={limit:g} s: stopped (its worker process was killed "
+                  "and a fresh one runs the next job)")
+        log.error("timeout: %s", reason)
+        return _failure("timeout", reason, {"job_s": answer.seconds})
+    if isinstance(answer, Died):
+        reason = f"the process running this job died ({answer.how}): a crash in a kernel or the compiler"
+        log.error("crashed: %s", reason)
+        return _failure("crashed", reason)
+    assert isinstance(answer, Failed)
+    log.error("error: the job's harness failed\n%s", answer.traceback)
+    return _failure("error", answer.traceback.strip().splitlines()[-1], trace=answer.traceback)
+
+
+def _time_limit_problem(cfg: DictConfig) -> str | None:
+    limit = cfg.timing.max_job_s
+    if limit is not None and not limit > 0:
+        return f"timing.max_job_s={limit!r} is not valid: expected a number of seconds > 0, or null for no limit"
+    return None
+
+
+def _failure(status: str, reason: str, metrics: dict | None = None, trace: str | None = None) -> dict:
+    return {"status": status, "reason": reason, "metrics": metrics or {}, "tags": {}, "samples": {},
+            "traceback": trace}
+
+
+def job_in_worker(cfg: DictConfig, setup: dict) -> dict:
+    """In the worker: log like a Hydra job (to the console and the job's log file), run it, note the machine."""
+    import torch
+
+    from attnbench.environment import environment
+    from attnbench.job import run_job
+
+    configure_log(OmegaConf.create(setup["logging"]), setup["verbose"])
+    os.environ.update(setup["env"])
+    os.chdir(setup["cwd"])
+    result = run_job(cfg)
+    device = torch.device(result["tags"].get("device", "cpu"))
+    result["tags"] = environment(device, Path(setup["repo"])) | result["tags"]
+    return result

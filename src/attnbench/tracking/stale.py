@@ -1,0 +1,63 @@
+"""Runs left RUNNING by a process that no longer exists (kill -9, a crash, a power cut) are closed as KILLED.
+
+Every run records the host and pid of the process that opened it, and on Linux when that process started (a
+pid is reused, a start time with it is not). The next sweep on the same host closes the runs whose process is
+gone. Runs opened on another host are left alone: from here, nothing tells a lost node from a busy one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+HOST, PID, STARTED = "attnbench.host", "attnbench.pid", "attnbench.process_started"
+GONE_REASON = "its process (pid {pid} on {host}) ended without closing this run: killed (-9), crashed or lost power"
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), with the boot it belongs to."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    return f"{boot}/{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def process_tags() -> dict[str, str]:
+    tags = {HOST: socket.gethostname(), PID: str(os.getpid())}
+    started = _started(os.getpid())
+    return tags | ({STARTED: started} if started else {})
+
+
+def is_gone(tags: dict[str, str]) -> bool:
+    """Whether the process that opened a run is known to have ended (on this host only)."""
+    if tags.get(HOST) != socket.gethostname() or not tags.get(PID, "").isdigit():
+        return False
+    pid = int(tags[PID])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    recorded = tags.get(STARTED)
+    return recorded is not None and _started(pid) not in (None, recorded)
+
+
+def close_stale_runs(client, experiment_id: str) -> int:
+    """Close this host's RUNNING runs whose process is gone, as KILLED with the reason; how many were closed."""
+    runs = client.search_runs([experiment_id], max_results=1000,
+                              filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST}` = '{socket.gethostname()}'")
+    closed = 0
+    for run in runs:
+        tags = run.data.tags
+        if not is_gone(tags):
+            continue
+        if "status" not in tags:
+            client.set_tag(run.info.run_id, "status", "interrupted")
+        client.set_tag(run.info.run_id, "reason", GONE_REASON.format(pid=tags[PID], host=tags[HOST]))
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed += 1
+    return closed

@@ -1,0 +1,102 @@
+"""Saved results into MLflow runs: the same steps while a sweep runs (the callback) and later (`attnbench sync`).
+
+A job's run gets its status tag last, with the result's id, and is closed only after that: a run that could not
+be fully logged never looks finished. Every name and value goes through `mask`, so no credential is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from itertools import zip_longest
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from omegaconf import DictConfig
+
+from attnbench.credentials import mask
+from attnbench.outcome import FAILED_STATUSES
+from attnbench.results import RESULT_FILE
+from attnbench.resume import sweep_key
+from attnbench.tracking.stale import process_tags
+from attnbench.tracking.store import MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE, chunks, flatten, safe_name
+
+PARENT_FILE = "mlflow_parent_run.json"  # in the sweep folder: the parent run, for workers and `attnbench sync`
+RUN_FILE = "mlflow_run.json"  # in a job folder: the run of that job, for `attnbench sync`
+RESULT_ID = "attnbench.result_id"  # the result a run holds: `attnbench sync` uploads each result once
+MAX_TAGS_PER_BATCH = 100  # MLflow's limit; a batch holds at most 1000 entities
+MAX_METRICS_PER_BATCH = 900
+
+
+def terminal_status(status: str) -> str:
+    if status in FAILED_STATUSES:
+        return "FAILED"
+    return "KILLED" if status == "interrupted" else "FINISHED"
+
+
+def start_run(client, experiment_id: str, name: str, params: dict[str, str], tags: dict[str, str],
+              start_ms: int | None = None) -> str:
+    """A RUNNING run with its name, tags and params."""
+    run = client.create_run(experiment_id, start_time=start_ms, run_name=mask(name),
+                            tags={safe_name(k): mask(str(v))[:MAX_TAG_VALUE] for k, v in tags.items()})
+    items = [Param(safe_name(k), mask(str(v))) for k, v in params.items()]
+    for batch in chunks(items, MAX_PARAMS_PER_BATCH):
+        client.log_batch(run.info.run_id, params=batch)
+    return run.info.run_id
+
+
+def start_parent(client, experiment_id: str, master: DictConfig, title: str, sweep_dir: Path) -> str:
+    """A sweep's parent run: the command as its description, the sweep's parameters as params."""
+    overrides = " ".join(master.hydra.overrides.task)
+    sweep = {str(k): str(v) for k, v in (master.hydra.sweeper.get("params") or {}).items()}
+    return start_run(client, experiment_id, title, params=flatten({"sweep": sweep | {"overrides": overrides or "(none)"}}),
+                     tags=process_tags() | {"sweep.dir": str(sweep_dir), "sweep.key": sweep_key(master),
+                                            "mlflow.note.content": f"python run.py -m {overrides}".strip()})
+
+
+def write_link(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
+    """Which run holds a folder's result (PARENT_FILE, RUN_FILE)."""
+    path.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": mask(uri)}))
+
+
+def finish_job_run(client, run_id: str, record: dict) -> None:
+    """Metrics, artifacts, then tags with the status, then close the run."""
+    when = record.get("ended_ms") or record["started_ms"]
+    metrics = [Metric(safe_name(k), float(v), when, 0) for k, v in record["metrics"].items()
+               if v is not None and math.isfinite(float(v))]
+    job_dir = Path(record["dir"])
+    for artifact in (job_dir / ".hydra", *sorted(job_dir.glob("*.log")), job_dir / RESULT_FILE):
+        if artifact.is_dir():
+            client.log_artifacts(run_id, str(artifact), artifact_path=artifact.name)
+        elif artifact.is_file():
+            client.log_artifact(run_id, str(artifact))
+    if record.get("traceback"):
+        client.log_text(run_id, mask(record["traceback"]), "traceback.txt")
+    tags = record["tags"] | {"reason": record["reason"], RESULT_ID: record["id"]}
+    tag_list = [RunTag(safe_name(k), mask(str(v))[:MAX_TAG_VALUE]) for k, v in tags.items()]
+    tag_list.append(RunTag("status", record["status"]))  # last: a run with a status has everything
+    tag_batches = chunks(tag_list, MAX_TAGS_PER_BATCH)
+    for metric_batch, tag_batch in zip_longest(chunks(metrics, MAX_METRICS_PER_BATCH), tag_batches[:-1], fillvalue=[]):
+        client.log_batch(run_id, metrics=metric_batch, tags=tag_batch)
+    client.log_batch(run_id, tags=tag_batches[-1])
+    client.set_terminated(run_id, terminal_status(record["status"]), end_time=when)
+
+
+def mark_unrecorded(client, run_id: str, record: dict, error: str) -> None:
+    """After a failure part-way: say so on the run and close it as FAILED (best effort: the store may be gone)."""
+    client.set_tag(run_id, "reason", mask(f"not fully recorded ({error}); the full result is in "
+                                          f"{record['dir']}/{RESULT_FILE}: upload it with `attnbench sync`"))
+    client.set_tag(run_id, "status", record["status"])
+    client.set_terminated(run_id, "FAILED")
+
+
+def finish_parent(client, parent_id: str, records: list[dict], summary: str) -> None:
+    """jobs_<status> counts and the summary table on the parent, then close it by what its jobs did."""
+    counts = Counter(record["status"] for record in records)
+    for status, count in counts.items():
+        client.log_metric(parent_id, f"jobs_{safe_name(status)}", count)
+    client.log_text(parent_id, summary, "summary.txt")
+    statuses = set(counts)
+    final = "KILLED" if "interrupted" in statuses else "FAILED" if statuses & set(FAILED_STATUSES) else "FINISHED"
+    client.set_terminated(parent_id, final)

@@ -1,0 +1,1 @@
+"""attnbench's experiment files as Hydra's `experiment` config group, each file checked before Hydra reads it."""

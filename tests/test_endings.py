@@ -1,0 +1,124 @@
+"""Every way a sweep ends is recorded, and the exit code says what happened: signals, kill -9, runaway and
+crashing jobs, a job that could not be fully logged, a failing job with the MLflow callback removed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from attnbench import results
+from conftest import FAST_TIMING, FIXTURES, job_is_running, run_script, start_script, tracked_runs, wait_until
+
+pytestmark = pytest.mark.slow
+TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
+# A job that never finishes on its own: it samples until it is stopped.
+RUNAWAY = ["shape=tiny", "device=cpu", "timing.min_time_s=1e9", "timing.max_reps=1000000000"]
+FAILING = FIXTURES / "run_with_failing_workloads.py"
+FIXTURE_CONF = f"hydra.searchpath=[file://{FIXTURES}/conf]"
+
+
+def _stopped_while_job_0_runs(tmp_path: Path, store: Path, signum: int, *args: str):
+    proc = start_script("-m", "seed=1,2,3", *RUNAWAY, *args, store=store, cwd=tmp_path)
+    wait_until(lambda: job_is_running(tmp_path / "multirun" / "0") or proc.poll() is not None, "job 0 runs")
+    proc.send_signal(signum)
+    proc.wait(timeout=120)
+    return proc, (tmp_path / "stderr.txt").read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_records_the_running_job_and_the_sweep_as_killed(store, tmp_path, signum):
+    proc, stderr = _stopped_while_job_0_runs(tmp_path, store, signum)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, stderr[-3000:]
+    assert "Traceback" not in stderr and f"attnbench: stopped by {name}" in stderr
+    _, parents, children = tracked_runs(store)
+    assert [(c.info.status, c.data.tags["status"]) for c in children] == [("KILLED", "interrupted")]
+    assert name in children[0].data.tags["reason"]
+    assert parents[0].info.status == "KILLED" and name in parents[0].data.tags["reason"]
+    saved = results.read(tmp_path / "multirun" / "0")
+    assert saved["status"] == "interrupted" and name in saved["reason"]
+    assert not (tmp_path / "multirun" / "1").exists()
+
+
+def test_an_interrupted_sweep_resumes_into_its_parent_with_other_timing(store, tmp_path):
+    _stopped_while_job_0_runs(tmp_path, store, signal.SIGTERM)
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    # The same sweep (seed=1,2,3) with timing that lets the jobs finish: timing does not change a case.
+    proc = run_script("-m", "seed=1,2,3", *TINY, "resume=true", store=store, cwd=resumed)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parents, children = tracked_runs(store)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and "reason" not in parents[0].data.tags
+    assert sorted(c.data.tags["status"] for c in children) == ["interrupted", "ok", "ok", "ok"]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
+def test_runs_left_running_by_a_killed_sweep_are_closed_by_the_next_one(store, tmp_path):
+    proc = start_script("-m", "seed=1,2", *RUNAWAY, store=store, cwd=tmp_path)
+    wait_until(lambda: job_is_running(tmp_path / "multirun" / "0"), "job 0 runs")
+    workers = _children_of(proc.pid)
+    proc.kill()  # kill -9: nothing of the sweep process runs any more
+    proc.wait(timeout=60)
+    # Its worker notices it was orphaned and stops the runaway job.
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "the orphaned worker exits", 60)
+    _, parents, children = tracked_runs(store)
+    assert [r.info.status for r in parents + children] == ["RUNNING", "RUNNING"]
+
+    later = tmp_path / "later"
+    later.mkdir()
+    assert run_script(*TINY, store=store, cwd=later).returncode == 0
+    client, parents, children = tracked_runs(store)
+    killed = [r for r in parents + children if str(proc.pid) in r.data.tags.get("reason", "")]
+    assert sorted(r.info.status for r in killed) == ["KILLED", "KILLED"]
+    assert [c.data.tags["status"] for c in children] == ["interrupted"]
+
+
+def test_a_runaway_kernel_call_times_out_and_the_sweep_goes_on(store, tmp_path):
+    # S = 10⁶: a single flash-attention call of ~10¹⁴ FLOPs, minutes of C++ that no Python signal interrupts.
+    proc = run_script("-m", "shape.seq_len=1000000,16", "backend=flash", "timing.max_job_s=5", *TINY,
+                      store=store, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    runaway, normal = results.read_all(tmp_path / "multirun")
+    assert runaway["status"] == "timeout" and "timing.max_job_s=5" in runaway["reason"]
+    assert normal["status"] == "ok", normal["reason"]
+    _, parents, children = tracked_runs(store)
+    by_status = {c.data.tags["status"]: c.info.status for c in children}
+    assert by_status == {"timeout": "FAILED", "ok": "FINISHED"} and parents[0].info.status == "FAILED"
+    assert "timeout" in proc.stdout  # the table
+
+
+def test_a_crashing_job_is_recorded_and_the_sweep_goes_on(store, tmp_path, compose_cfg):
+    default_model = compose_cfg().model.name
+    proc = run_script("-m", f"model=crashing,{default_model}", *TINY, FIXTURE_CONF, store=store, cwd=tmp_path,
+                      script=FAILING)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    crashed, normal = results.read_all(tmp_path / "multirun")
+    assert crashed["status"] == "crashed" and "SIGABRT" in crashed["reason"]
+    assert normal["status"] == "ok", normal["reason"]
+    _, _, children = tracked_runs(store)
+    assert sorted((c.data.tags["status"], c.info.status) for c in children) == [
+        ("crashed", "FAILED"), ("ok", "FINISHED")]
+
+
+@pytest.mark.parametrize("removed", [["mlflow"], ["mlflow", "summary"]])
+def test_a_failed_job_exits_nonzero_without_the_callbacks(store, tmp_path, removed):
+    proc = run_script("model=broken", *TINY, FIXTURE_CONF, *[f"~hydra.callbacks.{name}" for name in removed],
+                      store=store, cwd=tmp_path, script=FAILING)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert results.read(tmp_path / "outputs")["status"] == "error"
