@@ -146,3 +146,14 @@ def test_device_ceilings_are_measured_and_quoted(compose_cfg):
     assert 0 < m["pct_device_peak_tflops"] < 100
     if "datasheet_tflops" in m:
         assert m["device_peak_tflops"] < 1.05 * m["datasheet_tflops"]
+
+
+def test_a_launch_bound_module_is_tagged_and_a_kernel_bound_call_is_not(compose_cfg):
+    module = run_job(compose_cfg("device=cuda", "model=causal_self_attention", "shape=seed_causal_self_attention",
+                                 "mask=causal", *FAST_TIMING))
+    m = module["metrics"]
+    assert module["status"] == "ok" and 0 < m["kernel_us"] < m["events_median_us"]
+    assert "launch-bound" in module["tags"]["launch_bound"]  # eager, small: the host sets the pace
+    kernel_bound = run_job(compose_cfg(*SEED, "backend=flash"))
+    assert "launch_bound" not in kernel_bound["tags"]
+    assert kernel_bound["metrics"]["kernel_us"] == pytest.approx(kernel_bound["metrics"]["events_median_us"], rel=0.15)

@@ -140,3 +140,12 @@ def test_a_copy_on_another_host_is_told_its_commit(monkeypatch, tmp_path):
     environment.git_commit.cache_clear()
     assert environment.git_commit(tmp_path) == "unknown"  # no .git, nothing told
     environment.git_commit.cache_clear()
+
+
+def test_a_call_whose_events_far_exceed_its_kernels_is_launch_bound():
+    from attnbench.job import _launch_bound
+
+    assert _launch_bound({"events_median_us": 136.0, "kernel_us": 28.0, "wall_median_us": 122.0}) == (
+        "events 136.0 µs against 28.0 µs of kernels, 122.0 µs per call in a Python loop (wall): launch-bound")
+    assert _launch_bound({"events_median_us": 125.0, "kernel_us": 121.9}) is None  # kernel-bound: they agree
+    assert _launch_bound({"wall_median_us": 50.0}) is None  # the CPU: no kernels to compare with

@@ -31,6 +31,11 @@ from attnbench.validation import Plan, validate
 
 log = logging.getLogger(__name__)
 
+# Calls profiled to name the kernels, and on CUDA to measure their device time (`kernel_us`): a mean over a few calls.
+PROFILED_CALLS = {"cuda": 5}
+# Event time this many times the kernel time means the host's launches, not the GPU, set the pace: tag launch_bound.
+LAUNCH_BOUND_RATIO = 1.5
+
 
 @dataclass
 class JobResult:
@@ -186,13 +191,14 @@ def _check(plan: Plan, step: Step, result: JobResult) -> None:
 
 def _verify_dispatch(cfg: DictConfig, plan: Plan, step: Step, call, result: JobResult) -> None:
     """Which kernel really ran (profiler names), whether it is the one the backend promised, and memory."""
-    profile = profile_call(call, plan.device)
+    profile = profile_call(call, plan.device, calls=PROFILED_CALLS.get(plan.device.type, 1))
     # The backend shows in the forward's ops; a backward alone may run only generic kernels (math's does).
     origin = profile_call(step.forward, plan.device) if cfg.mode is Mode.bwd else profile
     found = plan.backend.dispatch(origin)
     result.tags |= {"kernel": found.ran} | found.tags | plan.model.tags(origin.ops)
     if profile.kernels:
         result.tags["kernels"] = "; ".join(sorted(profile.kernels))
+        result.metrics["kernel_us"] = profile.kernel_us
     if found.fallback:
         result.flag("fallback", f"backend={plan.backend.name} promises {' or '.join(found.accepts)}, "
                                 f"but {found.ran} ran")
@@ -216,6 +222,20 @@ def _time(cfg: DictConfig, plan: Plan, call, result: JobResult) -> None:
     headline = plan.methods[0]
     result.tags |= {"timing.headline": headline, "timing.methods": ",".join(plan.methods)}
     result.metrics["median_us"] = result.metrics[f"{headline}_median_us"]
+    if launch_bound := _launch_bound(result.metrics):
+        result.tags["launch_bound"] = launch_bound
+
+
+def _launch_bound(metrics: dict[str, float]) -> str | None:
+    """When the device-time events are far above the kernels' own time, the GPU waited on the host between
+    launches: the events median measures Python and launch overhead, not the kernels. Say so, with both numbers
+    and the per-call wall time, so that "is it faster?" is answered for the GPU and for a Python loop apart."""
+    events, kernels = metrics.get("events_median_us"), metrics.get("kernel_us")
+    if not events or not kernels or events <= LAUNCH_BOUND_RATIO * kernels:
+        return None
+    wall = metrics.get("wall_median_us")
+    per_call = f", {wall:.1f} µs per call in a Python loop (wall)" if wall else ""
+    return f"events {events:.1f} µs against {kernels:.1f} µs of kernels{per_call}: launch-bound"
 
 
 def _fresh_compiler():

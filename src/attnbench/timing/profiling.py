@@ -13,7 +13,13 @@ from attnbench.devices import synchronize
 @dataclass
 class Profile:
     ops: list[str]  # aten op names, host side
-    kernels: dict[str, float]  # kernel (and copy) name → summed device µs
+    kernels: dict[str, float]  # kernel (and copy) name → summed device µs, over all the calls profiled
+    calls: int = 1
+
+    @property
+    def kernel_us(self) -> float:
+        """Device time of the kernels (and copies) of one call, on average: what the GPU itself spent."""
+        return sum(self.kernels.values()) / self.calls
 
 
 def compiled_region(ops: list[str]) -> bool:
@@ -21,7 +27,7 @@ def compiled_region(ops: list[str]) -> bool:
     return any("Torch-Compiled Region" in op or "CompiledFxGraph" in op for op in ops)
 
 
-def profile_call(fn, device: torch.device, host_ops: bool = True) -> Profile:
+def profile_call(fn, device: torch.device, host_ops: bool = True, calls: int = 1) -> Profile:
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -30,7 +36,8 @@ def profile_call(fn, device: torch.device, host_ops: bool = True) -> Profile:
     synchronize(device)
     with warnings.catch_warnings(), profile(activities=activities) as prof:
         warnings.simplefilter("ignore")  # the profiler's own notices are not the user's business
-        fn()
+        for _ in range(calls):
+            fn()
         synchronize(device)
     ops, kernels = [], {}
     for event in prof.events():
@@ -38,4 +45,4 @@ def profile_call(fn, device: torch.device, host_ops: bool = True) -> Profile:
             kernels[event.name] = kernels.get(event.name, 0.0) + event.time_range.elapsed_us()
         elif event.device_type == DeviceType.CPU:
             ops.append(event.name)
-    return Profile(ops, kernels)
+    return Profile(ops, kernels, calls)
