@@ -14,7 +14,6 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.bias import causal_lower_right
 
 from attnbench.backends import Backend, Dispatch, register_backend
 from attnbench.timing.profiling import Profile, compiled_region
@@ -48,6 +47,8 @@ class Sdpa(Backend):
         elif problem.mask.name == "causal" and problem.q_len == 1:
             pass  # one decode step sits at the last position and sees every key: no mask at all, exactly
         elif problem.mask.name == "causal" and self.takes_lower_right(device):
+            from torch.nn.attention.bias import causal_lower_right  # imports torch._dynamo: seconds, only here
+
             kwargs["attn_mask"] = causal_lower_right(problem.q_len, problem.seq_len)
         elif problem.mask.name == "causal":
             self.dense = True  # the kernel would build this dense mask inside every call: build it once, here
