@@ -180,3 +180,37 @@ def test_rerun_prints_the_commands_that_reproduce_a_job_and_the_sweep(sweep, cap
     code, out, err = _cli(capsys, store, "compare", parent.info.run_id, second.info.run_id, "--fail-if-slower", "0")
     assert code == 0, err
     assert "6 cases compared: 4 same, 2 same status" in out and "warning" not in err
+
+
+def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_nothing(compose_cfg, tmp_path,
+                                                                                      monkeypatch, caplog):
+    from omegaconf import open_dict
+
+    from attnbench import outcome, sweep_report
+    from attnbench.tracking.callback import MlflowTrackingCallback
+
+    monkeypatch.setattr(outcome, "outcome", outcome.Outcome())
+    cfg = compose_cfg(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the plotting library is broken")
+
+    monkeypatch.setattr(sweep_report, "report_sweep", broken)
+    callback = MlflowTrackingCallback()
+    callback.on_multirun_start(cfg)
+    callback.on_multirun_end(cfg)
+    parent = callback._client.get_run(callback._parent_id)
+    assert parent.info.status == "FINISHED" and outcome.outcome.exit_code() == 0
+    (warning,) = [r.getMessage() for r in caplog.records if "report failed" in r.getMessage()]
+    assert "the plotting library is broken" in warning and f"attnbench report {callback._parent_id}" in warning
+
+
+def test_a_summary_too_long_for_a_description_keeps_the_answer():
+    from attnbench.pivot import Problem
+    from attnbench.sweep_report import _fit
+
+    problems = [Problem("seq_len=512", [], None, "flash (2× over math)")]
+    note = _fit("**Winner: flash (2× over math)**\n" + "| row |\n" * 2000, problems)
+    assert len(note) <= 8000 and note.startswith("**Winner: flash (2× over math)**") and "summary.md" in note
