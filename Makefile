@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 VENV_FLAGS ?=
 STORE := $(CURDIR)/mlruns
 
-.PHONY: help install run single seed-sdpa seed-csa sync test ui clean gpu-wheels
+.PHONY: help install run single seed-sdpa seed-csa sync report test ui clean gpu-wheels
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,11 +40,15 @@ seed-csa: install ## the article's CausalSelfAttention module, eager vs compiled
 sync: install ## upload a sweep folder's saved results to MLflow: make sync DIR=multirun/DATE/TIME [ARGS="--uri URI"]
 	$(BIN)/attnbench sync $(DIR) $(ARGS)
 
+report: install ## the latest sweep's summary.csv, summary.md and plots, logged to its parent run [ARGS="RUN_ID --baseline math"]
+	$(BIN)/attnbench report $(ARGS)
+
 test: install ## run the test suite (CPU only; GPU tests skip themselves)
 	$(BIN)/python -m pytest $(ARGS)
 
-ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000
+ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000, after the links to the latest sweep
 	mkdir -p $(STORE)
+	-$(BIN)/attnbench url --uri sqlite:///$(STORE)/mlflow.db --base http://127.0.0.1:5000
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 	  --backend-store-uri sqlite:///$(STORE)/mlflow.db --default-artifact-root $(STORE)/artifacts
 

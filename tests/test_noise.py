@@ -45,3 +45,9 @@ def test_a_planted_regression_is_slower_and_an_equal_pair_is_the_same():
 def test_a_difference_inside_wide_noise_is_not_claimed():
     # 3% apart, but each sample scatters by 30%: no claim either way
     assert compare(_samples(100, 30, n=30, seed=5), _samples(103, 30, n=30, seed=6)).verdict == "same"
+
+
+def test_too_few_samples_claim_nothing():
+    # 2 samples a side that do not overlap: the same kernel does this by chance one time in 3
+    assert compare([10.0, 11.0], [20.0, 21.0]).verdict == "same"
+    assert compare([10.0, 11.0, 10.5, 10.2, 10.8], [20.0, 21.0, 20.5, 20.2, 20.8]).verdict == "slower"

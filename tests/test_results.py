@@ -64,11 +64,13 @@ def test_sync_uploads_a_sweep_folder_and_a_second_sync_adds_nothing(failing_stor
     client, parents, children = tracked_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted((c.data.tags["status"], c.info.status) for c in children) == [
-        ("ok", "FINISHED"), ("unsupported", "FINISHED")]
+        ("ok", "FINISHED"), ("unsupported", "FAILED")]
     ok = next(c for c in children if c.data.tags["status"] == "ok")
     assert ok.data.metrics["median_us"] > 0 and ok.data.params["shape.seq_len"] == "16"
-    assert {a.path for a in client.list_artifacts(ok.info.run_id)} >= {".hydra", "result.json"}
-    assert "summary.txt" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {a.path for a in client.list_artifacts(ok.info.run_id)} >= {".hydra", "result.json", "samples.json"}
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"summary.txt", "summary.md", "summary.csv"} <= parent_files
+    assert parents[0].data.tags["mlflow.note.content"].startswith("**Winner")  # sync writes the sweep's report too
 
     second = _sync(tmp / "multirun", f"sqlite:///{tmp_path}/mlflow.db")
     assert second.returncode == 0 and "0 results uploaded, 2 already" in second.stdout, second.stderr[-3000:]

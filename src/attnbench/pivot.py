@@ -12,8 +12,10 @@ import csv
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from attnbench.timing.noise import Comparison, compare
+if TYPE_CHECKING:
+    from attnbench.timing.noise import Comparison
 
 # Params that say how a job was run or recorded, or which implementation ran it: not part of the problem.
 NOT_PROBLEM = ("backend.", "timing.", "tracking.", "hydra.")
@@ -61,7 +63,15 @@ def varied(records: list[JobRecord]) -> list[str]:
 
 
 def problem_keys(records: list[JobRecord]) -> list[str]:
-    return [k for k in varied(records) if not k.startswith(NOT_PROBLEM) and k not in IMPLEMENTATION]
+    """What varied in the problem. A key that always equals an earlier one says nothing more (`shape.q_len`
+    follows `shape.seq_len` unless set), so it is left out."""
+    keys: list[str] = []
+    for key in varied(records):
+        if key.startswith(NOT_PROBLEM) or key in IMPLEMENTATION:
+            continue
+        if not any(all(r.params.get(key) == r.params.get(kept) for r in records) for kept in keys):
+            keys.append(key)
+    return keys
 
 
 def problem_of(record: JobRecord, keys: list[str]) -> str:
@@ -73,17 +83,30 @@ def short(key: str) -> str:
     return key.removesuffix(".name").split(".")[-1]
 
 
-def format_time(us: float | None) -> str:
+def format_time(us: float | None, digits: int = 3) -> str:
     if us is None:
         return ""
     if us >= 1e6:
-        return f"{us / 1e6:.3g} s"
+        return f"{us / 1e6:.{digits}g} s"
     if us >= 1e3:
-        return f"{us / 1e3:.3g} ms"
-    return f"{us:.3g} µs"
+        return f"{us / 1e3:.{digits}g} ms"
+    return f"{us:.{digits}g} µs"
+
+
+def format_flops(tflops: float | None) -> str:
+    """Useful FLOP/s with its unit scaled: `140 TFLOP/s`, `3.2 GFLOP/s` (a CPU), `726 MFLOP/s`."""
+    if tflops is None:
+        return ""
+    for scale, unit in ((1, "TFLOP/s"), (1e-3, "GFLOP/s"), (1e-6, "MFLOP/s")):
+        if tflops >= scale:
+            return f"{tflops / scale:.3g} {unit}"
+    return f"{tflops * 1e9:.3g} kFLOP/s"
 
 
 def _versus(baseline: JobRecord, job: JobRecord) -> Comparison | None:
+    # Imported here: the bootstrap needs torch, which a process that only formats numbers should not pay for.
+    from attnbench.timing.noise import compare
+
     if baseline.headline_samples and job.headline_samples:
         return compare(baseline.headline_samples, job.headline_samples)
     return None
@@ -133,6 +156,13 @@ def _problem(label: str, jobs: list[JobRecord], baseline_backend: str | None) ->
                    f"({second.median_us / best.median_us:.3g}× over {second.implementation})")
 
 
+def winners_line(problems: list[Problem]) -> str:
+    """The answer in one line, first in the parent run's description (the runs table shows its start)."""
+    if len(problems) == 1:
+        return f"**Winner: {problems[0].winner}**"
+    return "**Winners:** " + "; ".join(f"{p.label}: {p.winner}" for p in problems)
+
+
 def markdown(problems: list[Problem], title: str, baseline_backend: str | None = None) -> str:
     """A pivot: rows = problems, columns = backend × compile; cells = median and speedup against the baseline."""
     columns = list(dict.fromkeys(j.implementation for p in problems for j in p.jobs))
@@ -159,8 +189,8 @@ def to_csv(records: list[JobRecord]) -> str:
     metrics = sorted({m for r in records for m in r.metrics})
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["run", *keys, "status", "reason", *metrics])
+    writer.writerow(["run", *keys, "status", "reason", "kernel", *metrics])
     for r in records:
         writer.writerow([r.name, *(r.params.get(k, "") for k in keys), r.status, r.tags.get("reason", ""),
-                         *(r.metrics.get(m, "") for m in metrics)])
+                         r.tags.get("kernel", ""), *(r.metrics.get(m, "") for m in metrics)])
     return out.getvalue()

@@ -50,15 +50,18 @@ def _lines(records: list[JobRecord], axis: str) -> dict[str, list[JobRecord]]:
 def _plot(lines, axis: str, metric: str, ylabel: str, path: Path, title: str, ceiling: float | None = None,
           mark_oom: bool = False) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, ax = plt.subplots(figsize=(8, 5))
     xs_all = []
     for label, jobs in lines.items():
-        points = sorted((float(j.params[axis]), j.metrics[metric]) for j in jobs if j.ok and metric in j.metrics)
+        timed = sorted((j for j in jobs if j.ok and metric in j.metrics), key=lambda j: float(j.params[axis]))
         xs_all += [float(j.params[axis]) for j in jobs]
         line = None
-        if points:
-            (line,) = ax.plot(*zip(*points), marker="o", label=label)
+        if timed:
+            xs, ys = [float(j.params[axis]) for j in timed], [j.metrics[metric] for j in timed]
+            errors = _errors(timed) if metric == "median_us" else None
+            line = ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label).lines[0]
         if mark_oom:
             for j in jobs:
                 if j.status == "oom":
@@ -73,6 +76,8 @@ def _plot(lines, axis: str, metric: str, ylabel: str, path: Path, title: str, ce
         ax.set_xticks(sorted(set(xs_all)), [f"{x:g}" for x in sorted(set(xs_all))])
     if metric == "median_us":
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))  # 100, not 10²
+        ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
     ax.set_xlabel(short(axis))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -91,14 +96,25 @@ def _bars(records: list[JobRecord], path: Path, title: str) -> Path:
     labels = [", ".join([r.implementation, *(f"{short(k)}={r.params.get(k)}" for k in problem_keys(records))])
               for r in ok]
     fig, ax = plt.subplots(figsize=(8, max(3, 0.4 * len(ok) + 1)))
-    ax.barh(labels, [r.median_us for r in ok])
-    ax.set_xlabel("median per call (µs)")
+    ax.barh(labels, [r.median_us for r in ok], xerr=_errors(ok), capsize=3)
+    ax.set_xlabel("median per call (µs), with its 95% interval")
     ax.set_title(title)
     ax.invert_yaxis()  # the sweep's order, top to bottom
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _errors(jobs: list[JobRecord]) -> list[list[float]] | None:
+    """Distances from each median down and up to its bootstrap interval; None when samples are missing."""
+    from attnbench.timing.noise import median_interval
+
+    if not all(j.headline_samples for j in jobs):
+        return None
+    intervals = [median_interval(j.headline_samples) for j in jobs]
+    return [[max(0.0, j.median_us - low) for j, (low, _) in zip(jobs, intervals)],
+            [max(0.0, high - j.median_us) for j, (_, high) in zip(jobs, intervals)]]
 
 
 def _first(records: list[JobRecord], metric: str) -> float | None:

@@ -8,6 +8,7 @@ by a failure (no status, or another result's) is moved to the store's trash and 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from attnbench import results
 from attnbench.credentials import HIDDEN, mask
 from attnbench.summary import summary_text, sweep_title
-from attnbench.tracking.preflight import StoreProblem, open_store
+from attnbench.tracking.preflight import StoreProblem, first_line, open_store
 from attnbench.tracking.stale import close_stale_runs, is_gone, process_tags
 from attnbench.tracking.store import artifact_location, tracking_uri
 from attnbench.tracking.upload import (
@@ -73,8 +74,20 @@ def sync(folder: Path, uri: str | None = None, experiment: str | None = None) ->
             already += 1
     if parent_id and (uploaded or parent_new):
         title = sweep_title(OmegaConf.load(sweep), folder)
+        _report(client, parent_id, folder)
         finish_parent(client, parent_id, records, summary_text(records, title, show=False))
     return Synced(uploaded, already, skipped, mask(uri), experiment)
+
+
+def _report(client, parent_id: str, folder: Path) -> None:
+    """The sweep's report, as at the end of a sweep; only the report is lost if it fails."""
+    from attnbench.sweep_report import report_sweep
+
+    try:
+        report_sweep(client, parent_id, folder)
+    except Exception as e:  # noqa: BLE001 - the results are uploaded: `attnbench report` can write it later
+        print(f"attnbench sync: the sweep's report failed ({first_line(e)}): `attnbench report {parent_id}` writes "
+              "it again", file=sys.stderr)
 
 
 def _saved_config(job_dir: Path) -> DictConfig:

@@ -1,7 +1,9 @@
 """Is a difference real? Bootstrap intervals of a median from raw samples, and a verdict on two sets of samples.
 
 A speedup or a winner is claimed only when the two medians' 95% bootstrap intervals do not overlap; otherwise the
-two are the same within noise. Resampling is seeded, so the same samples always give the same verdict.
+two are the same within noise. Resampling is seeded, so the same samples always give the same verdict. Below
+MIN_SAMPLES samples a side nothing is claimed: the bootstrap interval of a median of 2 is the span of the 2, and two
+runs of one kernel fail to overlap that way one time in 3.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
+MIN_SAMPLES = 5
 
 
 def median_interval(samples: list[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
@@ -35,10 +38,13 @@ class Comparison:
     ratio: float  # median(b) / median(a): above 1, b is slower
     a_interval: tuple[float, float]
     b_interval: tuple[float, float]
+    enough: bool = True  # both sides have MIN_SAMPLES samples or more
 
     @property
     def verdict(self) -> str:
         """'faster' or 'slower' (b against a) where the intervals do not overlap; else 'same'."""
+        if not self.enough:
+            return "same"
         if self.b_interval[1] < self.a_interval[0]:
             return "faster"
         if self.b_interval[0] > self.a_interval[1]:
@@ -49,4 +55,4 @@ class Comparison:
 def compare(a: list[float], b: list[float]) -> Comparison:
     """b against a (e.g. a new run against a baseline), from both runs' raw samples."""
     a_median, b_median = torch.tensor(a).double().quantile(0.5).item(), torch.tensor(b).double().quantile(0.5).item()
-    return Comparison(b_median / a_median, median_interval(a), median_interval(b))
+    return Comparison(b_median / a_median, median_interval(a), median_interval(b), min(len(a), len(b)) >= MIN_SAMPLES)

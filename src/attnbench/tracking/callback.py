@@ -153,6 +153,7 @@ class MlflowTrackingCallback(Callback):
                 self._client.set_tag(self._parent_id, "reason", "tracking failed: not every job is recorded")
                 self._client.set_terminated(self._parent_id, "FAILED")
             else:
+                self._report(sweep_dir)
                 text = (summary.read_text() if summary.is_file()
                         else summary_text(records, sweep_title(config, sweep_dir), show=False))
                 finish_parent(self._client, self._parent_id, records, text)
@@ -160,6 +161,17 @@ class MlflowTrackingCallback(Callback):
             self._tracking_failed("could not close the sweep's parent run", e)
         if self._failed:
             print(outcome.outcome.tracking_failure, file=sys.stderr)
+
+    def _report(self, sweep_dir: Path) -> None:
+        """The sweep's report (attnbench.sweep_report), before its parent closes: a closed parent is complete.
+        Only the report is lost if it fails: the jobs' results, their runs and the exit code stay as they are."""
+        try:
+            from attnbench.sweep_report import report_sweep
+
+            report_sweep(self._client, self._parent_id, sweep_dir)
+        except Exception as e:  # noqa: BLE001 - a report is a view of results that are already recorded
+            log.warning("attnbench: the sweep's report failed (%s); its results are recorded: `attnbench report %s` "
+                        "writes it again", first_line(e), self._parent_id)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._failed:

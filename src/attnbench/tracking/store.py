@@ -36,6 +36,16 @@ def tracking_uri(config: DictConfig) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def default_uri() -> str:
+    """The store a command outside a sweep reads: $MLFLOW_TRACKING_URI, else the checkout's mlruns/ (the sweeps'
+    default when attnbench is installed from a checkout), else ./mlruns."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    checkout = Path(__file__).resolve().parents[3]
+    root = checkout if (checkout / "conf" / "config.yaml").is_file() else Path.cwd()
+    return f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+
+
 def artifact_location(config: DictConfig, uri: str) -> str | None:
     """Artifacts of a local SQLite store go beside it; a server chooses its own."""
     if uri.startswith("sqlite:///"):

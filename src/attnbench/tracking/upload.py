@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections import Counter
 from itertools import zip_longest
 from pathlib import Path
@@ -19,20 +20,17 @@ from attnbench.credentials import mask
 from attnbench.outcome import FAILED_STATUSES
 from attnbench.results import RESULT_FILE
 from attnbench.resume import sweep_key
+from attnbench.tracking.describe import NOTE, job_description, terminal_status
 from attnbench.tracking.stale import process_tags
 from attnbench.tracking.store import MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE, chunks, flatten, safe_name
 
 PARENT_FILE = "mlflow_parent_run.json"  # in the sweep folder: the parent run, for workers and `attnbench sync`
 RUN_FILE = "mlflow_run.json"  # in a job folder: the run of that job, for `attnbench sync`
 RESULT_ID = "attnbench.result_id"  # the result a run holds: `attnbench sync` uploads each result once
+COMMAND = "attnbench.command"  # on a parent: the command that ran the sweep (`attnbench compare --rerun`)
+SAMPLES_FILE = "samples.json"  # a job's raw samples: the report and `attnbench compare` judge noise from them
 MAX_TAGS_PER_BATCH = 100  # MLflow's limit; a batch holds at most 1000 entities
 MAX_METRICS_PER_BATCH = 900
-
-
-def terminal_status(status: str) -> str:
-    if status in FAILED_STATUSES:
-        return "FAILED"
-    return "KILLED" if status == "interrupted" else "FINISHED"
 
 
 def start_run(client, experiment_id: str, name: str, params: dict[str, str], tags: dict[str, str],
@@ -47,12 +45,15 @@ def start_run(client, experiment_id: str, name: str, params: dict[str, str], tag
 
 
 def start_parent(client, experiment_id: str, master: DictConfig, title: str, sweep_dir: Path) -> str:
-    """A sweep's parent run: the command as its description, the sweep's parameters as params."""
+    """A sweep's parent run: the sweep's parameters as params, the command as a tag and, until the report replaces
+    it with the answer, as its description."""
     overrides = " ".join(master.hydra.overrides.task)
     sweep = {str(k): str(v) for k, v in (master.hydra.sweeper.get("params") or {}).items()}
+    command = shlex.join(["python", "run.py", "-m", *master.hydra.overrides.task])
     return start_run(client, experiment_id, title, params=flatten({"sweep": sweep | {"overrides": overrides or "(none)"}}),
                      tags=process_tags() | {"sweep.dir": str(sweep_dir), "sweep.key": sweep_key(master),
-                                            "mlflow.note.content": f"python run.py -m {overrides}".strip()})
+                                            COMMAND: command, NOTE: f"`{command}`: no report yet (written when the "
+                                                                    "sweep ends, or by `attnbench report`)"})
 
 
 def write_link(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
@@ -61,7 +62,7 @@ def write_link(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
 
 
 def finish_job_run(client, run_id: str, record: dict) -> None:
-    """Metrics, artifacts, then tags with the status, then close the run."""
+    """Metrics, artifacts (the raw samples among them), then tags with the status, then close the run."""
     when = record.get("ended_ms") or record["started_ms"]
     metrics = [Metric(safe_name(k), float(v), when, 0) for k, v in record["metrics"].items()
                if v is not None and math.isfinite(float(v))]
@@ -71,9 +72,12 @@ def finish_job_run(client, run_id: str, record: dict) -> None:
             client.log_artifacts(run_id, str(artifact), artifact_path=artifact.name)
         elif artifact.is_file():
             client.log_artifact(run_id, str(artifact))
+    if record.get("samples"):
+        samples = {"unit": "us", "headline": record["tags"].get("timing.headline"), "samples": record["samples"]}
+        client.log_text(run_id, json.dumps(samples), SAMPLES_FILE)
     if record.get("traceback"):
         client.log_text(run_id, mask(record["traceback"]), "traceback.txt")
-    tags = record["tags"] | {"reason": record["reason"], RESULT_ID: record["id"]}
+    tags = record["tags"] | {"reason": record["reason"], RESULT_ID: record["id"], NOTE: job_description(record)}
     tag_list = [RunTag(safe_name(k), mask(str(v))[:MAX_TAG_VALUE]) for k, v in tags.items()]
     tag_list.append(RunTag("status", record["status"]))  # last: a run with a status has everything
     tag_batches = chunks(tag_list, MAX_TAGS_PER_BATCH)
@@ -84,7 +88,9 @@ def finish_job_run(client, run_id: str, record: dict) -> None:
 
 
 def mark_unrecorded(client, run_id: str, record: dict, error: str) -> None:
-    """After a failure part-way: say so on the run and close it as FAILED (best effort: the store may be gone)."""
+    """After a failure part-way: say so on the run and close it as FAILED (best effort: the store may be gone).
+    Its result id is taken back, so that `attnbench sync` uploads it again even where FAILED is its usual end."""
+    client.set_tag(run_id, RESULT_ID, "incomplete")
     client.set_tag(run_id, "reason", mask(f"not fully recorded ({error}); the full result is in "
                                           f"{record['dir']}/{RESULT_FILE}: upload it with `attnbench sync`"))
     client.set_tag(run_id, "status", record["status"])

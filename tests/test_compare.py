@@ -1,0 +1,117 @@
+"""`attnbench compare`: two sweeps planted in a store (through the same upload path as real jobs), paired by case,
+judged from both runs' samples; a regression fails CI, an equal pair is `same`, different machines are warned."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from attnbench import cli, results
+from attnbench.compare import compare_runs
+from attnbench.tracking.upload import finish_job_run, start_run
+
+H100 = {"env.device_name": "NVIDIA H100 80GB HBM3", "env.torch": "2.13.0", "env.git_commit": "aaa"}
+H200 = {"env.device_name": "NVIDIA H200", "env.torch": "2.14.0", "env.git_commit": "bbb"}
+
+
+def _samples(center: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.gauss(center, center * 0.01) for _ in range(50)]
+
+
+def _sweep(client, experiment_id: str, tmp_path, name: str, jobs: list[tuple], env: dict) -> str:
+    """A parent run with one child per (case, backend, seq_len, status, samples), recorded as a real job is."""
+    parent = start_run(client, experiment_id, name, {}, {"sweep.key": name})
+    for number, (case, backend, seq_len, status, samples) in enumerate(jobs):
+        params = {"backend.name": backend, "shape.seq_len": str(seq_len), "compile": "false"}
+        record = results.new_record(str(number), backend, tmp_path / name / str(number), params, {"case": case})
+        metrics = {"median_us": statistics.median(samples)} if samples else {}
+        record = results.finish(record, {"status": status, "reason": "" if samples else "out of memory",
+                                         "metrics": metrics, "samples": {"events": samples} if samples else {},
+                                         "tags": {"timing.headline": "events"} | env})
+        run = start_run(client, experiment_id, backend, params, {"mlflow.parentRunId": parent,
+                                                                 "hydra.job.num": str(number)})
+        finish_job_run(client, run, record)
+    client.set_terminated(parent)
+    return parent
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compare")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("attnbench", artifact_location=(tmp / "artifacts").as_uri())
+    before = _sweep(client, experiment, tmp, "before", [
+        ("c1", "flash", 512, "ok", _samples(100, 1)),
+        ("c2", "flash", 1024, "ok", _samples(400, 2)),
+        ("c3", "math", 512, "ok", _samples(1000, 3)),
+        ("c5", "cudnn", 512, "ok", _samples(90, 4))], H100)
+    after = _sweep(client, experiment, tmp, "after", [
+        ("c1", "flash", 512, "ok", _samples(100, 5)),  # the same kernel again: equal within noise
+        ("c2", "flash", 1024, "ok", _samples(520, 6)),  # 30% slower
+        ("c3", "math", 512, "oom", []),  # no longer runs
+        ("c4", "math", 1024, "ok", _samples(4000, 7))], H200)
+    other = _sweep(client, experiment, tmp, "other", [("c9", "naive", 64, "ok", _samples(10, 8))], H100)
+    return uri, client, before, after, other
+
+
+def _cli(capsys, uri: str, *args: str) -> tuple[int, str, str]:
+    code = cli.main(["compare", *args, "--uri", uri])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_planted_regression_is_slower_an_equal_pair_is_same_and_a_lost_job_is_broken(planted):
+    _, client, before, after, _ = planted
+    result = compare_runs(client, before, after)
+    verdicts = {pair.label: pair.verdict for pair in result.pairs}
+    assert verdicts == {"flash, seq_len=512": "same", "flash, seq_len=1024": "slower", "math, seq_len=512": "broken"}
+    slower = next(p for p in result.pairs if p.verdict == "slower")
+    assert slower.ratio == pytest.approx(1.3, rel=0.02)
+    assert slower.regressed(10) and not slower.regressed(50)  # 30% slower: past 10%, not past 50%
+    assert (result.only_a, result.only_b) == (1, 1)
+    assert result.warnings == ["device_name differs: A NVIDIA H100 80GB HBM3, B NVIDIA H200",
+                               "torch differs: A 2.13.0, B 2.14.0"]
+    assert result.notes == ["git_commit differs: A aaa, B bbb"]
+
+
+def test_fail_if_slower_exits_3_on_a_regression_and_0_without(planted, capsys):
+    uri, _, before, after, _ = planted
+    code, out, err = _cli(capsys, uri, before, after)
+    assert code == 0 and "3 cases compared: 1 broken, 1 same, 1 slower; 1 only in A, 1 only in B" in out
+    assert "warning: device_name differs" in err and "warning: torch differs" in err
+
+    code, _, err = _cli(capsys, uri, before, after, "--fail-if-slower", "10")
+    assert code == 3 and "2 cases regressed" in err and "flash, seq_len=1024" in err and "math, seq_len=512" in err
+
+    code, out, _ = _cli(capsys, uri, after, before, "--fail-if-slower", "0")  # the other way: faster, and fixed
+    assert code == 0 and "1 faster, 1 fixed, 1 same" in out
+
+
+def test_two_jobs_compare_directly(planted):
+    _, client, before, after, _ = planted
+    children = {run.info.run_id: run for run in client.search_runs(
+        [client.get_run(before).info.experiment_id], filter_string="tags.`case` = 'c1'")}
+    a, b = sorted(children, key=lambda run_id: children[run_id].data.tags["mlflow.parentRunId"] != before)
+    (pair,) = compare_runs(client, a, b).pairs
+    assert pair.verdict == "same"
+
+
+def test_runs_without_a_case_in_common_or_unknown_are_refused_in_one_line(planted, capsys):
+    uri, _, before, _, other = planted
+    code, _, err = _cli(capsys, uri, before, other)
+    assert code == 1 and f"runs {before} and {other} have no case in common (4 and 1 cases)" in err
+    code, _, err = _cli(capsys, uri, before, "feedbeef")
+    assert code == 1 and "unknown run id 'feedbeef'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_takes_two_runs_or_rerun(planted, capsys):
+    uri, _, before, _, _ = planted
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["compare", before, "--uri", uri])
+    assert usage.value.code == 2 and "compare takes two runs (RUN_A RUN_B) or --rerun RUN_ID; got 1 runs" in (
+        capsys.readouterr().err)

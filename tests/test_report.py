@@ -1,0 +1,216 @@
+"""The sweep's answer in MLflow: the report at the end of a sweep and from the store alone, what the parent and
+child runs say at a glance, the UI's saved view, and the command that reproduces a sweep or a job."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shlex
+
+import pytest
+
+from attnbench import cli
+from attnbench.tracking.describe import job_description, terminal_status
+from conftest import run_script, tracked_runs
+
+SWEEP = ["backend=math,naive,efficient", "shape=tiny", "device=cpu", "shape.seq_len=16,32", "timing.min_reps=2",
+         "timing.max_reps=2", "timing.min_time_s=0", "timing.warmup_s=0"]
+
+
+def test_a_job_describes_itself_in_one_line_with_units_scaled():
+    ok = {"status": "ok", "reason": "", "tags": {"kernel": "flash"},
+          "metrics": {"median_us": 122.54, "tflops": 140.2}}
+    assert job_description(ok) == "122.5 µs · 140 TFLOP/s · flash"
+    slow = ok | {"metrics": {"median_us": 2_345_678.0, "tflops": 0.0032}, "tags": {"kernel": "math"}}
+    assert job_description(slow) == "2.346 s · 3.2 GFLOP/s · math"
+    failed = {"status": "unsupported", "reason": "needs\nCUDA  " + "x" * 500, "tags": {}, "metrics": {}}
+    line = job_description(failed)
+    assert line.startswith("unsupported: needs CUDA x") and "\n" not in line and len(line) < 330
+
+
+def test_only_ok_jobs_close_finished_in_mlflow():
+    assert terminal_status("ok") == "FINISHED" and terminal_status("interrupted") == "KILLED"
+    assert {terminal_status(s) for s in ("unsupported", "oom", "wrong", "fallback", "skipped", "error")} == {"FAILED"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """One tiny CPU sweep for the whole module: 2 lengths × math, naive (ok) and efficient (unsupported on CPU)."""
+    tmp = tmp_path_factory.mktemp("report")
+    store = tmp / "mlruns"
+    store.mkdir()
+    proc = run_script("-m", *SWEEP, store=store, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, (parent,), children = tracked_runs(store)
+    return tmp, store, client, parent, children
+
+
+def _cli(capsys, store, *args: str) -> tuple[int, str, str]:
+    code = cli.main([*args, "--uri", f"sqlite:///{store}/mlflow.db"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_the_sweep_ends_with_its_report_in_its_folder_and_on_its_parent(sweep):
+    tmp, _, client, parent, _ = sweep
+    folder = tmp / "multirun"
+    rows = list(csv.DictReader(io.StringIO((folder / "summary.csv").read_text())))
+    expected = [(b, s, "unsupported" if b == "efficient" else "ok") for b in ("math", "naive", "efficient")
+                for s in ("16", "32")]
+    assert sorted((r["backend.name"], r["shape.seq_len"], r["status"]) for r in rows) == sorted(expected)
+    assert all(float(r["median_us"]) > 0 for r in rows if r["status"] == "ok")
+    summary = (folder / "summary.md").read_text()
+    first, header = summary.splitlines()[0], next(line for line in summary.splitlines() if line.startswith("| problem"))
+    # 2 samples a side cannot separate anything: every winner is a tie and every speedup `~`, never a number
+    assert first.startswith("**Winners:**") and first.count("within noise") == 2
+    assert header == "| problem | math | naive | efficient | winner |"
+    time = r"[\d.]+ (µs|ms|s)"
+    assert re.search(rf"\| seq_len=16 \| {time} (1×|~) \| {time} (1×|~) \| unsupported \|", summary)
+    assert "**efficient** (2 jobs): unsupported: memory-efficient attention runs on CUDA only" in summary
+    for plot in ("latency.png", "tflops.png"):  # a numeric axis varied: lines; no memory plot on a CPU
+        assert (folder / plot).read_bytes().startswith(b"\x89PNG") and f"]({plot})" in summary
+    assert not (folder / "memory.png").exists()
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "summary.md", "latency.png", "tflops.png", "summary.txt"} <= artifacts
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(first) and header in note
+    assert f"get-artifact?path=latency.png&run_uuid={parent.info.run_id}" in note  # served by the UI's server
+    assert parent.data.tags["attnbench.command"] == shlex.join(["python", "run.py", "-m", *SWEEP])
+
+
+def test_children_say_their_answer_and_the_ones_that_are_not_ok_stand_out(sweep):
+    _, _, client, _, children = sweep
+    for child in children:
+        note, status = child.data.tags["mlflow.note.content"], child.data.tags["status"]
+        if status == "ok":
+            assert child.info.status == "FINISHED"
+            assert re.fullmatch(r"[\d.]+ (µs|ms|s) · [\d.]+ [kMGT]FLOP/s · (math|eager PyTorch ops)", note), note
+            path = client.download_artifacts(child.info.run_id, "samples.json")
+            samples = json.loads(open(path).read())
+            assert samples["headline"] == "wall" and len(samples["samples"]["wall"]) == 2
+        else:
+            assert (status, child.info.status) == ("unsupported", "FAILED")  # a red mark in the runs table
+            assert note.startswith("unsupported: memory-efficient attention runs on CUDA only")
+
+
+def test_the_report_comes_from_mlflow_alone_with_another_baseline(sweep, capsys, tmp_path):
+    tmp, store, client, parent, _ = sweep
+    hidden = tmp / "multirun-hidden"
+    (tmp / "multirun").rename(hidden)  # nothing of the sweep folder can be read
+    try:
+        code, out, err = _cli(capsys, store, "report", parent.info.run_id, "--baseline", "naive", "--out",
+                              str(tmp_path / "again"))
+    finally:
+        hidden.rename(tmp / "multirun")
+    assert code == 0, err
+    again = tmp_path / "again"
+    assert (again / "summary.csv").read_text() == (tmp / "multirun" / "summary.csv").read_text()
+    summary = (again / "summary.md").read_text()
+    assert "speedup against backend=naive" in summary and summary in out
+    time = r"[\d.]+ (µs|ms|s)"
+    assert re.search(rf"\| seq_len=32 \| {time} ~ \| {time} 1× \|", summary)  # naive is the baseline now
+    assert client.get_run(parent.info.run_id).data.tags["mlflow.note.content"].startswith("**Winners:**")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["report", "0123456789abcdef"], "unknown run id '0123456789abcdef'"),
+    (["report", "--baseline", "flash"], "--baseline 'flash' is not a backend of this sweep: its backends are "
+                                        "efficient, math, naive"),
+    (["report", "--experiment", "nope"], "no experiment 'nope' in store"),
+    (["compare", "--rerun", "0123456789abcdef"], "unknown run id"),
+])
+def test_bad_input_is_one_line_and_exit_1(sweep, capsys, args, message):
+    _, store, _, _, _ = sweep
+    code, out, err = _cli(capsys, store, *args)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_job_is_not_a_sweep(sweep, capsys):
+    _, store, _, parent, children = sweep
+    code, _, err = _cli(capsys, store, "report", children[0].info.run_id)
+    assert code == 1 and f"is a job of sweep {parent.info.run_id}, not a sweep" in err
+
+
+def test_the_ui_view_shows_the_sweeps_jobs_with_the_columns_that_answer(sweep, capsys):
+    _, store, client, parent, _ = sweep
+    code, out, err = _cli(capsys, store, "url", "--base", "http://ui:5000")
+    experiment = parent.info.experiment_id
+    assert code == 0, err
+    assert f"http://ui:5000/#/experiments/{experiment}/runs/{parent.info.run_id}" in out
+    runs_page = f"http://ui:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    assert f"{runs_page}&viewStateShareKey=attnbench" in out
+    saved = json.loads(client.get_experiment(experiment).tags["mlflow.sharedViewState.attnbench"])
+    state = json.loads(saved["state"])
+    assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`median_us`", True)
+    assert state["selectedColumns"] == ["attributes.`Description`", "tags.`status`", "metrics.`median_us`",
+                                        "metrics.`tflops`", "params.`backend.name`", "params.`shape.seq_len`"]
+    assert saved["name"] == f"attnbench: {parent.info.run_name}" and isinstance(saved["createdAt"], int)
+
+
+def test_rerun_prints_the_commands_that_reproduce_a_job_and_the_sweep(sweep, capsys, tmp_path):
+    tmp, store, client, parent, children = sweep
+    child = next(c for c in children if c.data.tags["status"] == "ok")
+    code, job_command, err = _cli(capsys, store, "compare", "--rerun", child.info.run_id)
+    assert code == 0, err
+    assert job_command.startswith("python run.py ") and " -m " not in job_command
+    proc = run_script(*shlex.split(job_command)[2:], store=store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parents, _ = tracked_runs(store)
+    single = next(p for p in parents if p.info.run_id != parent.info.run_id)
+    assert single.data.tags["case"] == child.data.tags["case"]  # the same measurement
+
+    code, sweep_command, err = _cli(capsys, store, "compare", "--rerun", parent.info.run_id)
+    assert code == 0 and sweep_command.strip() == shlex.join(["python", "run.py", "-m", *SWEEP])
+    (tmp_path / "second").mkdir()
+    proc = run_script(*shlex.split(sweep_command)[2:], store=store, cwd=tmp_path / "second")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, parents, children_now = tracked_runs(store)
+    second = next(p for p in parents if "sweep.key" in p.data.tags and p.info.run_id != parent.info.run_id)
+
+    def cases(run_id: str) -> list[str]:
+        return sorted(c.data.tags["case"] for c in children_now if c.data.tags["mlflow.parentRunId"] == run_id)
+
+    assert cases(second.info.run_id) == cases(parent.info.run_id) and len(cases(parent.info.run_id)) == 6
+
+    # The two sweeps pair case by case; 2 samples a side never make a verdict: same, and no regression
+    code, out, err = _cli(capsys, store, "compare", parent.info.run_id, second.info.run_id, "--fail-if-slower", "0")
+    assert code == 0, err
+    assert "6 cases compared: 4 same, 2 same status" in out and "warning" not in err
+
+
+def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_nothing(compose_cfg, tmp_path,
+                                                                                      monkeypatch, caplog):
+    from omegaconf import open_dict
+
+    from attnbench import outcome, sweep_report
+    from attnbench.tracking.callback import MlflowTrackingCallback
+
+    monkeypatch.setattr(outcome, "outcome", outcome.Outcome())
+    cfg = compose_cfg(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the plotting library is broken")
+
+    monkeypatch.setattr(sweep_report, "report_sweep", broken)
+    callback = MlflowTrackingCallback()
+    callback.on_multirun_start(cfg)
+    callback.on_multirun_end(cfg)
+    parent = callback._client.get_run(callback._parent_id)
+    assert parent.info.status == "FINISHED" and outcome.outcome.exit_code() == 0
+    (warning,) = [r.getMessage() for r in caplog.records if "report failed" in r.getMessage()]
+    assert "the plotting library is broken" in warning and f"attnbench report {callback._parent_id}" in warning
+
+
+def test_a_summary_too_long_for_a_description_keeps_the_answer():
+    from attnbench.pivot import Problem
+    from attnbench.sweep_report import _fit
+
+    problems = [Problem("seq_len=512", [], None, "flash (2× over math)")]
+    note = _fit("**Winner: flash (2× over math)**\n" + "| row |\n" * 2000, problems)
+    assert len(note) <= 8000 and note.startswith("**Winner: flash (2× over math)**") and "summary.md" in note
