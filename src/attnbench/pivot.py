@@ -12,8 +12,12 @@ import csv
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from attnbench.timing.noise import Comparison, compare
+from attnbench.units import format_time
+
+if TYPE_CHECKING:  # noise imports torch: only when a verdict is needed, not for the sweep process's start-up
+    from attnbench.timing.noise import Comparison
 
 # Params that say how a job was run or recorded, or which implementation ran it: not part of the problem.
 NOT_PROBLEM = ("backend.", "timing.", "tracking.", "hydra.")
@@ -73,18 +77,10 @@ def short(key: str) -> str:
     return key.removesuffix(".name").split(".")[-1]
 
 
-def format_time(us: float | None) -> str:
-    if us is None:
-        return ""
-    if us >= 1e6:
-        return f"{us / 1e6:.3g} s"
-    if us >= 1e3:
-        return f"{us / 1e3:.3g} ms"
-    return f"{us:.3g} µs"
-
-
 def _versus(baseline: JobRecord, job: JobRecord) -> Comparison | None:
     if baseline.headline_samples and job.headline_samples:
+        from attnbench.timing.noise import compare
+
         return compare(baseline.headline_samples, job.headline_samples)
     return None
 
