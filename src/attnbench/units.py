@@ -25,9 +25,11 @@ def format_memory(mib: float | None) -> str:
     return f"{_three_digits(mib / 1024)} GiB" if mib >= 1024 else f"{_three_digits(mib)} MiB"
 
 
-def format_rate(value: float | None) -> str:
-    """TFLOP/s and the like: 140, 12.3, 0.00137; whole numbers from 100 up."""
-    return "" if value is None else _three_digits(value)
+def format_tflops(value: float | None) -> str:
+    """140, 12.3, 0.00137; below a GFLOP/s, `<0.001` (a tiny CPU problem's 0.00000411 says no more)."""
+    if value is None:
+        return ""
+    return "<0.001" if 0 < value < 0.001 else _three_digits(value)
 
 
 def _three_digits(value: float) -> str:
