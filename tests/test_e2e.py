@@ -28,6 +28,8 @@ def test_seed_sweep_gives_one_parent_and_six_children(store, tmp_path, compose_c
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert "summary.txt" in _artifacts(client, parent.info.run_id)
     assert "efficient" in proc.stdout and "unsupported" in proc.stdout  # the printed table
+    table = (tmp_path / "multirun" / "summary.txt").read_text()
+    assert table in proc.stdout and max(len(line) for line in table.splitlines()) <= 100
 
     combos = {(c.data.params["backend.name"], c.data.params["compile"]) for c in children}
     assert combos == {(b, c) for b in ("math", "flash", "efficient") for c in ("true", "false")}
@@ -62,16 +64,7 @@ def test_a_single_run_is_one_run_without_parent(store, tmp_path):
     assert len(parents) == 1 and not children
     assert parents[0].data.tags["status"] == "ok" and parents[0].info.run_name == "math"
     assert "math" in proc.stdout
-
-
-@pytest.mark.parametrize("experiment, jobs", [("seed_sdpa", 5), ("seed_causal_self_attention", 2)])
-def test_experiment_files_run_their_whole_sweep(store, tmp_path, experiment, jobs):
-    proc = run_script("-m", f"experiment={experiment}", *TINY, store=store, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, parents, children = _runs(store)
-    assert [p.info.run_name for p in parents] == [experiment] and len(children) == jobs
-    statuses = {c.data.tags["status"] for c in children}
-    assert statuses <= {"ok", "unsupported"} and "ok" in statuses
+    assert "job 1/1 · backend=math shape=tiny device=cpu" in proc.stdout  # its progress lines: one job of one
 
 
 def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(store, tmp_path, compose_cfg):

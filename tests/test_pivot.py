@@ -6,7 +6,7 @@ import csv
 import io
 import random
 
-from attnbench.pivot import JobRecord, format_time, markdown, summarise, to_csv
+from attnbench.pivot import JobRecord, markdown, summarise, to_csv
 
 
 def _job(backend: str, seq_len: int, median: float, spread: float = 1.0, status: str = "ok", compile: bool = False,
@@ -48,10 +48,6 @@ def test_a_named_baseline_is_used_where_it_ran():
     (problem,) = summarise(records, baseline_backend="flash")
     assert problem.baseline.params["backend.name"] == "flash"
     assert "1 ms 0.0998×" in markdown([problem], "t", "flash")  # math is 10× slower than the baseline
-
-
-def test_times_are_scaled_to_their_unit():
-    assert [format_time(t) for t in (12.345, 12345.0, 12_345_678.0)] == ["12.3 µs", "12.3 ms", "12.3 s"]
 
 
 def test_the_csv_has_one_row_per_job_with_the_varied_params_and_every_metric():

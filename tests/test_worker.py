@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from attnbench.worker import Died, Done, Failed, TimedOut, Worker
+from attnbench.worker import Died, Done, Failed, TimedOut, Worker, notify
 
 
 def pid() -> int:
@@ -56,3 +56,20 @@ def test_an_exception_in_the_worker_comes_back_with_its_traceback(worker):
     failed = worker.run(fail, (), 60)
     assert isinstance(failed, Failed) and "ValueError: a bug in the harness" in failed.traceback
     assert isinstance(worker.run(pid, (), 60), Done)  # the worker survives its job's exception
+
+
+def talk() -> str:
+    notify("first")
+    print("a line from the job")
+    os.write(2, b"written below Python\n")  # as C++ code writes: to the file descriptor itself
+    notify("second")
+    return "answer"
+
+
+def test_notes_come_in_order_and_all_output_passes_through_the_sweep_process(worker, capsys):
+    heard = []
+    answer = worker.run(talk, (), 60, on_note=heard.append)
+    assert answer == Done("answer") and heard == ["first", "second"]
+    # capsys sees this process's sys.stdout and sys.stderr only: output the worker wrote to the terminal itself,
+    # around a live progress line, would not be here
+    assert tuple(capsys.readouterr()) == ("a line from the job\n", "written below Python\n")

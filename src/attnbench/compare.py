@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from attnbench.pivot import JobRecord, format_time, problem_keys, problem_of
+from attnbench.pivot import JobRecord, problem_keys, problem_of
+from attnbench.units import format_time
 from attnbench.tracking.describe import NOTE
 from attnbench.tracking.sweeps import SWEEP_TAG, SweepProblem, get_run, jobs_of, one_per_case, records
 from attnbench.tracking.upload import COMMAND

@@ -73,14 +73,16 @@ class Step:
         return lambda: torch.autograd.grad(self.forward(), self.wrt, self.grad_out)
 
 
-def run_job(cfg: DictConfig) -> dict:
-    """Hydra task function body. Returns a plain dict (picklable, for parallel launchers)."""
+def run_job(cfg: DictConfig, on_phase: Callable[[str], None] = lambda phase: None) -> dict:
+    """Hydra task function body. Returns a plain dict (picklable, for parallel launchers).
+    `on_phase(name)` is called as each step starts (the progress line's phase); never inside a timed loop."""
     result = JobResult(tags={"case": case_key(cfg)})
     started = time.perf_counter()
     try:
+        on_phase("plan")
         plan = validate(cfg)
         result.tags |= {"device": str(plan.device), "problem": plan.problem.describe()}
-        _benchmark(cfg, plan, result)
+        _benchmark(cfg, plan, result, on_phase)
     except Skipped as e:
         result.status, result.reason = "skipped", str(e)
     except Unsupported as e:
@@ -101,20 +103,25 @@ def run_job(cfg: DictConfig) -> dict:
     return asdict(result)
 
 
-def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult) -> None:
+def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult, on_phase: Callable[[str], None]) -> None:
+    on_phase("build")
     peaks = _prepare_device(cfg, plan)
     torch.manual_seed(cfg.seed)
     with _fresh_compiler(), torch.set_grad_enabled(cfg.mode is not Mode.fwd), plan.backend.context():
         step = _build(cfg, plan)
         result.tags |= plan.backend.tags()
+        on_phase("first call")
         _first_call(cfg, plan, step, result)
+        on_phase("check")
         _check(plan, step, result)
         call = step.call(cfg.mode)
         if cfg.mode is not Mode.bwd:
             step.out = None  # only backward alone times through it; the rest must not hold its memory
         try:
             with torch.compiler.set_stance("fail_on_recompile"):  # a recompile now would be timed: refuse it
+                on_phase("verify dispatch")
                 _verify_dispatch(cfg, plan, step, call, result)
+                on_phase("time")
                 _time(cfg, plan, call, result)
         except RuntimeError as e:
             if "fail_on_recompile" not in str(e):  # torch.compiler's own words for a recompile refused by the stance

@@ -14,7 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+from attnbench.units import format_time
+
+if TYPE_CHECKING:  # noise imports torch: only when a verdict is needed, not for the sweep process's start-up
     from attnbench.timing.noise import Comparison
 
 # Params that say how a job was run or recorded, or which implementation ran it: not part of the problem.
@@ -83,31 +85,11 @@ def short(key: str) -> str:
     return key.removesuffix(".name").split(".")[-1]
 
 
-def format_time(us: float | None, digits: int = 3) -> str:
-    if us is None:
-        return ""
-    if us >= 1e6:
-        return f"{us / 1e6:.{digits}g} s"
-    if us >= 1e3:
-        return f"{us / 1e3:.{digits}g} ms"
-    return f"{us:.{digits}g} µs"
-
-
-def format_flops(tflops: float | None) -> str:
-    """Useful FLOP/s with its unit scaled: `140 TFLOP/s`, `3.2 GFLOP/s` (a CPU), `726 MFLOP/s`."""
-    if tflops is None:
-        return ""
-    for scale, unit in ((1, "TFLOP/s"), (1e-3, "GFLOP/s"), (1e-6, "MFLOP/s")):
-        if tflops >= scale:
-            return f"{tflops / scale:.3g} {unit}"
-    return f"{tflops * 1e9:.3g} kFLOP/s"
-
-
 def _versus(baseline: JobRecord, job: JobRecord) -> Comparison | None:
-    # Imported here: the bootstrap needs torch, which a process that only formats numbers should not pay for.
-    from attnbench.timing.noise import compare
-
     if baseline.headline_samples and job.headline_samples:
+        # Imported here: the bootstrap needs torch, which a process that only formats numbers should not pay for.
+        from attnbench.timing.noise import compare
+
         return compare(baseline.headline_samples, job.headline_samples)
     return None
 

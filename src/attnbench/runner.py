@@ -21,9 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnbench import outcome, results, resume
 from attnbench.case import case_key
+from attnbench.progress import JobLine
 from attnbench.strict import renamed_option_problem, unknown_key_problem
 from attnbench.tracking.store import job_params, project_root
-from attnbench.worker import Died, Done, Failed, TimedOut, Worker
+from attnbench.worker import Died, Done, Failed, TimedOut, Worker, notify
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ def run(cfg: DictConfig) -> dict:
             if not group.startswith("hydra/") and choice is not None}
     record = results.new_record(job, results.run_name(cfg), job_dir, job_params(cfg),
                                 tags | {"case": case_key(cfg)})
+    line = JobLine.of(hydra, compiles=bool(cfg.compile))
     try:
-        result = _result(cfg, hydra)
+        result = _result(cfg, hydra, line)
     except KeyboardInterrupt:  # the sweep is being stopped: this job is saved as interrupted, then it stops
         _worker.kill()
         signal = outcome.interrupted_by() or "SIGINT"
@@ -60,7 +62,9 @@ def run(cfg: DictConfig) -> dict:
     except Exception as e:  # noqa: BLE001 - a bug here must not take the sweep down (Hydra's sweeper would stop)
         log.exception("error: the job's harness failed")
         result = _failure("error", f"{type(e).__name__}: {e}".splitlines()[0], trace=traceback.format_exc())
-    return _save(record, job_dir, result)
+    record = _save(record, job_dir, result)
+    line.done(record["status"])
+    return record
 
 
 def _save(record: dict, job_dir: Path, result: dict) -> dict:
@@ -70,7 +74,7 @@ def _save(record: dict, job_dir: Path, result: dict) -> dict:
     return record
 
 
-def _result(cfg: DictConfig, hydra: DictConfig) -> dict:
+def _result(cfg: DictConfig, hydra: DictConfig, line: JobLine) -> dict:
     problem = (unknown_key_problem(cfg) or renamed_option_problem(cfg, hydra.runtime.choices)
                or _time_limit_problem(cfg))
     if problem:
@@ -90,7 +94,8 @@ def _result(cfg: DictConfig, hydra: DictConfig) -> dict:
         "repo": str(project_root(HydraConfig.instance().cfg)),
     }
     limit = cfg.timing.max_job_s
-    answer = _worker.run(job_in_worker, (cfg, setup), limit)
+    with line.running():  # the job's phases come back as notes while it runs
+        answer = _worker.run(job_in_worker, (cfg, setup), limit, on_note=line.enter)
     if isinstance(answer, Done):
         return answer.value
     if isinstance(answer, TimedOut):
@@ -129,7 +134,7 @@ def job_in_worker(cfg: DictConfig, setup: dict) -> dict:
     configure_log(OmegaConf.create(setup["logging"]), setup["verbose"])
     os.environ.update(setup["env"])
     os.chdir(setup["cwd"])
-    result = run_job(cfg)
+    result = run_job(cfg, on_phase=notify)  # each phase to the sweep process, which shows it
     device = torch.device(result["tags"].get("device", "cpu"))
     result["tags"] = environment(device, Path(setup["repo"])) | result["tags"]
     return result

@@ -7,7 +7,7 @@ no number. A sweep's parent gets the report's summary (attnbench.sweep_report).
 
 from __future__ import annotations
 
-from attnbench.pivot import format_flops, format_time
+from attnbench.units import format_flops, format_time
 
 NOTE = "mlflow.note.content"
 MAX_REASON = 300  # the Description column shows the start; the full reason is the `reason` tag
@@ -36,6 +36,6 @@ def job_description(record: dict) -> str:
         reason = " ".join(str(record.get("reason") or "").split())
         cut = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
         return f"{status}: {cut}" if cut else status
-    parts = [format_time(metrics.get("median_us"), digits=4), format_flops(metrics.get("tflops")),
+    parts = [format_time(metrics.get("median_us")), format_flops(metrics.get("tflops")),
              tags.get("kernel", "")]
     return " · ".join(part for part in parts if part)

@@ -29,6 +29,7 @@ from hydra.plugins.config_source import ConfigSource
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig
 
+from attnbench.progress import set_sweep_size
 from attnbench.strict import renamed_option_problem, unknown_key_problem
 
 
@@ -97,7 +98,9 @@ class ComposeOnceSweeper(BasicSweeper):
         super().setup(hydra_context=context, task_function=task_function, config=config)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        assert self.hydra_context is not None and self.config is not None
+        assert self.hydra_context is not None and self.config is not None and self.overrides is not None
+        # Every batch of the sweep is known by now: each job's progress line says "job i of N".
+        set_sweep_size(self.config.hydra.sweep.dir, sum(len(jobs) for jobs in self.overrides))
         # Other launchers compose in their workers: holding configs for them would only cost memory.
         self.hydra_context.config_loader.validate(self.config, batch, hold=isinstance(self.launcher, BasicLauncher))
 

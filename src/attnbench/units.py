@@ -1,0 +1,51 @@
+"""Numbers as a reader wants them: each value in its own unit, three significant digits (as `:.3g`, trailing zeros
+dropped), never in exponent notation."""
+
+from __future__ import annotations
+
+import math
+
+
+def format_time(us: float | None) -> str:
+    """12.3 µs, 12.3 ms, 1.23 s: the unit chosen per value."""
+    if us is None:
+        return ""
+    us = float(f"{us:.3g}")  # rounded first, so that 999.96 µs reads 1 ms, not 1e+03 µs
+    for scale, unit in ((1e6, "s"), (1e3, "ms")):
+        if us >= scale:
+            return f"{_three_digits(us / scale)} {unit}"
+    return f"{_three_digits(us)} µs"
+
+
+def format_memory(mib: float | None) -> str:
+    """512 MiB, 1.5 GiB."""
+    if mib is None:
+        return ""
+    mib = float(f"{mib:.3g}")  # as format_time
+    return f"{_three_digits(mib / 1024)} GiB" if mib >= 1024 else f"{_three_digits(mib)} MiB"
+
+
+def format_tflops(value: float | None) -> str:
+    """140, 12.3, 0.00137; below a GFLOP/s, `<0.001` (a tiny CPU problem's 0.00000411 says no more)."""
+    if value is None:
+        return ""
+    return "<0.001" if 0 < value < 0.001 else _three_digits(value)
+
+
+def format_flops(tflops: float | None) -> str:
+    """Useful FLOP/s with its unit scaled: `140 TFLOP/s`, `3.2 GFLOP/s` (a CPU), `726 MFLOP/s`."""
+    if tflops is None:
+        return ""
+    for scale, unit in ((1, "TFLOP/s"), (1e-3, "GFLOP/s"), (1e-6, "MFLOP/s")):
+        if tflops >= scale:
+            return f"{_three_digits(tflops / scale)} {unit}"
+    return f"{_three_digits(tflops * 1e9)} kFLOP/s"
+
+
+def _three_digits(value: float) -> str:
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    value = float(f"{value:.3g}")  # 9.996 → 10.0: its digits counted after rounding
+    decimals = max(0, 2 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
