@@ -73,3 +73,14 @@ def test_notes_come_in_order_and_all_output_passes_through_the_sweep_process(wor
     # capsys sees this process's sys.stdout and sys.stderr only: output the worker wrote to the terminal itself,
     # around a live progress line, would not be here
     assert tuple(capsys.readouterr()) == ("a line from the job\n", "written below Python\n")
+
+
+def test_a_preload_entry_can_warm_the_worker_up_before_it_is_ready():
+    from attnbench.worker import Done, Worker
+
+    worker = Worker(preload=("os:getpid",))  # "module:function": imported, then called, before any task
+    try:
+        answer = worker.run(os.getpid, (), timeout_s=120)
+        assert isinstance(answer, Done) and answer.value != os.getpid()
+    finally:
+        worker.close()

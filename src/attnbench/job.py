@@ -265,6 +265,14 @@ def _peak_memory(call, device: torch.device) -> dict[str, float]:
     return {"peak_mem_mib": peak / 2**20, "reserved_mib": torch.cuda.memory_reserved(device) / 2**20}
 
 
+def warm_up_process() -> None:
+    """What the first job of a process would otherwise pay inside its own time, paid before it, while the sweep
+    process starts up: the profiler's first start (which imports torch's compiler, seconds on a cold host) and, on
+    CUDA, the context. Called by the job worker (attnbench.runner)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    profile_call(lambda: torch.empty(1, device=device), device)
+
+
 def _dynamo_graphs() -> int:
     # No public counter of compiled graphs exists; tests/test_job.py fails if this private one goes away.
     from torch._dynamo.utils import counters

@@ -28,7 +28,7 @@ from attnbench.worker import Died, Done, Failed, TimedOut, Worker, notify
 
 log = logging.getLogger(__name__)
 
-_worker = Worker(preload=("attnbench.job",))
+_worker = Worker(preload=("attnbench.job:warm_up_process",))
 # After multiprocessing's own exit handler (registered when attnbench.worker imported it), so it runs before it:
 # that handler waits for every non-daemon child, and a worker still busy with a job would hold the exit.
 atexit.register(_worker.close)

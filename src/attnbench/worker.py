@@ -76,7 +76,8 @@ class _Output:
 
 class Worker:
     def __init__(self, preload: tuple[str, ...] = ()) -> None:
-        self._preload = preload  # modules imported before the worker says it is ready: not part of any job's time
+        # Modules imported (and "module:function"s called) before the worker says it is ready: no job's time.
+        self._preload = preload
         self._process: multiprocessing.Process | None = None
         self._conn = None
         self._outputs: list[_Output] = []
@@ -226,8 +227,11 @@ def _serve(conn, stdout, stderr, parent_pid: int, preload: tuple[str, ...]) -> N
         pipe.close()
     if sys.stdout is not None:
         sys.stdout.reconfigure(line_buffering=True)  # a pipe now: each line goes as it is written, not in blocks
-    for module in preload:
-        importlib.import_module(module)
+    for entry in preload:  # "module", or "module:function" to call once it is imported
+        module, _, function = entry.partition(":")
+        imported = importlib.import_module(module)
+        if function:
+            getattr(imported, function)()
     conn.send(("ready", None))
     while True:
         try:
