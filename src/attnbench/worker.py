@@ -78,22 +78,33 @@ class Worker:
     def __init__(self, preload: tuple[str, ...] = ()) -> None:
         # Modules imported (and "module:function"s called) before the worker says it is ready: no job's time.
         self._preload = preload
+        self._env: dict[str, str] = {}  # set in the worker before its imports (CUDA_VISIBLE_DEVICES, threads)
         self._process: multiprocessing.Process | None = None
         self._conn = None
         self._outputs: list[_Output] = []
         self._ready = False
+
+    def set_env(self, env: dict[str, str]) -> None:
+        """The environment the worker's jobs need; a worker started with another one is replaced."""
+        if env != self._env:
+            self.close()
+            self._env = dict(env)
 
     def start(self) -> None:
         """Start the worker without waiting for it (its imports overlap the caller's own start-up)."""
         if self._process is not None and self._process.is_alive():
             return
         context = multiprocessing.get_context("spawn")
+        if multiprocessing.get_start_method(allow_none=True) not in multiprocessing.get_all_start_methods():
+            # In a joblib (loky) worker the process default is loky's own method, which spawn passes on to the
+            # child, where it does not exist: the child would die before running anything.
+            multiprocessing.set_start_method("spawn", force=True)
         self._close_outputs()  # a dead worker's: already passed on
         self._conn, theirs = context.Pipe()
         outputs = {stream: context.Pipe(duplex=False) for stream in ("stdout", "stderr")}  # (read, write) each
         # Not a daemon: a job may start processes of its own (a compiler's worker pool), which a daemon may not.
         self._process = context.Process(
-            target=_serve, args=(theirs, outputs["stdout"][1], outputs["stderr"][1], os.getpid(), self._preload),
+            target=_serve, args=(theirs, outputs["stdout"][1], outputs["stderr"][1], os.getpid(), self._preload, self._env),
             name="attnbench-worker")
         self._process.start()
         theirs.close()  # ours is then the only end left: the worker's death reads as end-of-file
@@ -214,8 +225,9 @@ def notify(note: Note) -> None:
         _to_parent.send(("note", note))
 
 
-def _serve(conn, stdout, stderr, parent_pid: int, preload: tuple[str, ...]) -> None:
+def _serve(conn, stdout, stderr, parent_pid: int, preload: tuple[str, ...], env: dict[str, str]) -> None:
     global _to_parent
+    os.environ.update(env)  # before torch is imported: CUDA and OpenMP read it once
     # Ctrl-C and a closed terminal reach the whole process group: the sweep process decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
