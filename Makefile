@@ -54,7 +54,7 @@ ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000, after
 
 # The offline GPU host's Python; its torch, numpy and rich are expected to be there already.
 GPU_PYTHON_VERSION ?= 3.12
-GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.0 mlflow-skinny sqlalchemy alembic pytest
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.0 mlflow-skinny sqlalchemy alembic pytest hydra-joblib-launcher joblib
 
 gpu-wheels: ## wheels of hydra/omegaconf/mlflow/pytest for an offline GPU host that already has torch (.whl/)
 	mkdir -p .whl

@@ -1,9 +1,13 @@
-"""The device's ceilings, to quote achieved TFLOP/s and GB/s against: measured once per process, and the
-vendor's datasheet figure for cards we know."""
+"""The device's ceilings, to quote achieved TFLOP/s and GB/s against: measured once per GPU of a sweep (kept in
+the sweep folder, for every process that runs jobs on that GPU), and the vendor's datasheet figure for cards we
+know."""
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -39,12 +43,33 @@ def _median_event_ms(fn, device: torch.device, reps: int = 10) -> float:
     return measure(fn, device, "events", cfg, per_call_estimate_s=1e-3).stats.median_us / 1e3
 
 
+# Where measured ceilings are kept, one file per GPU and dtype: set by the job worker to its sweep's folder.
+SAVED_IN: Path | None = None
+
+
 @lru_cache(maxsize=None)
 def measured_peaks(device: torch.device, dtype: torch.dtype) -> dict[str, float]:
-    """A large matmul in the job's dtype and a 1 GiB device-to-device copy, timed with CUDA events.
-    Random data, not zeros: tensor cores run measurably faster on zeros."""
+    """The GPU's ceilings: measured by the first process to run a job on it, read by the others."""
     if device.type != "cuda":
         return {}
+    saved = None
+    if SAVED_IN is not None:
+        gpu = torch.cuda.get_device_properties(device).uuid
+        saved = SAVED_IN / f"ceilings-GPU-{gpu}-{str(dtype).removeprefix('torch.')}.json"
+        if saved.is_file():
+            return json.loads(saved.read_text())
+    peaks = _measure_peaks(device, dtype)
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        partial = saved.with_name(f".{saved.name}.{os.getpid()}")
+        partial.write_text(json.dumps(peaks))
+        os.replace(partial, saved)  # atomic: another process reads all of it or nothing
+    return peaks
+
+
+def _measure_peaks(device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    """A large matmul in the job's dtype and a 1 GiB device-to-device copy, timed with CUDA events.
+    Random data, not zeros: tensor cores run measurably faster on zeros."""
     n = MATMUL_SIZE if dtype.itemsize <= 2 else MATMUL_SIZE // 2
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     matmul_ms = _median_event_ms(lambda: a @ b, device)

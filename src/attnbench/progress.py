@@ -12,9 +12,11 @@ job's final line. Elsewhere (a CI log, a test) each phase is one plain line, in 
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -36,8 +38,22 @@ WAITING = "waiting for the worker"  # before the worker's first note: it may sti
 _sweep_sizes: dict[str, int] = {}
 
 
+SIZE_FILE = ".sweep_size"  # in the sweep folder too: a launcher's worker processes read it there
+
+
 def set_sweep_size(sweep_dir: str, jobs: int) -> None:
     _sweep_sizes[str(sweep_dir)] = jobs
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    (Path(sweep_dir) / SIZE_FILE).write_text(str(jobs))
+
+
+def _sweep_size(sweep_dir: str) -> int | None:
+    if sweep_dir not in _sweep_sizes:
+        try:
+            _sweep_sizes[sweep_dir] = int((Path(sweep_dir) / SIZE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+    return _sweep_sizes[sweep_dir]
 
 
 class JobLine:
@@ -56,7 +72,7 @@ class JobLine:
     def of(cls, hydra: DictConfig, compiles: bool) -> JobLine:
         """The line of the job Hydra is running (HydraConfig.get()); a single run is job 1 of 1."""
         if hydra.mode == RunMode.MULTIRUN:
-            number, total = hydra.job.num + 1, _sweep_sizes.get(str(hydra.sweep.dir))
+            number, total = hydra.job.num + 1, _sweep_size(str(hydra.sweep.dir))
         else:
             number, total = 1, 1
         return cls(number, total, list(hydra.overrides.task), compiles)
@@ -72,8 +88,8 @@ class JobLine:
     @contextmanager
     def running(self) -> Iterator[None]:
         """While the worker runs the job: on a terminal, the line redrawn in place, with the time it has taken."""
-        if not self.console.is_terminal:
-            yield
+        if not self.console.is_terminal or multiprocessing.parent_process() is not None:
+            yield  # a parallel launcher's worker shares the terminal with others: its phases are plain lines
             return
         # redirect_stdout/stderr (rich's default): what the worker writes is printed above the line, not over it
         with Live(self, console=self.console, transient=True, refresh_per_second=2) as live:

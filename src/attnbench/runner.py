@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import os
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ from hydra.core.utils import configure_log
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from attnbench import outcome, results, resume
+from attnbench import outcome, placement, results, resume
 from attnbench.case import case_key
 from attnbench.progress import JobLine
 from attnbench.strict import renamed_option_problem, unknown_key_problem
@@ -32,14 +33,19 @@ _worker = Worker(preload=("attnbench.job:warm_up_process",))
 # After multiprocessing's own exit handler (registered when attnbench.worker imported it), so it runs before it:
 # that handler waits for every non-daemon child, and a worker still busy with a job would hold the exit.
 atexit.register(_worker.close)
+# In a launcher's worker process (joblib's loky), multiprocessing joins the children before any atexit handler
+# runs: it would wait for ever on this idle worker. Its finalizers with a priority run before that join.
+multiprocessing.util.Finalize(None, _worker.close, exitpriority=100)
 # Hydra's flags that print something and run no job: no worker for them.
 NO_JOB_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion",
                 "-sc"}
 
 
 def start_worker(arguments: list[str]) -> None:
-    """Start the job worker now, so that its start-up (importing torch) overlaps Hydra's and MLflow's."""
-    if not NO_JOB_FLAGS.intersection(arguments):
+    """Start the job worker now, so that its start-up (importing torch) overlaps Hydra's and MLflow's.
+    Not for a launcher that runs the jobs in processes of its own, which start their workers."""
+    other_launcher = any(a.startswith("hydra/launcher=") and a != "hydra/launcher=basic" for a in arguments)
+    if not NO_JOB_FLAGS.intersection(arguments) and not other_launcher:
         _worker.start()
 
 
@@ -49,11 +55,15 @@ def run(cfg: DictConfig) -> dict:
     job = str(hydra.job.num) if hydra.mode == RunMode.MULTIRUN else "run"
     tags = {f"choice.{group}": str(choice) for group, choice in hydra.runtime.choices.items()
             if not group.startswith("hydra/") and choice is not None}
+    place = placement.place(hydra)  # under `gpus`, waits for this process's GPU
+    _worker.set_env(place.env)
     record = results.new_record(job, results.run_name(cfg), job_dir, job_params(cfg),
-                                tags | {"case": case_key(cfg)})
+                                tags | place.tags | {"case": case_key(cfg)})
     line = JobLine.of(hydra, compiles=bool(cfg.compile))
+    sweep_dir = Path(hydra.sweep.dir if hydra.mode == RunMode.MULTIRUN else hydra.run.dir)
+    placement.job_started(sweep_dir, job)
     try:
-        result = _result(cfg, hydra, line)
+        result = _result(cfg, hydra, line, place.threads, sweep_dir)
     except KeyboardInterrupt:  # the sweep is being stopped: this job is saved as interrupted, then it stops
         _worker.kill()
         signal = outcome.interrupted_by() or "SIGINT"
@@ -62,6 +72,7 @@ def run(cfg: DictConfig) -> dict:
     except Exception as e:  # noqa: BLE001 - a bug here must not take the sweep down (Hydra's sweeper would stop)
         log.exception("error: the job's harness failed")
         result = _failure("error", f"{type(e).__name__}: {e}".splitlines()[0], trace=traceback.format_exc())
+    result["tags"] = result["tags"] | placement.job_ended(sweep_dir, job)
     record = _save(record, job_dir, result)
     line.done(record["status"])
     return record
@@ -74,7 +85,7 @@ def _save(record: dict, job_dir: Path, result: dict) -> dict:
     return record
 
 
-def _result(cfg: DictConfig, hydra: DictConfig, line: JobLine) -> dict:
+def _result(cfg: DictConfig, hydra: DictConfig, line: JobLine, threads: int | None, sweep_dir: Path) -> dict:
     problem = (unknown_key_problem(cfg) or renamed_option_problem(cfg, hydra.runtime.choices)
                or _time_limit_problem(cfg))
     if problem:
@@ -92,6 +103,8 @@ def _result(cfg: DictConfig, hydra: DictConfig, line: JobLine) -> dict:
         "env": {str(k): str(v) for k, v in (hydra.job.env_set or {}).items()},
         "cwd": os.getcwd(),
         "repo": str(project_root(HydraConfig.instance().cfg)),
+        "threads": threads,
+        "sweep_dir": str(sweep_dir),
     }
     limit = cfg.timing.max_job_s
     with line.running():  # the job's phases come back as notes while it runs
@@ -128,13 +141,17 @@ def job_in_worker(cfg: DictConfig, setup: dict) -> dict:
     """In the worker: log like a Hydra job (to the console and the job's log file), run it, note the machine."""
     import torch
 
+    from attnbench import peak
     from attnbench.environment import environment
     from attnbench.job import run_job
 
     configure_log(OmegaConf.create(setup["logging"]), setup["verbose"])
     os.environ.update(setup["env"])
     os.chdir(setup["cwd"])
+    if setup["threads"]:  # workers side by side share the cores (attnbench.placement)
+        torch.set_num_threads(setup["threads"])
+    peak.SAVED_IN = Path(setup["sweep_dir"]) / placement.JOBS_DIR  # one measurement per GPU per sweep
     result = run_job(cfg, on_phase=notify)  # each phase to the sweep process, which shows it
     device = torch.device(result["tags"].get("device", "cpu"))
-    result["tags"] = environment(device, Path(setup["repo"])) | result["tags"]
+    result["tags"] = environment(device, Path(setup["repo"])) | placement.device_tags(device) | result["tags"]
     return result

@@ -29,7 +29,7 @@ from attnbench.case import case_key
 from attnbench.credentials import mask
 from attnbench.summary import SUMMARY_FILE, summary_text, sweep_title
 from attnbench.tracking.preflight import StoreProblem, first_line, open_store
-from attnbench.tracking.stale import close_stale_runs, is_gone, process_tags
+from attnbench.tracking.stale import close_running_children, close_stale_runs, is_gone, process_tags
 from attnbench.tracking.store import artifact_location, job_params, tracking_uri
 from attnbench.tracking.upload import (
     PARENT_FILE,
@@ -208,7 +208,7 @@ class MlflowTrackingCallback(Callback):
         record = self._record_of(config, job_return)
         try:
             finish_job_run(self._client, run_id, record)
-            self._log_device_peaks(config, record["metrics"])
+            self._log_device_peaks(config, record)
         except Exception as e:  # noqa: BLE001 - the result is saved; tracking is what failed
             self._tracking_failed(f"could not record job {key}", e)
             try:
@@ -240,7 +240,9 @@ class MlflowTrackingCallback(Callback):
                 self._client.set_tag(run_id, "status", "interrupted")
                 self._client.set_terminated(run_id, "KILLED")
                 del self._runs[key]
-            if self._sweep_open:
+            if self._sweep_open:  # this process runs the sweep: the jobs that other processes ran stop with it
+                close_running_children(self._client, self._experiment_id, self._parent_id,
+                                       INTERRUPTED_JOB.format(signal=signal or "a crash"))
                 reason = INTERRUPTED_SWEEP.format(signal=signal) if signal else UNFINISHED_SWEEP
                 self._client.set_tag(self._parent_id, "reason", reason)
                 self._client.set_terminated(self._parent_id, "KILLED" if signal else "FAILED")
@@ -263,14 +265,18 @@ class MlflowTrackingCallback(Callback):
         outcome.record_status(record["job"], "error")
         return record
 
-    def _log_device_peaks(self, config: DictConfig, metrics: dict) -> None:
-        """The measured ceilings are a property of the machine, not of a job: params of the parent run."""
+    def _log_device_peaks(self, config: DictConfig, record: dict) -> None:
+        """The measured ceilings are a property of the machine, not of a job: params of the parent run (one set
+        per GPU when the jobs were spread over GPUs)."""
+        metrics = record["metrics"]
         if self._parent_id is None or "device_peak_tflops" not in metrics:
             return
         from mlflow.exceptions import MlflowException
 
-        params = {f"peak.matmul_tflops.{config.dtype.value}": f"{metrics['device_peak_tflops']:.1f}",
-                  "peak.copy_gbps": f"{metrics['device_peak_gbps']:.0f}"}
+        gpu = record["tags"].get("placement.gpu_index") if record["tags"].get("placement.launcher") == "gpus" else None
+        suffix = f".gpu{gpu}" if gpu is not None else ""
+        params = {f"peak.matmul_tflops.{config.dtype.value}{suffix}": f"{metrics['device_peak_tflops']:.1f}",
+                  f"peak.copy_gbps{suffix}": f"{metrics['device_peak_gbps']:.0f}"}
         for key, value in params.items():
             if key in self._peaks_logged:
                 continue
