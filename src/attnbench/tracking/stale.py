@@ -61,3 +61,15 @@ def close_stale_runs(client, experiment_id: str) -> int:
         client.set_terminated(run.info.run_id, "KILLED")
         closed += 1
     return closed
+
+
+def close_running_children(client, experiment_id: str, parent_id: str, reason: str) -> int:
+    """Close a stopped sweep's child runs still RUNNING as KILLED, with the reason. Under a parallel launcher
+    they belong to worker processes, which are killed with the sweep before they can close them."""
+    runs = client.search_runs([experiment_id], max_results=1000,
+                              filter_string=f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent_id}'")
+    for run in runs:
+        client.set_tag(run.info.run_id, "status", "interrupted")
+        client.set_tag(run.info.run_id, "reason", reason)
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(runs)

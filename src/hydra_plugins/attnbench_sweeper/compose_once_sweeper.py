@@ -15,6 +15,7 @@ conf/config.yaml with `override hydra/sweeper: compose_once`.
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module before it is in sys.modules,
 # where dataclasses look string annotations up.
+import shutil
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -31,6 +32,9 @@ from omegaconf import DictConfig
 
 from attnbench.progress import set_sweep_size
 from attnbench.strict import renamed_option_problem, unknown_key_problem
+
+
+SLURM_LAUNCHERS = ("slurm", "submitit_slurm")
 
 
 class ComposedOnceConfigLoader(ConfigLoader):
@@ -99,6 +103,11 @@ class ComposeOnceSweeper(BasicSweeper):
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         assert self.hydra_context is not None and self.config is not None and self.overrides is not None
+        launcher = self.config.hydra.runtime.choices.get("hydra/launcher")
+        if launcher in SLURM_LAUNCHERS and not shutil.which("sbatch"):
+            raise ConfigCompositionException(
+                f"hydra/launcher={launcher}: Slurm's sbatch is not on this machine's PATH; submit from a cluster's "
+                "login node, or choose hydra/launcher=basic (one job after another), gpus or cpu_pool")
         # Every batch of the sweep is known by now: each job's progress line says "job i of N".
         set_sweep_size(self.config.hydra.sweep.dir, sum(len(jobs) for jobs in self.overrides))
         # Other launchers compose in their workers: holding configs for them would only cost memory.
