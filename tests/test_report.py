@@ -139,9 +139,9 @@ def test_the_ui_view_shows_the_sweeps_jobs_with_the_columns_that_answer(sweep, c
     code, out, err = _cli(capsys, store, "url", "--base", "http://ui:5000")
     experiment = parent.info.experiment_id
     assert code == 0, err
-    assert f"http://ui:5000/#/experiments/{experiment}/runs/{parent.info.run_id}" in out
-    runs_page = f"http://ui:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
-    assert f"{runs_page}&viewStateShareKey=attnbench" in out
+    runs_page = f"http://ui:5000/#/experiments/{experiment}/runs"
+    assert f"{runs_page}/{parent.info.run_id}?workflowType=machine_learning\n" in out  # the "Model training" side
+    assert f"{runs_page}?workflowType=machine_learning&viewStateShareKey=attnbench" in out
     saved = json.loads(client.get_experiment(experiment).tags["mlflow.sharedViewState.attnbench"])
     state = json.loads(saved["state"])
     assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"

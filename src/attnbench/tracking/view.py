@@ -55,10 +55,14 @@ def ui_base(uri: str) -> str:
     return mask(uri).rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
 
 
+# The UI's "Model training" side: MLflow 3 opens an experiment, and a run's page, on its GenAI side otherwise (a run
+# page there is headed "Evaluations", and its breadcrumb leads to the GenAI evaluations instead of the runs table).
+TRAINING_SIDE = "workflowType=machine_learning"
+
+
 def runs_url(base: str, experiment_id: str) -> str:
-    # workflowType: the UI's "Model training" side (MLflow 3 opens an experiment on its GenAI side otherwise)
-    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_ID}"
+    return f"{base}/#/experiments/{experiment_id}/runs?{TRAINING_SIDE}&viewStateShareKey={VIEW_ID}"
 
 
 def run_url(base: str, experiment_id: str, run_id: str) -> str:
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_SIDE}"

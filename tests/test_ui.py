@@ -1,0 +1,198 @@
+"""The MLflow UI in a real browser: what `attnbench url` links to shows the sweep's answer.
+
+A tiny CPU sweep (math and naive are `ok`, efficient is `unsupported` on a CPU) goes into a throw-away store,
+`mlflow server` serves it on a free loopback port, and headless Chromium (Debian's `chromium`, driven by
+Playwright) opens the two links `attnbench url` prints: the parent run's page and the saved view of its jobs.
+Screenshots are written to the test's folder, and copied to $ATTNBENCH_SCREENSHOTS when it is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from attnbench import cli
+from conftest import run_script, tracked_runs, wait_until
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:
+    sync_playwright = None
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sync_playwright is None, reason="needs Playwright (pip install -e '.[dev]')"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install "
+                                                     "chromium); Playwright's own browsers are never downloaded"),
+]
+
+# ≥ 5 samples a job, so the report can name a winner; milliseconds per job on any CPU.
+SWEEP = ["backend=math,naive,efficient", "shape=tiny", "device=cpu", "timing.min_reps=10", "timing.max_reps=10",
+         "timing.min_time_s=0", "timing.warmup_s=0"]
+WAIT_MS = 60_000  # MLflow's React UI takes seconds to render on a loaded 2-core machine; a hang still fails
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# MLflow 3.17 opens its assistant panel on a first visit, taking a third of a 1280-pixel window (the parent's
+# description then falls below the fold). Start as a user who has closed it once.
+ASSISTANT_CLOSED = ("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+                    "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ui")
+    store = tmp / "mlruns"
+    store.mkdir()
+    proc = run_script("-m", *SWEEP, store=store, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, (parent,), children = tracked_runs(store)
+    return store, parent, children
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(base: str, server: subprocess.Popen, log: Path) -> bool:
+    assert server.poll() is None, f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}"
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def ui(sweep):
+    """The store served as `make ui` serves it; yields the two links `attnbench url` prints."""
+    store, parent, _ = sweep
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = store.parent / "server.log"
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
+               "--default-artifact-root", str(store / "artifacts")]
+    with log.open("w") as output:
+        # a session of its own: the server runs its workers in child processes, stopped with it as one group
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: _healthy(base, server, log), "mlflow server answers /health", timeout_s=120)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = cli.main(["url", parent.info.run_id, "--uri", f"sqlite:///{store}/mlflow.db", "--base", base])
+        assert code == 0
+        links = re.findall(r": (http://\S+)$", out.getvalue(), re.MULTILINE)
+        assert len(links) == 2, out.getvalue()
+        yield dict(zip(("parent", "jobs"), links))
+    finally:
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})  # a fresh profile for each test
+    context.add_init_script(ASSISTANT_CLOSED)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    context.close()
+
+
+@contextlib.contextmanager
+def screenshot_after(page, path: Path):
+    """Screenshot the page once the block is done, passed or failed: a failure shows what the browser saw."""
+    try:
+        yield
+    finally:
+        page.screenshot(path=path)
+        if os.environ.get("ATTNBENCH_SCREENSHOTS"):
+            keep = Path(os.environ["ATTNBENCH_SCREENSHOTS"])
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, keep / path.name)
+
+
+def test_the_parent_run_page_shows_the_winner_the_statuses_and_the_plot(sweep, ui, page, tmp_path):
+    _, parent, children = sweep
+    note = parent.data.tags["mlflow.note.content"]
+    winner = note.splitlines()[0].strip("*")  # the report's first line: **Winner: math (1.77× over naive)**
+    assert winner.startswith("Winner: ")
+    page.goto(ui["parent"])
+    with screenshot_after(page, tmp_path / "ui-parent-run.png"):
+        expect(page.get_by_text(winner, exact=True)).to_be_in_viewport()  # no scrolling needed
+        expect(page.get_by_test_id("experiment-observatory-link-runs")).to_have_text("Runs")  # not "Evaluations"
+        page.get_by_role("button", name="Expand description").click()  # MLflow shows the description's start
+        expect(page.get_by_text("efficient: unsupported: memory-efficient attention runs on CUDA only")).to_be_visible()
+        expect(page.get_by_text("3 jobs: 2 ok, 1 unsupported")).to_be_visible()  # the footer's count of statuses
+        plots = re.findall(r"get-artifact\?path=([\w.]+)&run_uuid=", note)
+        assert plots, note
+        for plot in plots:
+            image = page.locator(f'img[src*="get-artifact?path={plot}&run_uuid={parent.info.run_id}"]')
+            image.scroll_into_view_if_needed()
+            expect(image).to_be_visible()
+            # served by the tracking server and decoded: a broken link would leave naturalWidth at 0
+            page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=image.element_handle())
+
+
+def _main_colour(css_colour: str) -> str:
+    r, g, b = (int(v) for v in re.findall(r"\d+", css_colour)[:3])
+    return max((r, "red"), (g, "green"), (b, "blue"))[1]
+
+
+def test_the_runs_view_lists_the_jobs_fastest_first_and_marks_the_one_that_is_not_ok(sweep, ui, page, tmp_path):
+    _, _, children = sweep
+    fastest_first = sorted(children, key=lambda c: c.data.metrics.get("median_us", float("inf")))
+    assert [c.data.tags["status"] for c in fastest_first] == ["ok", "ok", "unsupported"]
+    page.goto(ui["jobs"])
+    rows = [page.locator(f'[role="row"][row-id="{child.info.run_id}"]') for child in fastest_first]
+    with screenshot_after(page, tmp_path / "ui-runs-table.png"):  # as it opens: names, marks, descriptions
+        expect(page.get_by_text(f"{len(children)} matching runs")).to_be_visible()  # the jobs, not their parent
+        for index, (child, row) in enumerate(zip(fastest_first, rows)):
+            # AG Grid draws a row as a pinned part (name, Created) and a scrolling part, both with the run's id
+            expect(row.first).to_have_attribute("row-index", str(index))
+            expect(row.get_by_role("link", name=child.info.run_name, exact=True)).to_be_visible()
+            description = child.data.tags["mlflow.note.content"]
+            expect(row.locator('[col-id="attributes.`Description`"]')).to_contain_text(description[:40])
+            # The run's status mark has no text: its colour is what tells a FAILED run from a FINISHED one
+            mark = row.locator('[col-id="runDateAndNestInfo"] [role="img"]')
+            expect(mark).to_be_visible()
+            colour = _main_colour(mark.evaluate("icon => getComputedStyle(icon).color"))
+            assert colour == ("green" if child.info.status == "FINISHED" else "red"), (child.info.run_name, colour)
+    with screenshot_after(page, tmp_path / "ui-runs-table-status.png"):
+        for child, row in zip(fastest_first, rows):
+            status = row.locator('[col-id="tags.`status`"]')
+            status.scroll_into_view_if_needed()  # the last column: off to the right in a 1280-pixel window
+            expect(status).to_have_text(child.data.tags["status"])
