@@ -121,9 +121,11 @@ def device_tags(device) -> dict[str, str]:
     tags = {"placement.threads": str(torch.get_num_threads())}
     if device.type != "cuda":
         return tags
-    uuid = f"GPU-{torch.cuda.get_device_properties(device).uuid}"
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"  # as nvidia-smi and CUDA_VISIBLE_DEVICES write it
     index = next((i for i, u in host_gpus() if u == uuid), "unknown")
-    return tags | {"placement.gpu_uuid": uuid, "placement.gpu_index": index}
+    return tags | {"placement.gpu_uuid": uuid, "placement.gpu_index": index,
+                   "placement.cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "(all)")}
 
 
 # --- jobs at the same time ------------------------------------------------------------------------
