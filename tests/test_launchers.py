@@ -150,6 +150,9 @@ def test_gpu_workers_never_share_a_gpu(tmp_path: Path) -> None:
 
 
 def test_jobs_side_by_side_are_counted_at_their_most(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = tmp_path / placement.JOBS_DIR / "not-a-span.json"  # whatever else lands there is passed over
+    other.parent.mkdir(parents=True)
+    other.write_text('{"device_peak_tflops": 700}')
     clock = iter([0.0, 1.0, 2.0, 3.0, 5.0, 10.0]).__next__
     monkeypatch.setattr(placement.time, "time", clock)
     placement.job_started(tmp_path, "a")  # 0 ........ 5

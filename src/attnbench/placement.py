@@ -28,7 +28,8 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "attnbench-gpus"
-JOBS_DIR = ".placement"  # in the sweep folder: one file per job, its host and its start and end times
+JOBS_DIR = ".placement/jobs"  # in the sweep folder: one file per job, its host and its start and end times
+CEILINGS_DIR = ".placement/ceilings"  # in the sweep folder: each GPU's measured ceilings (attnbench.peak)
 WAIT_FOR_GPU_S = 0.5  # a worker with no free GPU (more workers than GPUs) looks again this often
 
 
@@ -147,7 +148,8 @@ def job_ended(sweep_dir: Path, job: str) -> dict[str, str]:
     for other in path.parent.glob("*.json"):
         try:
             span = json.loads(other.read_text())
-        except (OSError, ValueError):  # being replaced this instant; it is counted in its own job's figure
+            span["host"], span["start"], span["end"]  # noqa: B018 - a span, not some other file
+        except (OSError, ValueError, KeyError, TypeError):  # being replaced this instant, or not a span
             continue
         end = mine["end"] if span["end"] is None else min(span["end"], mine["end"])
         start = max(span["start"], mine["start"])

@@ -61,7 +61,7 @@ def run(cfg: DictConfig) -> dict:
                                 tags | place.tags | {"case": case_key(cfg)})
     line = JobLine.of(hydra, compiles=bool(cfg.compile))
     sweep_dir = Path(hydra.sweep.dir if hydra.mode == RunMode.MULTIRUN else hydra.run.dir)
-    placement.job_started(sweep_dir, job)
+    _bookkeeping(placement.job_started, sweep_dir, job)
     try:
         result = _result(cfg, hydra, line, place.threads, sweep_dir)
     except KeyboardInterrupt:  # the sweep is being stopped: this job is saved as interrupted, then it stops
@@ -72,10 +72,19 @@ def run(cfg: DictConfig) -> dict:
     except Exception as e:  # noqa: BLE001 - a bug here must not take the sweep down (Hydra's sweeper would stop)
         log.exception("error: the job's harness failed")
         result = _failure("error", f"{type(e).__name__}: {e}".splitlines()[0], trace=traceback.format_exc())
-    result["tags"] = result["tags"] | placement.job_ended(sweep_dir, job)
+    result["tags"] = result["tags"] | (_bookkeeping(placement.job_ended, sweep_dir, job) or {})
     record = _save(record, job_dir, result)
     line.done(record["status"])
     return record
+
+
+def _bookkeeping(step, *args):
+    """Counting the jobs side by side (attnbench.placement): a failure costs that tag, never the job's result."""
+    try:
+        return step(*args)
+    except Exception:  # noqa: BLE001
+        log.warning("could not count the jobs that ran beside this one", exc_info=True)
+        return None
 
 
 def _save(record: dict, job_dir: Path, result: dict) -> dict:
@@ -150,7 +159,7 @@ def job_in_worker(cfg: DictConfig, setup: dict) -> dict:
     os.chdir(setup["cwd"])
     if setup["threads"]:  # workers side by side share the cores (attnbench.placement)
         torch.set_num_threads(setup["threads"])
-    peak.SAVED_IN = Path(setup["sweep_dir"]) / placement.JOBS_DIR  # one measurement per GPU per sweep
+    peak.SAVED_IN = Path(setup["sweep_dir"]) / placement.CEILINGS_DIR  # one measurement per GPU per sweep
     result = run_job(cfg, on_phase=notify)  # each phase to the sweep process, which shows it
     device = torch.device(result["tags"].get("device", "cpu"))
     result["tags"] = environment(device, Path(setup["repo"])) | placement.device_tags(device) | result["tags"]
