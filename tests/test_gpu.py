@@ -157,3 +157,24 @@ def test_a_launch_bound_module_is_tagged_and_a_kernel_bound_call_is_not(compose_
     kernel_bound = run_job(compose_cfg(*SEED, "backend=flash"))
     assert "launch_bound" not in kernel_bound["tags"]
     assert kernel_bound["metrics"]["kernel_us"] == pytest.approx(kernel_bound["metrics"]["events_median_us"], rel=0.15)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_the_gpus_launcher_gives_each_worker_its_own_gpu(tmp_path, store):
+    import json
+
+    from conftest import run_script
+
+    done = run_script("-m", "hydra/launcher=gpus", "device=cuda", "shape=tiny", *FAST_TIMING, "seed=range(8)",
+                      store=store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "multirun").glob("*/result.json")]
+    assert len(records) == 8 and {r["status"] for r in records} == {"ok"}
+    by_gpu: dict[str, list] = {}
+    for r in records:
+        assert r["tags"]["placement.cuda_visible_devices"] == r["tags"]["placement.gpu_uuid"]  # pinned to it
+        by_gpu.setdefault(r["tags"]["placement.gpu_uuid"], []).append((r["started_ms"], r["ended_ms"]))
+    assert len(by_gpu) > 1  # the jobs were spread over the GPUs
+    for spans in by_gpu.values():  # one job at a time on each GPU
+        spans.sort()
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
