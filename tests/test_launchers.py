@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from attnbench import placement
+from attnbench.tracking.upload import PARENT_FILE
 from conftest import REPO, _command, run_script, tracked_runs, wait_until
 
 TRIVIAL = ["shape=tiny", "device=cpu", "dtype=float32", "timing.warmup_s=0", "timing.min_time_s=0",
@@ -37,11 +38,10 @@ def test_four_workers_record_160_jobs_once_each(tmp_path: Path, store: Path) -> 
     assert max(side_by_side) <= 4 and max(side_by_side) > 1  # in parallel, never more jobs than workers
 
 
-def _running_children(store: Path) -> int:
-    try:
-        _, _, children = tracked_runs(store)
-    except Exception:  # noqa: BLE001 - the store is still being created by the sweep
+def _running_children(store: Path, sweep_dir: Path) -> int:
+    if not (sweep_dir / PARENT_FILE).is_file():  # the sweep is still creating the store: a client here would too
         return 0
+    _, _, children = tracked_runs(store)
     return sum(run.info.status == "RUNNING" for run in children)
 
 
@@ -56,7 +56,7 @@ def test_stopping_a_parallel_sweep_closes_every_run(tmp_path: Path, store: Path,
     sweep = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                              stderr=(tmp_path / "stderr.txt").open("w"), start_new_session=True)
     try:
-        wait_until(lambda: _running_children(store) == 2, "both workers run a job")
+        wait_until(lambda: _running_children(store, tmp_path / "multirun") == 2, "both workers run a job")
         if how == "Ctrl-C":
             os.killpg(sweep.pid, signal.SIGINT)
         else:  # what `timeout` and `docker stop` send: to the sweep process alone
@@ -124,6 +124,7 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatc
 HOLD_A_GPU = """
 import sys, time
 from attnbench import placement
+from attnbench.tracking.upload import PARENT_FILE
 placement.host_gpus = lambda: (("0", "GPU-aaaa"), ("1", "GPU-bbbb"))
 placement.LOCK_DIR = placement.Path(sys.argv[1])
 print(placement._hold_a_gpu()[1], flush=True)

@@ -87,13 +87,15 @@ def place(hydra: DictConfig) -> Placement:
         tags["placement.slurm_job"] = "_".join(filter(None, (os.environ.get("SLURM_ARRAY_JOB_ID"),
                                                              os.environ.get("SLURM_ARRAY_TASK_ID")))) \
             or os.environ["SLURM_JOB_ID"]
+    threads = max(1, usable_cores() // workers)
+    # Inductor compiles with a pool of its own, one process per core by default: each worker takes its share,
+    # so that one job's compilation does not starve the host thread timing another job's launches.
+    compile_threads = {"TORCHINDUCTOR_COMPILE_THREADS": str(threads)}
     if launcher == "gpus" and visible_gpus():
         index, uuid = _hold_a_gpu()
-        return Placement({"CUDA_VISIBLE_DEVICES": uuid}, tags | {"placement.slot": index},
-                         max(1, usable_cores() // workers))
+        return Placement({"CUDA_VISIBLE_DEVICES": uuid} | compile_threads, tags | {"placement.slot": index}, threads)
     if launcher == "cpu_pool":
-        threads = max(1, usable_cores() // workers)
-        return Placement({"CUDA_VISIBLE_DEVICES": ""}, tags, threads)
+        return Placement({"CUDA_VISIBLE_DEVICES": ""} | compile_threads, tags, threads)
     return Placement({}, tags)
 
 

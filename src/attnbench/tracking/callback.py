@@ -64,21 +64,24 @@ class MlflowTrackingCallback(Callback):
         self._uri: str | None = None
         self._experiment_id: str | None = None
         self._parent_id: str | None = None
+        self._parent_dir: Path | None = None  # the sweep folder whose parent run this is
+        self._exit_hook = False
         self._sweep_open = False  # the parent run is open: closed by on_multirun_end, else at exit
         self._runs: dict[str, str] = {}  # job → its open run; a threaded launcher shares this instance
         self._peaks_logged: set[str] = set()
         self._failed = False  # tracking failed once: the rest of the sweep is only saved locally
         self._folder: Path | None = None  # what `attnbench sync` would upload
 
-    def __getstate__(self) -> dict:
-        # A copy sent to another process (joblib, submitit workers) starts afresh: it joins the sweep through
-        # the parent file and, at its exit, closes only the runs it opened.
-        return MlflowTrackingCallback().__dict__
+    def __reduce__(self):
+        # A copy sent to another process (a joblib or submitit worker, with every job) is that process's one
+        # instance: it connects to the store once, joins the sweep through the parent file, and at its exit
+        # closes only the runs it opened.
+        return _this_process_callback, ()
 
     # --- store ------------------------------------------------------------------------------
     def _open(self, config: DictConfig, experiment_id: str | None = None) -> None:
         """Connect, or stop the command with one line if the store cannot be used."""
-        if self._client is not None:
+        if self._client is not None and self._uri == tracking_uri(config):
             return
         self._uri = tracking_uri(config)
         try:
@@ -89,7 +92,9 @@ class MlflowTrackingCallback(Callback):
                 resume.remember_done(_done_cases(client, self._experiment_id))
         except Exception as e:  # noqa: BLE001 - a store that answers but fails is refused the same way
             self._refuse(e)
-        atexit.register(self._close_open_runs_at_exit)
+        if not self._exit_hook:
+            atexit.register(self._close_open_runs_at_exit)
+            self._exit_hook = True
         log.info("Tracking to %s, experiment %s%s", mask(self._uri), self._experiment_id,
                  f"; closed {closed} runs whose process is gone" if closed else "")
 
@@ -115,7 +120,7 @@ class MlflowTrackingCallback(Callback):
         self._open(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = self._folder = Path(config.hydra.sweep.dir).resolve()
+        sweep_dir = self._folder = self._parent_dir = Path(config.hydra.sweep.dir).resolve()
         self._open(config)
         try:
             self._parent_id = (config.resume and self._reopen_parent(resume.sweep_key(config), sweep_dir)) or (
@@ -183,7 +188,7 @@ class MlflowTrackingCallback(Callback):
             return  # a skipped job has no run: its case's run is the one that finished ok
         tags = process_tags()
         if config.hydra.mode == RunMode.MULTIRUN:
-            if self._parent_id is None:  # a worker that did not inherit this instance from the sweep
+            if self._parent_dir != Path(config.hydra.sweep.dir).resolve():  # a worker's first job of this sweep
                 self._adopt_parent(config)
             tags |= {"hydra.job.num": str(config.hydra.job.num), "mlflow.parentRunId": self._parent_id}
         for group, choice in config.hydra.runtime.choices.items():
@@ -288,9 +293,20 @@ class MlflowTrackingCallback(Callback):
 
     def _adopt_parent(self, config: DictConfig) -> None:
         """Join the sweep's parent run, in the store and experiment it was created in."""
-        link = json.loads((Path(config.hydra.sweep.dir).resolve() / PARENT_FILE).read_text())
+        self._parent_dir = Path(config.hydra.sweep.dir).resolve()
+        link = json.loads((self._parent_dir / PARENT_FILE).read_text())
         self._parent_id = link["run_id"]
         self._open(config, experiment_id=link["experiment_id"])
+
+
+_instance: MlflowTrackingCallback | None = None
+
+
+def _this_process_callback() -> MlflowTrackingCallback:
+    global _instance
+    if _instance is None:
+        _instance = MlflowTrackingCallback()
+    return _instance
 
 
 def _done_cases(client, experiment_id: str) -> dict[str, str]:
