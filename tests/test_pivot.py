@@ -74,3 +74,15 @@ def test_plots_are_drawn_for_what_varied(tmp_path):
     no_axis = [_job("math", 512, 100), _job("flash", 512, 10)]
     assert numeric_axis(no_axis) is None
     assert [p.name for p in plot_sweep(no_axis, tmp_path / "bars", "seed")] == ["latency.png"]
+
+
+def test_a_backends_own_field_is_no_variation_unless_it_varies_among_its_jobs():
+    from attnbench.pivot import varied
+
+    flex = _job("flex", 512, 80)
+    flex.params["backend.block_size"] = "128"
+    others = [_job("flash", 512, 90), _job("cudnn", 512, 50)]
+    assert varied([flex, *others]) == ["backend.name"]  # absent elsewhere: not a column of its own
+    other_flex = _job("flex", 512, 70)
+    other_flex.params["backend.block_size"] = "64"
+    assert varied([flex, other_flex, *others]) == ["backend.name", "backend.block_size"]

@@ -59,9 +59,10 @@ class JobRecord:
 
 
 def varied(records: list[JobRecord]) -> list[str]:
-    """Param keys whose value differs between the records, in first-seen order."""
+    """Param keys whose value differs between the records that have them, in first-seen order. A backend's own
+    field (flex's `backend.block_size`) is absent from other backends' jobs: that alone is no variation."""
     keys = list(dict.fromkeys(k for r in records for k in r.params))
-    return [k for k in keys if len({r.params.get(k) for r in records}) > 1]
+    return [k for k in keys if len({r.params[k] for r in records if k in r.params}) > 1]
 
 
 def problem_keys(records: list[JobRecord]) -> list[str]:

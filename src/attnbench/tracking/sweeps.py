@@ -8,8 +8,11 @@ reported or compared from any machine that reaches the store, without its sweep 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
+
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from attnbench.credentials import mask, real_uri
 from attnbench.pivot import JobRecord
@@ -136,6 +139,8 @@ def records(client, runs: list) -> list[JobRecord]:
 
 
 def _samples(client, run, scratch: Path) -> dict[str, list[float]]:
+    # One small file per job: MLflow's progress bar for each would fill the end of every sweep's output.
+    os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     for name in (SAMPLES_FILE, RESULT_FILE):  # result.json: runs recorded before samples.json existed
         if name in names:
