@@ -86,3 +86,17 @@ def test_a_backends_own_field_is_no_variation_unless_it_varies_among_its_jobs():
     other_flex = _job("flex", 512, 70)
     other_flex.params["backend.block_size"] = "64"
     assert varied([flex, other_flex, *others]) == ["backend.name", "backend.block_size"]
+
+
+def test_a_launch_bound_problem_is_compared_by_wall_time_with_the_kernels_beside_it():
+    # Events say compiled is faster, but they time the host's gaps; per call in a Python loop it is slower.
+    eager, compiled = _job("default", 128, 100, seed=1), _job("default", 128, 80, compile=True, seed=2)
+    for job, wall in ((eager, 110.0), (compiled, 130.0)):
+        job.tags["launch_bound"] = "events far above the kernels: launch-bound events"
+        job.samples["wall"] = [wall + 0.01 * i for i in range(-50, 51)]
+        job.metrics |= {"wall_median_us": wall, "kernel_us": 27.0}
+    problems = summarise([eager, compiled])
+    assert problems[0].winner == "default (1.18× over default+compile)"
+    text = markdown(problems, "csa")
+    assert "launch-bound, so compared by wall time per call" in text
+    assert "default 27 µs, default+compile 27 µs" in text

@@ -67,6 +67,8 @@ def jobs_table(jobs: list[JobRecord], title: str) -> RenderableType:
                              ("speedup", lambda j: speedups.get(id(j), ""))]
     if any(j.metrics.get("wall_median_us") not in (None, j.median_us) for j in ok):  # not the headline itself
         numbers.insert(1, ("wall", lambda j: format_time(j.metrics.get("wall_median_us"))))
+    if any(j.basis == "wall" and "kernel_us" in j.metrics for j in ok):  # launch-bound: the GPU's own share
+        numbers.insert(1, ("kernels", lambda j: format_time(j.metrics.get("kernel_us"))))
     if any("tflops" in j.metrics for j in ok):
         numbers.append(("TFLOP/s", lambda j: format_tflops(j.metrics.get("tflops"))))
     if any("peak_mem_mib" in j.metrics for j in ok):
@@ -121,6 +123,9 @@ def caption(jobs: list[JobRecord]) -> str:
         lines.append(f"median: {HEADLINES.get(headline, headline) if headline else 'each job’s timing.headline'} "
                      "per call · speedup: against the slowest job of its problem, ~ where the two are the same "
                      "within noise")
+    if any(j.ok and j.basis == "wall" for j in jobs):
+        lines.append("launch-bound problems (the GPU idles between launches, and CUDA events would time the host's "
+                     "gaps): median is the wall time per call in a Python loop, kernels the GPU's time in kernels")
     return "\n".join(lines)
 
 
