@@ -4,7 +4,9 @@ SQLite and on PostgreSQL, and each job costs the store as few calls as MLflow al
 from __future__ import annotations
 
 import collections
+import importlib.util
 import re
+import socket
 
 import pytest
 import requests
@@ -13,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from attnbench import cli, results
 from attnbench.tracking import sweeps
+from attnbench.tracking.serve import problem
 from attnbench.tracking.upload import (
     MAX_METRICS_PER_BATCH,
     MAX_TAGS_PER_BATCH,
@@ -22,7 +25,7 @@ from attnbench.tracking.upload import (
     start_run,
 )
 from conftest import run_script
-from servers import mlflow_server, postgres
+from servers import free_port, mlflow_server, postgres
 
 # As benchmarks/overhead.py: one timed call each, so that the sweep's time is the harness's.
 TRIVIAL = ["shape=tiny", "device=cpu", "dtype=float32", "timing.warmup_s=0", "timing.min_time_s=0",
@@ -146,3 +149,17 @@ def test_batches_keep_within_mlflow_limits_with_the_status_last():
     assert calls[-1][2][-1].key == "status" and sum(t.key == "status" for _, _, ts in calls for t in ts) == 1
     assert sum(map(len, (x for call in calls for x in call))) == len(params) + len(metrics) + len(tags) + 1
     assert len(batches(params[:40], metrics[:30], tags[:30], RunTag("status", "ok"))) == 1
+
+
+def test_make_server_refuses_in_one_line_what_mlflow_could_not_serve(tmp_path):
+    fine = f"sqlite:///{tmp_path}/mlflow.db"
+    assert problem(fine, free_port()) is None
+    assert "is not a database URL" in problem("nonsense", free_port())
+    if importlib.util.find_spec("MySQLdb") is None:  # MySQL's driver, which attnbench does not install
+        assert "needs the database driver 'MySQLdb'" in problem("mysql://bob:pw@127.0.0.1/x", free_port())
+    refused = problem(f"postgresql://bob:s3cret@127.0.0.1:{free_port()}/x", free_port())
+    assert "cannot be opened" in refused and "s3cret" not in refused and "\n" not in refused
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        assert f"make server PORT={port + 1}" in problem(fine, port)
