@@ -9,8 +9,8 @@ throw-away MLflow store, and reports (wall time − time inside the jobs) / N fo
 `job_s` metric (everything the task function does: validation, build, check, profiling, timing). The server
 runs on the same cores as the sweep, so its own work counts as overhead too.
 
-    python benchmarks/overhead.py                 # 50 jobs each way (~10 minutes on 2 cores)
-    python benchmarks/overhead.py --no-separate   # sweeps only (~5 minutes)
+    python benchmarks/overhead.py                 # 50 jobs each way (~9 minutes on 2 cores)
+    python benchmarks/overhead.py --no-separate   # sweeps only (~6 minutes)
 """
 
 from __future__ import annotations
