@@ -55,6 +55,8 @@ def _as_cluster_owner() -> list[str]:
         pwd.getpwnam("postgres")
     except KeyError:
         pytest.skip("PostgreSQL refuses to run as root and there is no `postgres` user to run it as")
+    if shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL refuses to run as root and `runuser` (util-linux) is not there to run it as `postgres`")
     return ["runuser", "-u", "postgres", "--"]
 
 
@@ -67,7 +69,7 @@ def postgres() -> Iterator[str]:
     if bindir is None:
         pytest.skip("PostgreSQL's server is not installed (Debian: `apt-get install postgresql`, which .ci/run does)")
     if not has_driver("postgresql://"):
-        pytest.skip("the PostgreSQL driver SQLAlchemy uses for postgresql:// is not installed: `pip install -e .[server]`")
+        pytest.skip("the PostgreSQL driver (SQLAlchemy's for postgresql://) is not installed: `pip install -e .[server]`")
     prefix = _as_cluster_owner()
     folder = Path(tempfile.mkdtemp(prefix="attnbench-pg-"))
     if prefix:
