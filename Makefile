@@ -10,8 +10,13 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 VENV_FLAGS ?=
 STORE := $(CURDIR)/mlruns
+# `make server`: its port, and its database (SQLite in mlruns/server/ by default, a store of its own: README,
+# "Shared tracking server", says why; or DB=postgresql://user@host:port/database).
+PORT ?= 5000
+SERVER_STORE := $(STORE)/server
+DB ?= sqlite:///$(SERVER_STORE)/mlflow.db
 
-.PHONY: help install run single seed-sdpa seed-csa sync report test ui clean gpu-wheels
+.PHONY: help install run single seed-sdpa seed-csa sync report test ui server clean gpu-wheels
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,server]"
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install attnbench with its dependencies
@@ -51,6 +56,14 @@ ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000, after
 	-$(BIN)/attnbench url --uri sqlite:///$(STORE)/mlflow.db --base http://127.0.0.1:5000
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 	  --backend-store-uri sqlite:///$(STORE)/mlflow.db --default-artifact-root $(STORE)/artifacts
+
+# Artifacts are uploaded through the server (--serve-artifacts), so a client needs nothing but its URL. The DB is
+# not echoed: it may hold a password (the check prints it masked).
+server: install ## a shared MLflow tracking server on 127.0.0.1:PORT (5000) [DB=postgresql://user@host/db]
+	@mkdir -p $(SERVER_STORE)/artifacts
+	@$(BIN)/python -m attnbench.tracking.serve '$(DB)' $(PORT) $(SERVER_STORE)/artifacts
+	@MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec $(BIN)/mlflow server --host 127.0.0.1 --port $(PORT) --workers 1 \
+	  --backend-store-uri '$(DB)' --serve-artifacts --artifacts-destination $(SERVER_STORE)/artifacts
 
 # The offline GPU host's Python; its torch, numpy and rich are expected to be there already.
 GPU_PYTHON_VERSION ?= 3.12

@@ -1,19 +1,22 @@
 """What the harness costs per job: Hydra composition, MLflow logging and environment capture.
 
 Runs the same N trivial jobs (tiny shape, CPU, one timed sample) as one `python run.py -m` sweep in one
-process — into a store that exists (every sweep after a user's first), into a fresh store (the first), and with
-Hydra's basic sweeper instead of attnbench's compose-once sweeper — and as N separate `python run.py`
-processes, each against a throw-away MLflow store, and reports (wall time − time inside the jobs) / N for each.
-Time inside a job is its `job_s` metric (everything the task function does: validation, build, check,
-profiling, timing).
+process — into a store that exists (every sweep after a user's first), into a fresh store (the first), with
+Hydra's basic sweeper instead of attnbench's compose-once sweeper, and through a tracking server (`make server`:
+`mlflow server` on loopback, one worker, artifacts uploaded through it; on SQLite, and on PostgreSQL where
+Debian's server and the driver are installed) — and as N separate `python run.py` processes, each against a
+throw-away MLflow store, and reports (wall time − time inside the jobs) / N for each. Time inside a job is its
+`job_s` metric (everything the task function does: validation, build, check, profiling, timing). The server
+runs on the same cores as the sweep, so its own work counts as overhead too.
 
-    python benchmarks/overhead.py                 # 50 jobs each way (~8 minutes on 2 cores)
-    python benchmarks/overhead.py --no-separate   # sweeps only (~3 minutes)
+    python benchmarks/overhead.py                 # 50 jobs each way (~9 minutes on 2 cores)
+    python benchmarks/overhead.py --no-separate   # sweeps only (~6 minutes)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tests' throw-away servers (tests/servers.py)
 TRIVIAL = ["shape=tiny", "device=cpu", "dtype=float32", "timing.warmup_s=0", "timing.min_time_s=0",
            "timing.min_reps=1", "timing.max_reps=1"]
 
@@ -46,10 +50,23 @@ def _runs(uri: str) -> dict[str, float]:
     return {r.info.run_id: r.data.metrics["job_s"] for r in runs if "status" in r.data.tags}
 
 
-def measure(jobs: int, separate: bool = False, fresh_store: bool = False, extra: tuple[str, ...] = ()) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
+@contextlib.contextmanager
+def store(workdir: Path, server: str | None):
+    """The tracking URI a case sends its sweep to: a SQLite file, or a server on a SQLite file or PostgreSQL."""
+    from servers import mlflow_server, postgres
+
+    if server is None:
+        yield f"sqlite:///{workdir}/mlflow.db"
+        return
+    with postgres() if server == "postgresql" else contextlib.nullcontext(f"sqlite:///{workdir}/server.db") as db:
+        with mlflow_server(db, workdir / "artifacts") as url:
+            yield url
+
+
+def measure(jobs: int, separate: bool = False, fresh_store: bool = False, extra: tuple[str, ...] = (),
+            server: str | None = None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp, store(Path(tmp), server) as uri:
         workdir = Path(tmp)
-        uri = f"sqlite:///{workdir}/mlflow.db"
         env = os.environ | {"MLFLOW_TRACKING_URI": uri}
         if not fresh_store:  # the usual case: the store and experiment exist since the first sweep
             _run([*TRIVIAL, *extra], env, workdir)
@@ -71,20 +88,28 @@ def median_of(repeats: int, **case) -> dict:
 
 
 def main() -> None:
+    import pytest
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--small", type=int, default=10, help="a second, smaller sweep: fixed vs per-job cost")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each sweep; the median is shown")
     parser.add_argument("--no-separate", action="store_true", help="skip the N separate processes (slow)")
     args = parser.parse_args()
-    n, reps = args.jobs, args.repeats
-    measure(args.small)  # warms the OS file cache: the first case must not pay for it alone
+    n, reps, small = args.jobs, args.repeats, args.small
+    measure(small)  # warms the OS file cache: the first case must not pay for it alone
     rows = {
         f"one sweep of {n}, existing store": median_of(reps, jobs=n),
-        f"one sweep of {args.small}, existing store": median_of(reps, jobs=args.small),
+        f"one sweep of {small}, existing store": median_of(reps, jobs=small),
         f"one sweep of {n}, fresh store": median_of(reps, jobs=n, fresh_store=True),
         f"one sweep of {n}, Hydra's basic sweeper": median_of(reps, jobs=n, extra=("hydra/sweeper=basic",)),
+        f"one sweep of {n}, server on SQLite": median_of(reps, jobs=n, server="sqlite"),
+        f"one sweep of {small}, server on SQLite": median_of(reps, jobs=small, server="sqlite"),
     }
+    try:
+        rows[f"one sweep of {n}, server on PostgreSQL"] = median_of(reps, jobs=n, server="postgresql")
+    except pytest.skip.Exception as e:  # the helper's skip: no PostgreSQL server or driver on this machine
+        print(f"no PostgreSQL case: {e}", file=sys.stderr)
     if not args.no_separate:
         rows[f"{n} separate processes"] = measure(n, separate=True)
     print(f"{n} trivial jobs on {os.cpu_count()} CPUs; sweeps: the median of {reps} runs")
@@ -92,10 +117,11 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:42} {r['wall_s']:8.1f} {r['in_jobs_s']:10.2f} {r['overhead_per_job_s']:15.3f}")
     # Two sweep sizes separate the once-per-sweep cost (start-up, the store) from the cost of each job.
-    big, small = (rows[f"one sweep of {k}, existing store"] for k in (n, args.small))
-    marginal = ((big["wall_s"] - big["in_jobs_s"]) - (small["wall_s"] - small["in_jobs_s"])) / (n - args.small)
-    fixed = (big["wall_s"] - big["in_jobs_s"]) - marginal * n
-    print(f"sweep overhead, existing store = {fixed:.1f} s once (start-up) + {marginal:.3f} s per job")
+    for where in ("existing store", "server on SQLite"):
+        big, little = (rows[f"one sweep of {k}, {where}"] for k in (n, small))
+        marginal = ((big["wall_s"] - big["in_jobs_s"]) - (little["wall_s"] - little["in_jobs_s"])) / (n - small)
+        fixed = (big["wall_s"] - big["in_jobs_s"]) - marginal * n
+        print(f"sweep overhead, {where} = {fixed:.1f} s once (start-up) + {marginal:.3f} s per job")
 
 
 if __name__ == "__main__":

@@ -3,18 +3,14 @@ URI are never shown or recorded."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from attnbench.credentials import hide_in_arguments, mask, real_uri
 from attnbench.safety import UnsafeExperiment, load_experiment
-from conftest import FAST_TIMING, FIXTURES, REPO, run_script, wait_until
+from conftest import FAST_TIMING, FIXTURES, REPO, run_script
+from servers import mlflow_server
 
 HOSTILE = FIXTURES / "experiments"
 TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
@@ -101,36 +97,13 @@ def test_credentials_are_masked_and_kept_for_connecting():
     assert mask("sqlite:////tmp/a@b/mlflow.db") == "sqlite:////tmp/a@b/mlflow.db"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def tracking_server(tmp_path):
     """A real MLflow server on a free port, its store and artifacts under tmp_path/server."""
-    port, folder = _free_port(), tmp_path / "server"
+    folder = tmp_path / "server"
     folder.mkdir()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--default-artifact-root", str(folder / "artifacts")],
-        env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_until(lambda: _answers(port) or server.poll() is not None, "the MLflow server answers", 120)
-    yield port, folder
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=60)
-
-
-def _answers(port: int) -> bool:
-    import urllib.request
-
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
-    except OSError:
-        return False
+    with mlflow_server(f"sqlite:///{folder}/mlflow.db", folder / "artifacts") as url:
+        yield int(url.rsplit(":", 1)[1]), folder
 
 
 @pytest.mark.slow

@@ -60,6 +60,7 @@ def test_a_stop_signal_while_a_job_is_recorded_leaves_its_run_to_the_exit_hook(s
     run = callback._client.get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["status"] == "interrupted" and "SIGTERM" in run.data.tags["reason"]
+    assert run.data.params["shape.seq_len"] == str(cfg.shape.seq_len)  # its params, which come with its end
     assert callback._runs == {}  # closed once: a second exit hook has nothing to do
 
 

@@ -133,8 +133,8 @@ def _upload(client, experiment_id: str, parent_id: str | None, record: dict) -> 
     tags = process_tags() | {k: v for k, v in record["tags"].items() if k.startswith("choice.")}
     if parent_id:
         tags |= {"mlflow.parentRunId": parent_id, "hydra.job.num": record["job"]}
-    run_id = start_run(client, experiment_id, record["name"], record["params"], tags, start_ms=record["started_ms"])
-    finish_job_run(client, run_id, record)
+    run_id = start_run(client, experiment_id, record["name"], {}, tags, start_ms=record["started_ms"])
+    finish_job_run(client, run_id, record)  # the params too, with the metrics and tags
     write_link(link, run_id, experiment_id, client.tracking_uri)
     return True
 

@@ -22,6 +22,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from mlflow.entities import RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from attnbench import outcome, results, resume
@@ -34,9 +35,11 @@ from attnbench.tracking.store import artifact_location, job_params, tracking_uri
 from attnbench.tracking.upload import (
     PARENT_FILE,
     RUN_FILE,
+    batches,
     finish_job_run,
     finish_parent,
     mark_unrecorded,
+    param_list,
     start_parent,
     start_run,
     write_link,
@@ -68,6 +71,7 @@ class MlflowTrackingCallback(Callback):
         self._exit_hook = False
         self._sweep_open = False  # the parent run is open: closed by on_multirun_end, else at exit
         self._runs: dict[str, str] = {}  # job → its open run; a threaded launcher shares this instance
+        self._params: dict[str, dict[str, str]] = {}  # job → its params, logged when it ends (or at exit)
         self._peaks_logged: set[str] = set()
         self._failed = False  # tracking failed once: the rest of the sweep is only saved locally
         self._folder: Path | None = None  # what `attnbench sync` would upload
@@ -194,12 +198,13 @@ class MlflowTrackingCallback(Callback):
         for group, choice in config.hydra.runtime.choices.items():
             if not group.startswith("hydra/") and choice is not None:
                 tags[f"choice.{group}"] = str(choice)
-        try:
-            run_id = start_run(self._client, self._experiment_id, results.run_name(config), job_params(config), tags)
+        try:  # the params come with the job's results, in the same call as its metrics and tags
+            run_id = start_run(self._client, self._experiment_id, results.run_name(config), {}, tags)
         except Exception as e:  # noqa: BLE001
             self._tracking_failed(f"could not create the run of job {_job_key(config)}", e)
             return
         self._runs[_job_key(config)] = run_id
+        self._params[_job_key(config)] = job_params(config)
         write_link(_job_dir(config) / RUN_FILE, run_id, self._experiment_id, self._uri)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -221,6 +226,7 @@ class MlflowTrackingCallback(Callback):
             except Exception:  # noqa: BLE001 - left RUNNING: the next sweep closes it as KILLED
                 pass
         del self._runs[key]  # not on Ctrl-C: the exit hook closes that run
+        self._params.pop(key, None)
 
     # --- runs left open at exit -------------------------------------------------------------
     def _close_open_runs_at_exit(self) -> None:
@@ -241,8 +247,10 @@ class MlflowTrackingCallback(Callback):
         signal = outcome.interrupted_by()
         try:
             for key, run_id in list(self._runs.items()):
-                self._client.set_tag(run_id, "reason", INTERRUPTED_JOB.format(signal=signal or "a crash"))
-                self._client.set_tag(run_id, "status", "interrupted")
+                reason = RunTag("reason", INTERRUPTED_JOB.format(signal=signal or "a crash"))
+                for params, _, tags in batches(param_list(self._params.get(key, {})), [], [reason],
+                                               RunTag("status", "interrupted")):
+                    self._client.log_batch(run_id, params=params, tags=tags)
                 self._client.set_terminated(run_id, "KILLED")
                 del self._runs[key]
             if self._sweep_open:  # this process runs the sweep: the jobs that other processes ran stop with it

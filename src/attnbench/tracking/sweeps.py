@@ -139,13 +139,22 @@ def records(client, runs: list) -> list[JobRecord]:
 
 
 def _samples(client, run, scratch: Path) -> dict[str, list[float]]:
+    """The run's raw samples, fetched by name from its artifact location: against a server, two calls (the file's
+    listing and the file), where the client's own download looks the run up three times first."""
+    from mlflow.artifacts import download_artifacts, list_artifacts
+
     # One small file per job: MLflow's progress bar for each would fill the end of every sweep's output.
     os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")
-    names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    for name in (SAMPLES_FILE, RESULT_FILE):  # result.json: runs recorded before samples.json existed
-        if name in names:
-            where = scratch / run.info.run_id
-            where.mkdir(exist_ok=True)
-            path = client.download_artifacts(run.info.run_id, name, str(where))
-            return json.loads(Path(path).read_text())["samples"]
-    return {}
+    root, where = run.info.artifact_uri.rstrip("/"), str(scratch / run.info.run_id)
+
+    def fetch(name: str) -> dict[str, list[float]]:
+        path = download_artifacts(artifact_uri=f"{root}/{name}", dst_path=where, tracking_uri=client.tracking_uri)
+        return json.loads(Path(path).read_text())["samples"]
+
+    try:
+        return fetch(SAMPLES_FILE)
+    except Exception:  # noqa: BLE001 - each store says "not there" its own way: the listing tells
+        names = {a.path for a in list_artifacts(artifact_uri=root, tracking_uri=client.tracking_uri)}
+        if SAMPLES_FILE in names:
+            raise
+    return fetch(RESULT_FILE) if RESULT_FILE in names else {}  # runs recorded before samples.json existed

@@ -30,18 +30,22 @@ RESULT_ID = "attnbench.result_id"  # the result a run holds: `attnbench sync` up
 COMMAND = "attnbench.command"  # on a parent: the command that ran the sweep (`attnbench compare --rerun`)
 SAMPLES_FILE = "samples.json"  # a job's raw samples: the report and `attnbench compare` judge noise from them
 MAX_TAGS_PER_BATCH = 100  # MLflow's limit; a batch holds at most 1000 entities
-MAX_METRICS_PER_BATCH = 900
+MAX_METRICS_PER_BATCH = 1000 - MAX_PARAMS_PER_BATCH - MAX_TAGS_PER_BATCH
 
 
 def start_run(client, experiment_id: str, name: str, params: dict[str, str], tags: dict[str, str],
               start_ms: int | None = None) -> str:
-    """A RUNNING run with its name, tags and params."""
+    """A RUNNING run with its name and tags (one call), and its params if any are given (a job's params come with
+    its results instead, in finish_job_run: one call fewer per job)."""
     run = client.create_run(experiment_id, start_time=start_ms, run_name=mask(name),
                             tags={safe_name(k): mask(str(v))[:MAX_TAG_VALUE] for k, v in tags.items()})
-    items = [Param(safe_name(k), mask(str(v))) for k, v in params.items()]
-    for batch in chunks(items, MAX_PARAMS_PER_BATCH):
+    for batch in chunks(param_list(params), MAX_PARAMS_PER_BATCH):
         client.log_batch(run.info.run_id, params=batch)
     return run.info.run_id
+
+
+def param_list(params: dict[str, str]) -> list[Param]:
+    return [Param(safe_name(k), mask(str(v))) for k, v in params.items()]
 
 
 def start_parent(client, experiment_id: str, master: DictConfig, title: str, sweep_dir: Path) -> str:
@@ -62,7 +66,8 @@ def write_link(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
 
 
 def finish_job_run(client, run_id: str, record: dict) -> None:
-    """Metrics, artifacts (the raw samples among them), then tags with the status, then close the run."""
+    """Artifacts (the raw samples among them), then params, metrics and tags in one call where MLflow's limits
+    allow, then close the run: against a server, each call is a round trip and a database commit."""
     when = record.get("ended_ms") or record["started_ms"]
     metrics = [Metric(safe_name(k), float(v), when, 0) for k, v in record["metrics"].items()
                if v is not None and math.isfinite(float(v))]
@@ -79,12 +84,23 @@ def finish_job_run(client, run_id: str, record: dict) -> None:
         client.log_text(run_id, mask(record["traceback"]), "traceback.txt")
     tags = record["tags"] | {"reason": record["reason"], RESULT_ID: record["id"], NOTE: job_description(record)}
     tag_list = [RunTag(safe_name(k), mask(str(v))[:MAX_TAG_VALUE]) for k, v in tags.items()]
-    tag_list.append(RunTag("status", record["status"]))  # last: a run with a status has everything
-    tag_batches = chunks(tag_list, MAX_TAGS_PER_BATCH)
-    for metric_batch, tag_batch in zip_longest(chunks(metrics, MAX_METRICS_PER_BATCH), tag_batches[:-1], fillvalue=[]):
-        client.log_batch(run_id, metrics=metric_batch, tags=tag_batch)
-    client.log_batch(run_id, tags=tag_batches[-1])
+    for params, metric_batch, tag_batch in batches(param_list(record.get("params") or {}), metrics, tag_list,
+                                                   RunTag("status", record["status"])):
+        client.log_batch(run_id, metrics=metric_batch, params=params, tags=tag_batch)
     client.set_terminated(run_id, terminal_status(record["status"]), end_time=when)
+
+
+def batches(params: list, metrics: list, tags: list, last_tag: RunTag) -> list[tuple[list, list, list]]:
+    """log_batch calls within MLflow's limits (100 params, 100 tags, 1000 entities each), last_tag in the last one.
+
+    A run's status tag is its last write: a run with a status has everything. MLflow's SQL store (a server's too)
+    commits a batch's params, then its metrics, then all its tags at once, so the status may share their batch."""
+    calls = list(zip_longest(chunks(params, MAX_PARAMS_PER_BATCH), chunks(metrics, MAX_METRICS_PER_BATCH),
+                             chunks(tags, MAX_TAGS_PER_BATCH), fillvalue=[]))
+    if calls and len(calls[-1][2]) < MAX_TAGS_PER_BATCH:
+        params, metrics, tags = calls.pop()
+        return [*calls, (params, metrics, [*tags, last_tag])]
+    return [*calls, ([], [], [last_tag])]
 
 
 def mark_unrecorded(client, run_id: str, record: dict, error: str) -> None:
