@@ -3,6 +3,7 @@ every run closed when the sweep is stopped, and a Slurm submission as sbatch wou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,15 +15,21 @@ import pytest
 from attnbench import placement
 from attnbench.tracking.upload import PARENT_FILE
 from conftest import REPO, _command, run_script, tracked_runs, wait_until
+from servers import mlflow_server
 
 TRIVIAL = ["shape=tiny", "device=cpu", "dtype=float32", "timing.warmup_s=0", "timing.min_time_s=0",
            "timing.min_reps=1", "timing.max_reps=1"]
 
 
 @pytest.mark.slow
-def test_four_workers_record_160_jobs_once_each(tmp_path: Path, store: Path) -> None:
-    done = run_script("-m", "hydra/launcher=cpu_pool", "hydra.launcher.n_jobs=4", *TRIVIAL, "seed=range(160)",
-                      store=store, cwd=tmp_path)
+@pytest.mark.parametrize("into", ["local store", "tracking server"])
+def test_four_workers_record_160_jobs_once_each(tmp_path: Path, store: Path, into: str) -> None:
+    with contextlib.ExitStack() as stack:
+        uri = f"sqlite:///{store}/mlflow.db"
+        if into == "tracking server":  # the store behind a real `mlflow server`, written to over HTTP only
+            uri = stack.enter_context(mlflow_server(uri, store / "artifacts"))
+        done = run_script("-m", "hydra/launcher=cpu_pool", "hydra.launcher.n_jobs=4", *TRIVIAL, "seed=range(160)",
+                          f"tracking.uri={uri}", store=None, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     _, parents, children = tracked_runs(store)
     assert len(parents) == 1
