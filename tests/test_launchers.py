@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from attnbench import placement
 from attnbench.tracking.upload import PARENT_FILE
@@ -169,3 +170,24 @@ def test_jobs_side_by_side_are_counted_at_their_most(tmp_path: Path, monkeypatch
     assert placement.job_ended(tmp_path, "b") == {"placement.concurrent_jobs": "3"}  # a, b and c at 2..3
     assert placement.job_ended(tmp_path, "a") == {"placement.concurrent_jobs": "3"}
     assert placement.job_ended(tmp_path, "c") == {"placement.concurrent_jobs": "3"}
+
+
+def test_a_gpus_ceilings_are_measured_once_per_sweep_and_read_by_every_later_process(tmp_path, monkeypatch):
+    from attnbench import peak
+
+    measured = []
+
+    def measure(device, dtype):
+        measured.append(device)
+        return {"device_peak_tflops": 700.0}
+
+    monkeypatch.setattr(peak, "_measure_peaks", measure)
+    monkeypatch.setattr(peak.torch.cuda, "get_device_properties", lambda device: type("P", (), {"uuid": "aaaa"}))
+    monkeypatch.setattr(peak, "SAVED_IN", tmp_path / placement.CEILINGS_DIR)
+    gpu = torch.device("cuda", 0)
+    for _ in range(2):  # two job workers of the GPU, one after the other: each a fresh process (no lru_cache)
+        peak.measured_peaks.cache_clear()
+        assert peak.measured_peaks(gpu, torch.float16) == {"device_peak_tflops": 700.0}
+    assert len(measured) == 1
+    assert (tmp_path / placement.CEILINGS_DIR / "ceilings-GPU-aaaa-float16.json").is_file()
+    peak.measured_peaks.cache_clear()
