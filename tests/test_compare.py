@@ -115,3 +115,30 @@ def test_compare_takes_two_runs_or_rerun(planted, capsys):
         cli.main(["compare", before, "--uri", uri])
     assert usage.value.code == 2 and "compare takes two runs (RUN_A RUN_B) or --rerun RUN_ID; got 1 runs" in (
         capsys.readouterr().err)
+
+
+def _launch_bound_sweep(client, experiment_id: str, tmp_path, name: str, events: float, wall: float) -> str:
+    parent = start_run(client, experiment_id, name, {}, {"sweep.key": name})
+    params = {"backend.name": "default", "model.name": "causal_self_attention", "compile": "false"}
+    record = results.new_record("0", "default", tmp_path / name / "0", params, {"case": "module"})
+    samples = {"events": _samples(events, 11), "wall": _samples(wall, 12)}
+    record = results.finish(record, {
+        "status": "ok", "reason": "", "samples": samples,
+        "metrics": {"median_us": statistics.median(samples["events"]), "kernel_us": 27.0,
+                    "wall_median_us": statistics.median(samples["wall"])},
+        "tags": {"timing.headline": "events", "launch_bound": "events far above the kernels: launch-bound"}})
+    run = start_run(client, experiment_id, "default", params, {"mlflow.parentRunId": parent, "hydra.job.num": "0"})
+    finish_job_run(client, run, record)
+    client.set_terminated(parent)
+    return parent
+
+
+def test_a_launch_bound_case_is_compared_by_wall_time_per_call(tmp_path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("attnbench", artifact_location=(tmp_path / "artifacts").as_uri())
+    # B's events look 20% faster (host gaps), but each call in a Python loop is 30% slower.
+    a = _launch_bound_sweep(client, experiment, tmp_path, "a", events=100, wall=110)
+    b = _launch_bound_sweep(client, experiment, tmp_path, "b", events=80, wall=143)
+    (pair,) = compare_runs(client, a, b).pairs
+    assert pair.label.endswith("(wall per call)")
+    assert pair.verdict == "slower" and pair.ratio == pytest.approx(1.3, rel=0.03)

@@ -127,13 +127,20 @@ def summarise(records: list[JobRecord], baseline_backend: str | None = None) -> 
     return [_problem(label, jobs, baseline_backend) for label, jobs in grouped.items()]
 
 
+def compare_by_wall(jobs: list[JobRecord]) -> bool:
+    """Jobs compared with each other, one of them launch-bound: all are compared by wall time per call. The GPU
+    idles between launches, so events time the host's gaps, not the work; what a user pays per call is the wall time
+    in a Python loop (the kernels' time is shown beside it: launch_note)."""
+    if any(j.launch_bound for j in jobs) and all("wall_median_us" in j.metrics for j in jobs):
+        for job in jobs:
+            job.basis = "wall"
+        return True
+    return False
+
+
 def _problem(label: str, jobs: list[JobRecord], baseline_backend: str | None) -> Problem:
     ok = [j for j in jobs if j.ok]
-    if any(j.launch_bound for j in ok) and all("wall_median_us" in j.metrics for j in ok):
-        # The GPU idles between launches: events time the host's gaps, not the work. What a user pays per call
-        # is the wall time in a Python loop; the kernels' time is shown beside it (launch_note).
-        for job in ok:
-            job.basis = "wall"
+    compare_by_wall(ok)
     ok.sort(key=lambda j: j.median_us)
     if baseline_backend is None:
         baseline = ok[-1] if ok else None  # the slowest that ran
