@@ -88,6 +88,16 @@ def tracked_runs(store: Path, experiment: str = "attnbench"):
     return client, parents, children
 
 
+def sweep_into_fresh_store(tmp: Path, *args: str):
+    """`python run.py -m ARGS` into a fresh store under tmp: (store, client, its one parent run, its child runs)."""
+    store = tmp / "mlruns"
+    store.mkdir()
+    proc = run_script("-m", *args, store=store, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, (parent,), children = tracked_runs(store)
+    return store, client, parent, children
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "mlruns"

@@ -103,14 +103,17 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path) -> Iterator[str]:
-    """http://127.0.0.1:PORT of `mlflow server` on this store, as `make server` starts it (one worker, artifacts
-    uploaded through the server into `artifacts`), once its /health answers; its process group is killed after."""
+def mlflow_server(backend_uri: str, artifacts: Path, serve_artifacts: bool = True) -> Iterator[str]:
+    """http://127.0.0.1:PORT of `mlflow server` on this store, once its /health answers; its process group is
+    killed after. As `make server` starts it (one worker, artifacts uploaded through the server into `artifacts`),
+    or with serve_artifacts=False as `make ui` does (a store written directly, its artifacts read where they are)."""
     port, url = free_port(), ""
     log = artifacts.parent / f"mlflow-server-{port}.log"
+    artifact_args = (["--serve-artifacts", "--artifacts-destination", str(artifacts)] if serve_artifacts
+                     else ["--default-artifact-root", str(artifacts)])
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", backend_uri, "--serve-artifacts", "--artifacts-destination", str(artifacts)]
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+               "--backend-store-uri", backend_uri, *artifact_args]
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     with log.open("w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from attnbench import cli
 from attnbench.tracking.describe import job_description, terminal_status
-from conftest import run_script, tracked_runs
+from conftest import run_script, sweep_into_fresh_store, tracked_runs
 
 SWEEP = ["backend=math,naive,efficient", "shape=tiny", "device=cpu", "shape.seq_len=16,32", "timing.min_reps=2",
          "timing.max_reps=2", "timing.min_time_s=0", "timing.warmup_s=0"]
@@ -39,11 +39,7 @@ def test_only_ok_jobs_close_finished_in_mlflow():
 def sweep(tmp_path_factory):
     """One tiny CPU sweep for the whole module: 2 lengths × math, naive (ok) and efficient (unsupported on CPU)."""
     tmp = tmp_path_factory.mktemp("report")
-    store = tmp / "mlruns"
-    store.mkdir()
-    proc = run_script("-m", *SWEEP, store=store, cwd=tmp)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client, (parent,), children = tracked_runs(store)
+    store, client, parent, children = sweep_into_fresh_store(tmp, *SWEEP)
     return tmp, store, client, parent, children
 
 

@@ -13,17 +13,13 @@ import io
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from attnbench import cli
-from conftest import run_script, tracked_runs, wait_until
+from conftest import sweep_into_fresh_store
+from servers import mlflow_server
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -52,46 +48,15 @@ ASSISTANT_CLOSED = ("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirs
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ui")
-    store = tmp / "mlruns"
-    store.mkdir()
-    proc = run_script("-m", *SWEEP, store=store, cwd=tmp)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, (parent,), children = tracked_runs(store)
+    store, _, parent, children = sweep_into_fresh_store(tmp_path_factory.mktemp("ui"), *SWEEP)
     return store, parent, children
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(base: str, server: subprocess.Popen, log: Path) -> bool:
-    assert server.poll() is None, f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}"
-    try:
-        with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def ui(sweep):
     """The store served as `make ui` serves it; yields the two links `attnbench url` prints."""
     store, parent, _ = sweep
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = store.parent / "server.log"
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
-               "--default-artifact-root", str(store / "artifacts")]
-    with log.open("w") as output:
-        # a session of its own: the server runs its workers in child processes, stopped with it as one group
-        server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until(lambda: _healthy(base, server, log), "mlflow server answers /health", timeout_s=120)
+    with mlflow_server(f"sqlite:///{store}/mlflow.db", store / "artifacts", serve_artifacts=False) as base:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             code = cli.main(["url", parent.info.run_id, "--uri", f"sqlite:///{store}/mlflow.db", "--base", base])
@@ -99,18 +64,6 @@ def ui(sweep):
         links = re.findall(r": (http://\S+)$", out.getvalue(), re.MULTILINE)
         assert len(links) == 2, out.getvalue()
         yield dict(zip(("parent", "jobs"), links))
-    finally:
-        _stop(server)
-
-
-def _stop(server: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
 
 
 @pytest.fixture(scope="module")
