@@ -5,13 +5,13 @@ know."""
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from attnbench.config import TimingConfig
+from attnbench.results import write_atomically
 from attnbench.timing import measure
 
 
@@ -60,10 +60,7 @@ def measured_peaks(device: torch.device, dtype: torch.dtype) -> dict[str, float]
             return json.loads(saved.read_text())
     peaks = _measure_peaks(device, dtype)
     if saved is not None:
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        partial = saved.with_name(f".{saved.name}.{os.getpid()}")
-        partial.write_text(json.dumps(peaks))
-        os.replace(partial, saved)  # atomic: another process reads all of it or nothing
+        write_atomically(saved, json.dumps(peaks))
     return peaks
 
 

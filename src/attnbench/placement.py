@@ -27,6 +27,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
+from attnbench.results import write_atomically
+
 LOCK_DIR = Path(tempfile.gettempdir()) / "attnbench-gpus"
 JOBS_DIR = ".placement/jobs"  # in the sweep folder: one file per job, its host and its start and end times
 CEILINGS_DIR = ".placement/ceilings"  # in the sweep folder: each GPU's measured ceilings (attnbench.peak)
@@ -165,8 +167,4 @@ def job_ended(sweep_dir: Path, job: str) -> dict[str, str]:
 
 
 def _write_span(sweep_dir: Path, job: str, span: dict) -> None:
-    folder = Path(sweep_dir) / JOBS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{job}.{os.getpid()}"
-    partial.write_text(json.dumps(span))
-    os.replace(partial, folder / f"{job}.json")  # atomic: a reader sees the old span or the new, never half
+    write_atomically(Path(sweep_dir) / JOBS_DIR / f"{job}.json", json.dumps(span))

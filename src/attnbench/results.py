@@ -66,12 +66,17 @@ def finish(record: dict, result: dict) -> dict:
 
 def write(job_dir: Path, record: dict) -> Path:
     """Write atomically: a crash mid-write leaves the previous file or none, never half a result."""
-    job_dir.mkdir(parents=True, exist_ok=True)
     path = job_dir / RESULT_FILE
-    partial = path.with_name(f".{RESULT_FILE}.{os.getpid()}")
-    partial.write_text(mask(json.dumps(record, indent=1)))
-    os.replace(partial, path)
+    write_atomically(path, mask(json.dumps(record, indent=1)))
     return path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A reader (another process, or anyone after a crash) sees the file's old text or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def read(job_dir: Path) -> dict | None:

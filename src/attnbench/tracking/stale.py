@@ -55,10 +55,7 @@ def close_stale_runs(client, experiment_id: str) -> int:
         tags = run.data.tags
         if not is_gone(tags):
             continue
-        if "status" not in tags:
-            client.set_tag(run.info.run_id, "status", "interrupted")
-        client.set_tag(run.info.run_id, "reason", GONE_REASON.format(pid=tags[PID], host=tags[HOST]))
-        client.set_terminated(run.info.run_id, "KILLED")
+        _kill(client, run, GONE_REASON.format(pid=tags[PID], host=tags[HOST]))
         closed += 1
     return closed
 
@@ -69,7 +66,13 @@ def close_running_children(client, experiment_id: str, parent_id: str, reason: s
     runs = client.search_runs([experiment_id], max_results=1000,
                               filter_string=f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent_id}'")
     for run in runs:
-        client.set_tag(run.info.run_id, "status", "interrupted")
-        client.set_tag(run.info.run_id, "reason", reason)
-        client.set_terminated(run.info.run_id, "KILLED")
+        _kill(client, run, reason)
     return len(runs)
+
+
+def _kill(client, run, reason: str) -> None:
+    """Close a run whose job was stopped: KILLED, with the reason; `interrupted` unless it had its status."""
+    if "status" not in run.data.tags:
+        client.set_tag(run.info.run_id, "status", "interrupted")
+    client.set_tag(run.info.run_id, "reason", reason)
+    client.set_terminated(run.info.run_id, "KILLED")
