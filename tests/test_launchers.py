@@ -113,6 +113,16 @@ def test_slurm_without_slurm_is_refused_in_one_line(tmp_path: Path, store: Path)
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_a_pool_of_no_workers_is_refused_in_one_line(tmp_path: Path, store: Path, workers: str) -> None:
+    done = run_script("-m", "hydra/launcher=cpu_pool", f"hydra.launcher.n_jobs={workers}", *TRIVIAL, "seed=0,1",
+                      store=store, cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"hydra.launcher.n_jobs={workers} is not valid: expected a whole number of worker processes >= 1" \
+        in done.stderr
+    assert "Traceback" not in done.stderr and not list((tmp_path / "multirun").glob("*/result.json"))
+
+
 # --- placement, unit by unit --------------------------------------------------------------------------
 GPUS = (("0", "GPU-aaaa"), ("1", "GPU-bbbb"))
 

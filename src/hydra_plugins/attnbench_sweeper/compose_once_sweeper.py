@@ -108,6 +108,11 @@ class ComposeOnceSweeper(BasicSweeper):
             raise ConfigCompositionException(
                 f"hydra/launcher={launcher}: Slurm's sbatch is not on this machine's PATH; submit from a cluster's "
                 "login node, or choose hydra/launcher=basic (one job after another), gpus or cpu_pool")
+        workers = self.config.hydra.launcher.get("n_jobs")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ConfigCompositionException(
+                f"hydra.launcher.n_jobs={workers!r} is not valid: expected a whole number of worker processes >= 1 "
+                f"(hydra/launcher={launcher})")
         # Every batch of the sweep is known by now: each job's progress line says "job i of N".
         set_sweep_size(self.config.hydra.sweep.dir, sum(len(jobs) for jobs in self.overrides))
         # Other launchers compose in their workers: holding configs for them would only cost memory.
