@@ -23,15 +23,15 @@ from hydra_plugins.attnbench_sweeper.compose_once_sweeper import ComposedOnceCon
 
 
 class CountingLoader(ConfigLoaderImpl):
-    """Hydra's own loader, counting the compositions of job configs."""
+    """Hydra's own loader, counting its compositions of job configs (run mode; the sweep's own is multirun)."""
 
     def __init__(self) -> None:
         super().__init__(config_search_path=create_config_search_path(str(CONF)))
         self.compositions = 0
 
-    def load_sweep_config(self, master_config, sweep_overrides):
-        self.compositions += 1
-        return super().load_sweep_config(master_config, sweep_overrides)
+    def load_configuration(self, config_name, overrides, run_mode, *args, **kwargs):
+        self.compositions += run_mode == RunMode.RUN
+        return super().load_configuration(config_name, overrides, run_mode, *args, **kwargs)
 
 
 @pytest.fixture
@@ -41,42 +41,83 @@ def loaders():
     return inner, ComposedOnceConfigLoader(inner), master
 
 
+def hydra_composes(master, overrides):
+    """The job's config as Hydra composes it, with nothing of attnbench's sweeper in between."""
+    return ConfigLoaderImpl(create_config_search_path(str(CONF))).load_sweep_config(master, list(overrides))
+
+
+# Two choices of config-group options: no group override (jobs 1 and 2), backend=math (job 3).
 BATCH = [["seed=1", "dtype=float32"], ["seed=2", "dtype=bfloat16"], ["seed=3", "backend=math"]]
 
 
-def test_validation_composes_each_job_once_and_the_launcher_gets_that_config(loaders):
+def test_validation_composes_each_choice_of_groups_once_and_the_launcher_gets_hydras_config(loaders):
     inner, loader, master = loaders
     loader.validate(master, BATCH)
     launched = [loader.load_sweep_config(master, list(job)) for job in BATCH]
-    assert inner.compositions == len(BATCH)
+    assert inner.compositions == 2
     for job, config in zip(BATCH, launched):
-        fresh = inner.load_sweep_config(master, list(job))
-        assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(fresh)
+        assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(hydra_composes(master, job))
     assert [c.seed for c in launched] == [1, 2, 3] and launched[1].dtype.value == "bfloat16"
 
 
-def test_a_config_is_handed_out_once_then_composed_afresh(loaders):
-    inner, loader, master = loaders
-    loader.validate(master, BATCH[:1])
-    first = loader.load_sweep_config(master, list(BATCH[0]))
-    second = loader.load_sweep_config(master, list(BATCH[0]))
-    assert inner.compositions == 2 and first is not second
+# Every kind of override a sweep can hold, each job made from a template where it can be: Hydra's composition
+# and the template's must agree to the last field of the hydra node (override lists, dirname, choices).
+SAME_AS_HYDRA = [
+    ["seed=7"],
+    ["tracking.experiment=run_${seed}", "seed=3"],  # an interpolation, kept unresolved as Hydra keeps it
+    ["backend=flex", "backend.block_size=64", "mask=sliding_window", "mask.window=16"],
+    ["experiment=seed_sdpa", "backend=flash", "compile=true"],
+    ["shape={batch: 3}", "seed=2"],  # a dict for a group's key: merged like a value, not an option choice
+    ["+extra_note=hello", "seed=1"],
+    ["++seed=4", "tracking.experiment=x"],
+    ["~resume", "seed=1"],
+    ["shape=tiny", "shape.seq_len=64", "timing.min_reps=3", "model=encoder_layer"],
+    ["compile=true", "compile_mode=max-autotune", "mode=fwd_bwd", "tracking.uri=null"],
+    ["hydra.job.chdir=true", "seed=1"],  # a Hydra override of the job's own: composed by Hydra in full
+]
 
 
-def test_a_bad_job_anywhere_in_the_batch_fails_validation_naming_field_and_value(loaders):
+@pytest.mark.parametrize("overrides", SAME_AS_HYDRA, ids=[" ".join(o) for o in SAME_AS_HYDRA])
+def test_a_config_made_from_a_template_equals_hydras_composition(loaders, overrides):
     inner, loader, master = loaders
-    with pytest.raises(ConfigCompositionException) as err:
+    first, second = (loader.load_sweep_config(master, overrides) for _ in range(2))  # the second: a template copy
+    expected = OmegaConf.to_yaml(hydra_composes(master, overrides))
+    assert OmegaConf.to_yaml(first) == expected and OmegaConf.to_yaml(second) == expected
+    assert first is not second and inner.compositions == 1 + (overrides[0].startswith("hydra."))
+
+
+def test_a_template_copy_is_the_jobs_own(loaders):
+    inner, loader, master = loaders
+    first = loader.load_sweep_config(master, ["seed=1"])
+    first.seed = 99  # the launcher writes into its config (the job's number, its output folder)
+    assert loader.load_sweep_config(master, ["seed=2"]).seed == 2
+    assert loader.load_sweep_config(master, ["timing.min_reps=5"]).seed == 0 and inner.compositions == 1
+
+
+def test_a_bad_value_fails_as_in_hydra_naming_field_and_value(loaders):
+    inner, loader, master = loaders
+    loader.validate(master, [["seed=1"]])  # the template exists: the bad value is applied to a copy of it
+    with pytest.raises(ConfigCompositionException) as ours:
         loader.validate(master, [*BATCH, ["dtype=float8"]])
-    message = str(err.value) + str(err.value.__cause__)
+    with pytest.raises(ConfigCompositionException) as hydras:
+        hydra_composes(master, ["dtype=float8"])
+    message = str(ours.value) + str(ours.value.__cause__)
     assert "dtype" in message and "float8" in message
+    assert message == str(hydras.value) + str(hydras.value.__cause__)
+
+
+def test_templates_serve_one_sweep(loaders):
+    inner, loader, master = loaders
+    loader.load_sweep_config(master, ["seed=1"])
+    ComposedOnceConfigLoader(inner).load_sweep_config(master, ["seed=1"])  # another sweep: its files may differ
+    assert inner.compositions == 2
 
 
 def test_a_new_batch_drops_the_configs_nobody_asked_for(loaders):
     inner, loader, master = loaders
     loader.validate(master, BATCH)
     loader.validate(master, BATCH[:1])
-    loader.load_sweep_config(master, list(BATCH[1]))  # from the first batch: composed again
-    assert inner.compositions == len(BATCH) + 1 + 1
+    assert list(loader._validated) == [loader._key(master, BATCH[0])]
 
 
 def test_a_pickled_loader_travels_without_the_held_configs(loaders):
@@ -84,7 +125,7 @@ def test_a_pickled_loader_travels_without_the_held_configs(loaders):
     loader.validate(master, BATCH)
     shipped = pickle.loads(pickle.dumps(loader))  # what joblib or submitit send to a worker
     assert shipped._validated == {} and len(loader._validated) == len(BATCH)
-    assert shipped.load_sweep_config(master, list(BATCH[0])).seed == 1
+    assert shipped.scope == loader.scope and shipped.load_sweep_config(master, list(BATCH[0])).seed == 1
 
 
 def test_the_project_config_selects_this_sweeper(compose_cfg):
@@ -92,18 +133,44 @@ def test_the_project_config_selects_this_sweeper(compose_cfg):
     assert cfg.hydra.sweeper._target_.endswith("compose_once_sweeper.ComposeOnceSweeper")
 
 
-def test_a_validated_config_beyond_the_hold_limit_is_composed_again(loaders):
+def test_a_worker_takes_its_validated_config_from_the_sweep_folder_once(loaders, tmp_path):
+    inner, loader, master = loaders
+    loader.validate(master, BATCH, hold=False, handoff_dir=tmp_path / ".configs")  # a launcher with workers
+    assert len(list((tmp_path / ".configs").iterdir())) == len(BATCH) and loader._validated == {}
+    worker = pickle.loads(pickle.dumps(loader))  # the copy a joblib or submitit worker gets with each job
+    composed = worker.loader.compositions
+    configs = [worker.load_sweep_config(master, list(job)) for job in BATCH]
+    assert worker.loader.compositions == composed  # read back, not composed again
+    for job, config in zip(BATCH, configs):
+        assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(hydra_composes(master, job))
+    assert list((tmp_path / ".configs").iterdir()) == []  # each file taken once
+    assert worker.load_sweep_config(master, list(BATCH[0])).seed == 1  # a job run again: composed
+
+
+def test_a_config_pickle_cannot_save_is_composed_by_the_worker(loaders, tmp_path, monkeypatch):
+    from hydra_plugins.attnbench_sweeper import compose_once_sweeper
+
+    def refuses(config):  # what pickle says of a structured config's class that Hydra's plugin scan loaded twice
+        raise pickle.PicklingError("Can't pickle <class 'JobLibLauncherConf'>: it's not the same object")
+
+    inner, loader, master = loaders
+    monkeypatch.setattr(compose_once_sweeper.pickle, "dumps", refuses)
+    loader.validate(master, BATCH, hold=False, handoff_dir=tmp_path / ".configs")
+    assert list((tmp_path / ".configs").iterdir()) == []
+    assert [loader.load_sweep_config(master, list(job)).seed for job in BATCH] == [1, 2, 3]
+
+
+def test_no_more_configs_than_the_hold_limit_are_held(loaders):
     inner, _, master = loaders
     loader = ComposedOnceConfigLoader(inner, hold_at_most=2)
     loader.validate(master, BATCH)
-    for job in BATCH:
-        loader.load_sweep_config(master, list(job))
-    assert inner.compositions == len(BATCH) + 1
+    assert len(loader._validated) == 2
+    assert [loader.load_sweep_config(master, list(job)).seed for job in BATCH] == [1, 2, 3]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sweeper, compositions", [("compose_once", 3), ("basic", 6)])
-def test_a_real_sweep_composes_each_job_once(store, tmp_path, sweeper, compositions):
+@pytest.mark.parametrize("sweeper, compositions", [("compose_once", 1), ("basic", 6)])
+def test_a_real_sweep_composes_each_choice_of_groups_once(store, tmp_path, sweeper, compositions):
     proc = run_script("-m", "seed=1,2,3", f"hydra/sweeper={sweeper}", "shape=tiny", "device=cpu", *FAST_TIMING,
                       store=store, cwd=tmp_path, script=FIXTURES / "run_counting_compositions.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
