@@ -4,6 +4,7 @@ they could not be fully logged."""
 from __future__ import annotations
 
 import pickle
+import threading
 
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
@@ -108,3 +109,98 @@ def test_a_copy_sent_to_a_worker_starts_afresh(started):
     # It joins the sweep through the parent file, and at its exit closes only the runs it opened itself.
     assert (copy._client, copy._parent_id, copy._runs, copy._sweep_open) == (None, None, {}, False)
     callback._sweep_open = False
+
+
+# --- in a sweep: a finished job is recorded on a background thread while the next one runs ------------------
+@pytest.fixture
+def sweep(compose_cfg, tmp_path):
+    """A callback with its sweep's parent run open, and job(num): that job started, its config and its saved
+    result."""
+    from hydra.types import RunMode
+
+    cfg = compose_cfg(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
+        cfg.hydra.mode = RunMode.MULTIRUN
+    callback = MlflowTrackingCallback()
+    callback.on_multirun_start(cfg)
+
+    def job(num: int):
+        job_cfg = cfg.copy()
+        job_dir = tmp_path / "multirun" / str(num)
+        with open_dict(job_cfg):
+            job_cfg.hydra.job.num = num
+            job_cfg.hydra.runtime.output_dir = str(job_dir)
+        job_dir.mkdir(parents=True)
+        record = results.new_record(str(num), f"job {num}", job_dir, {"seed": "0"}, {"case": str(num)})
+        record = results.finish(record, {"status": "ok", "reason": "", "metrics": {"median_us": 1.0 + num},
+                                         "tags": {}})
+        results.write(job_dir, record)
+        callback.on_job_start(job_cfg)
+        return job_cfg, callback._runs[str(num)], JobReturn(status=JobStatus.COMPLETED, _return_value=record)
+
+    return callback, cfg, job
+
+
+def _held_until_drained(callback, monkeypatch, finish=None):
+    """finish_job_run (or `finish`), made to wait until something drains the callback's background work (bounded,
+    so that a failing test cannot hang): whatever a test sees before that is what it sees without the drain."""
+    finish = finish or callback_module.finish_job_run
+    release = threading.Event()
+
+    def held(*args, **kwargs):
+        release.wait(60)
+        return finish(*args, **kwargs)
+
+    drain = callback._background.drain
+    monkeypatch.setattr(callback_module, "finish_job_run", held)
+    monkeypatch.setattr(callback._background, "drain", lambda *a, **k: (release.set(), drain(*a, **k))[1])
+
+
+def test_in_a_sweep_a_job_is_recorded_while_the_next_one_runs_and_the_sweep_ends_with_both(sweep, monkeypatch):
+    callback, cfg, job = sweep
+    _held_until_drained(callback, monkeypatch)
+    first_cfg, first_run, first_return = job(0)
+    callback.on_job_end(first_cfg, first_return)  # returns although its recording cannot proceed yet
+    assert callback._client.get_run(first_run).info.status == "RUNNING"
+    second_cfg, second_run, second_return = job(1)  # the next job starts meanwhile
+    callback.on_job_end(second_cfg, second_return)
+    callback.on_multirun_end(cfg)
+    client = _fresh_view(cfg)
+    for run_id, median in ((first_run, 1.0), (second_run, 2.0)):
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
+        assert run.data.metrics["median_us"] == median
+    parent = client.get_run(callback._parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_ok"] == 2
+
+
+def test_a_sweep_stopped_while_a_job_is_recorded_records_it_then_closes_the_running_one(sweep, monkeypatch):
+    callback, cfg, job = sweep
+    _held_until_drained(callback, monkeypatch)
+    ended_cfg, ended_run, ended_return = job(0)
+    callback.on_job_end(ended_cfg, ended_return)
+    _, running_run, _ = job(1)  # Ctrl-C comes while this one runs
+    outcome.outcome.interrupted_by = "SIGINT"
+    callback._close_open_runs_at_exit()
+    client = _fresh_view(cfg)
+    ended, running = client.get_run(ended_run), client.get_run(running_run)
+    assert ended.info.status == "FINISHED" and ended.data.tags["status"] == "ok"  # what it did, not "interrupted"
+    assert running.info.status == "KILLED" and running.data.tags["status"] == "interrupted"
+    assert client.get_run(callback._parent_id).info.status == "KILLED"
+
+
+def test_a_tracking_failure_on_the_background_thread_still_decides_the_exit_code(sweep, monkeypatch, capsys):
+    callback, cfg, job = sweep
+
+    def failing(*args, **kwargs):
+        raise MlflowException("the disk is full")
+
+    _held_until_drained(callback, monkeypatch, failing)
+    job_cfg, run_id, job_return = job(0)
+    callback.on_job_end(job_cfg, job_return)
+    callback.on_multirun_end(cfg)  # waits for the recording: the failure is known before the exit code is
+    assert outcome.outcome.exit_code() == 2 and "the disk is full" in capsys.readouterr().err
+    client = _fresh_view(cfg)
+    assert client.get_run(run_id).info.status == "FAILED"
+    assert client.get_run(callback._parent_id).info.status == "FAILED"

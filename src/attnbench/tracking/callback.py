@@ -5,7 +5,9 @@ the store is checked (attnbench.tracking.preflight): a store that cannot be used
 before anything runs. After that, results are saved in the job folders before they reach this callback, so a
 tracking failure loses nothing: it is reported in one line, tracking stops for the rest of the sweep, and the
 command exits 2 (upload later with `attnbench sync`). The parent run is created before any job, and its id is
-written to the sweep folder, so jobs in other processes (joblib, submitit) find it.
+written to the sweep folder, so jobs in other processes (joblib, submitit) find it. In the sweep's own process a
+finished job is recorded on a background thread while the next job runs (attnbench.tracking.background); the end
+of the sweep and the exit wait for it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import sys
 import threading
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from attnbench import outcome, results, resume
 from attnbench.case import case_key
 from attnbench.credentials import mask
 from attnbench.summary import SUMMARY_FILE, summary_text, sweep_title
+from attnbench.tracking.background import Background
 from attnbench.tracking.preflight import StoreProblem, first_line, open_store
 from attnbench.tracking.stale import close_running_children, close_stale_runs, is_gone, process_tags
 from attnbench.tracking.store import artifact_location, job_params, tracking_uri
@@ -75,6 +79,7 @@ class MlflowTrackingCallback(Callback):
         self._peaks_logged: set[str] = set()
         self._failed = False  # tracking failed once: the rest of the sweep is only saved locally
         self._folder: Path | None = None  # what `attnbench sync` would upload
+        self._background = Background("attnbench-tracking")  # finished jobs recorded while the next one runs
 
     def __reduce__(self):
         # A copy sent to another process (a joblib or submitit worker, with every job) is that process's one
@@ -153,6 +158,7 @@ class MlflowTrackingCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._parent_id is None:
             return
+        self._background.drain()  # every job recorded before the report reads them and the parent closes
         self._sweep_open = False
         sweep_dir = Path(config.hydra.sweep.dir)
         summary = sweep_dir / SUMMARY_FILE
@@ -216,9 +222,16 @@ class MlflowTrackingCallback(Callback):
                 outcome.record_status(key, job_return.return_value.get("status", "error"))
             return
         record = self._record_of(config, job_return)
+        record_it = partial(self._record_job, key, run_id, record, self._device_peaks(config, record))
+        if self._sweep_open:  # the sweep's process: on to the next job while this one is recorded
+            self._background.submit(record_it)
+        else:  # a worker process (joblib, submitit): the sweep may end, and read the store, once this returns
+            record_it()
+
+    def _record_job(self, key: str, run_id: str, record: dict, peaks: dict[str, str]) -> None:
         try:
             finish_job_run(self._client, run_id, record)
-            self._log_device_peaks(config, record)
+            self._log_device_peaks(peaks)
         except Exception as e:  # noqa: BLE001 - the result is saved; tracking is what failed
             self._tracking_failed(f"could not record job {key}", e)
             try:
@@ -244,6 +257,7 @@ class MlflowTrackingCallback(Callback):
             log.warning("Gave up closing the open MLflow runs: the tracking store did not answer")
 
     def _close_open_runs(self) -> None:
+        self._background.drain()  # finished jobs first: their results, not "interrupted", are what they did
         signal = outcome.interrupted_by()
         try:
             for key, run_id in list(self._runs.items()):
@@ -278,18 +292,20 @@ class MlflowTrackingCallback(Callback):
         outcome.record_status(record["job"], "error")
         return record
 
-    def _log_device_peaks(self, config: DictConfig, record: dict) -> None:
+    def _device_peaks(self, config: DictConfig, record: dict) -> dict[str, str]:
         """The measured ceilings are a property of the machine, not of a job: params of the parent run (one set
         per GPU when the jobs were spread over GPUs)."""
         metrics = record["metrics"]
         if self._parent_id is None or "device_peak_tflops" not in metrics:
-            return
-        from mlflow.exceptions import MlflowException
-
+            return {}
         gpu = record["tags"].get("placement.gpu_index") if record["tags"].get("placement.launcher") == "gpus" else None
         suffix = f".gpu{gpu}" if gpu is not None else ""
-        params = {f"peak.matmul_tflops.{config.dtype.value}{suffix}": f"{metrics['device_peak_tflops']:.1f}",
-                  f"peak.copy_gbps{suffix}": f"{metrics['device_peak_gbps']:.0f}"}
+        return {f"peak.matmul_tflops.{config.dtype.value}{suffix}": f"{metrics['device_peak_tflops']:.1f}",
+                f"peak.copy_gbps{suffix}": f"{metrics['device_peak_gbps']:.0f}"}
+
+    def _log_device_peaks(self, params: dict[str, str]) -> None:
+        from mlflow.exceptions import MlflowException
+
         for key, value in params.items():
             if key in self._peaks_logged:
                 continue
