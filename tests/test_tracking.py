@@ -3,8 +3,10 @@ they could not be fully logged."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import threading
+from pathlib import Path
 
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
@@ -126,6 +128,7 @@ def sweep(compose_cfg, tmp_path):
     callback.on_multirun_start(cfg)
 
     def job(num: int):
+        """Job `num` started (its run created on the background thread, maybe not yet), its config and return."""
         job_cfg = cfg.copy()
         job_dir = tmp_path / "multirun" / str(num)
         with open_dict(job_cfg):
@@ -137,37 +140,45 @@ def sweep(compose_cfg, tmp_path):
                                          "tags": {}})
         results.write(job_dir, record)
         callback.on_job_start(job_cfg)
-        return job_cfg, callback._runs[str(num)], JobReturn(status=JobStatus.COMPLETED, _return_value=record)
+        return job_cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=record)
 
     return callback, cfg, job
 
 
-def _held_until_drained(callback, monkeypatch, finish=None):
+def _run_of(cfg, num: int) -> str:
+    """The run a job's folder links to (written once the run exists)."""
+    return json.loads((Path(cfg.hydra.sweep.dir) / str(num) / "mlflow_run.json").read_text())["run_id"]
+
+
+def _held_until_drained(callback, monkeypatch, finish=None) -> threading.Event:
     """finish_job_run (or `finish`), made to wait until something drains the callback's background work (bounded,
-    so that a failing test cannot hang): whatever a test sees before that is what it sees without the drain."""
+    so that a failing test cannot hang): whatever a test sees before that is what it sees without the drain.
+    Returns the event set when the first recording starts waiting (everything queued before it is done)."""
     finish = finish or callback_module.finish_job_run
-    release = threading.Event()
+    reached, release = threading.Event(), threading.Event()
 
     def held(*args, **kwargs):
+        reached.set()
         release.wait(60)
         return finish(*args, **kwargs)
 
     drain = callback._background.drain
     monkeypatch.setattr(callback_module, "finish_job_run", held)
     monkeypatch.setattr(callback._background, "drain", lambda *a, **k: (release.set(), drain(*a, **k))[1])
+    return reached
 
 
 def test_in_a_sweep_a_job_is_recorded_while_the_next_one_runs_and_the_sweep_ends_with_both(sweep, monkeypatch):
     callback, cfg, job = sweep
-    _held_until_drained(callback, monkeypatch)
-    first_cfg, first_run, first_return = job(0)
+    recording = _held_until_drained(callback, monkeypatch)
+    first_cfg, first_return = job(0)
     callback.on_job_end(first_cfg, first_return)  # returns although its recording cannot proceed yet
-    assert callback._client.get_run(first_run).info.status == "RUNNING"
-    second_cfg, second_run, second_return = job(1)  # the next job starts meanwhile
+    assert recording.wait(60) and callback._client.get_run(_run_of(cfg, 0)).info.status == "RUNNING"
+    second_cfg, second_return = job(1)  # the next job starts meanwhile
     callback.on_job_end(second_cfg, second_return)
     callback.on_multirun_end(cfg)
     client = _fresh_view(cfg)
-    for run_id, median in ((first_run, 1.0), (second_run, 2.0)):
+    for run_id, median in ((_run_of(cfg, 0), 1.0), (_run_of(cfg, 1), 2.0)):
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
         assert run.data.metrics["median_us"] == median
@@ -178,13 +189,13 @@ def test_in_a_sweep_a_job_is_recorded_while_the_next_one_runs_and_the_sweep_ends
 def test_a_sweep_stopped_while_a_job_is_recorded_records_it_then_closes_the_running_one(sweep, monkeypatch):
     callback, cfg, job = sweep
     _held_until_drained(callback, monkeypatch)
-    ended_cfg, ended_run, ended_return = job(0)
+    ended_cfg, ended_return = job(0)
     callback.on_job_end(ended_cfg, ended_return)
-    _, running_run, _ = job(1)  # Ctrl-C comes while this one runs
+    job(1)  # Ctrl-C comes while this one runs (its run is queued behind the recording of the first)
     outcome.outcome.interrupted_by = "SIGINT"
     callback._close_open_runs_at_exit()
     client = _fresh_view(cfg)
-    ended, running = client.get_run(ended_run), client.get_run(running_run)
+    ended, running = client.get_run(_run_of(cfg, 0)), client.get_run(_run_of(cfg, 1))
     assert ended.info.status == "FINISHED" and ended.data.tags["status"] == "ok"  # what it did, not "interrupted"
     assert running.info.status == "KILLED" and running.data.tags["status"] == "interrupted"
     assert client.get_run(callback._parent_id).info.status == "KILLED"
@@ -197,10 +208,26 @@ def test_a_tracking_failure_on_the_background_thread_still_decides_the_exit_code
         raise MlflowException("the disk is full")
 
     _held_until_drained(callback, monkeypatch, failing)
-    job_cfg, run_id, job_return = job(0)
+    job_cfg, job_return = job(0)
     callback.on_job_end(job_cfg, job_return)
     callback.on_multirun_end(cfg)  # waits for the recording: the failure is known before the exit code is
     assert outcome.outcome.exit_code() == 2 and "the disk is full" in capsys.readouterr().err
     client = _fresh_view(cfg)
-    assert client.get_run(run_id).info.status == "FAILED"
+    assert client.get_run(_run_of(cfg, 0)).info.status == "FAILED"
     assert client.get_run(callback._parent_id).info.status == "FAILED"
+
+
+def test_a_run_that_could_not_be_created_in_the_background_fails_the_tracking_not_the_sweep(sweep, monkeypatch):
+    callback, cfg, job = sweep
+
+    def refused(*args, **kwargs):
+        raise MlflowException("the database is locked")
+
+    monkeypatch.setattr(callback._client, "create_run", refused)
+    job_cfg, job_return = job(0)
+    callback.on_job_end(job_cfg, job_return)  # the run never existed: nothing to record, nothing raised
+    callback.on_multirun_end(cfg)
+    assert outcome.outcome.exit_code() == 2 and "could not create the run of job 0" in outcome.outcome.tracking_failure
+    assert not (Path(cfg.hydra.sweep.dir) / "0" / "mlflow_run.json").exists()
+    parent = _fresh_view(cfg).get_run(callback._parent_id)
+    assert parent.info.status == "FAILED" and "not every job is recorded" in parent.data.tags["reason"]

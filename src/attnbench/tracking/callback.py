@@ -6,8 +6,8 @@ before anything runs. After that, results are saved in the job folders before th
 tracking failure loses nothing: it is reported in one line, tracking stops for the rest of the sweep, and the
 command exits 2 (upload later with `attnbench sync`). The parent run is created before any job, and its id is
 written to the sweep folder, so jobs in other processes (joblib, submitit) find it. In the sweep's own process a
-finished job is recorded on a background thread while the next job runs (attnbench.tracking.background); the end
-of the sweep and the exit wait for it.
+job's run is created and recorded on a background thread, in order, while the jobs run
+(attnbench.tracking.background); the end of the sweep and the exit wait for it.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class MlflowTrackingCallback(Callback):
         self._exit_hook = False
         self._sweep_open = False  # the parent run is open: closed by on_multirun_end, else at exit
         self._runs: dict[str, str] = {}  # job → its open run; a threaded launcher shares this instance
+        self._tracked: set[str] = set()  # jobs whose run is created (or queued to be) and not yet recorded
         self._params: dict[str, dict[str, str]] = {}  # job → its params, logged when it ends (or at exit)
         self._peaks_logged: set[str] = set()
         self._failed = False  # tracking failed once: the rest of the sweep is only saved locally
@@ -204,31 +205,45 @@ class MlflowTrackingCallback(Callback):
         for group, choice in config.hydra.runtime.choices.items():
             if not group.startswith("hydra/") and choice is not None:
                 tags[f"choice.{group}"] = str(choice)
-        try:  # the params come with the job's results, in the same call as its metrics and tags
-            run_id = start_run(self._client, self._experiment_id, results.run_name(config), {}, tags)
-        except Exception as e:  # noqa: BLE001
-            self._tracking_failed(f"could not create the run of job {_job_key(config)}", e)
+        key = _job_key(config)
+        self._tracked.add(key)
+        self._in_order(partial(self._start_job, key, results.run_name(config), tags, job_params(config),
+                               _job_dir(config)))
+
+    def _start_job(self, key: str, name: str, tags: dict[str, str], params: dict[str, str], job_dir: Path) -> None:
+        if self._failed:  # an earlier call failed: the rest of the sweep is saved in its job folders only
             return
-        self._runs[_job_key(config)] = run_id
-        self._params[_job_key(config)] = job_params(config)
-        write_link(_job_dir(config) / RUN_FILE, run_id, self._experiment_id, self._uri)
+        try:  # the params come with the job's results, in the same call as its metrics and tags
+            run_id = start_run(self._client, self._experiment_id, name, {}, tags)
+        except Exception as e:  # noqa: BLE001
+            self._tracking_failed(f"could not create the run of job {key}", e)
+            return
+        self._runs[key] = run_id
+        self._params[key] = params
+        write_link(job_dir / RUN_FILE, run_id, self._experiment_id, self._uri)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         key = _job_key(config)
-        run_id = self._runs.get(key)
-        if run_id is None:
+        if key not in self._tracked:
             if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
                 # counted even when tracking never started
                 outcome.record_status(key, job_return.return_value.get("status", "error"))
             return
+        self._tracked.discard(key)
         record = self._record_of(config, job_return)
-        record_it = partial(self._record_job, key, run_id, record, self._device_peaks(config, record))
-        if self._sweep_open:  # the sweep's process: on to the next job while this one is recorded
-            self._background.submit(record_it)
-        else:  # a worker process (joblib, submitit): the sweep may end, and read the store, once this returns
-            record_it()
+        self._in_order(partial(self._record_job, key, record, self._device_peaks(config, record)))
 
-    def _record_job(self, key: str, run_id: str, record: dict, peaks: dict[str, str]) -> None:
+    def _in_order(self, work) -> None:
+        if self._sweep_open:  # the sweep's process: on with the jobs while the store is written
+            self._background.submit(work)
+        else:  # a worker process (joblib, submitit): the sweep may end, and read the store, once its task returns
+            work()
+
+    def _record_job(self, key: str, record: dict, peaks: dict[str, str]) -> None:
+        run_id = self._runs.get(key)
+        if run_id is None:  # its run could not be created (said once): the result is in its job folder
+            outcome.record_status(key, record.get("status", "error"))
+            return
         try:
             finish_job_run(self._client, run_id, record)
             self._log_device_peaks(peaks)
