@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -98,8 +99,31 @@ def sweep_into_fresh_store(tmp: Path, *args: str):
     return store, client, parent, children
 
 
+@pytest.fixture(scope="session")
+def empty_store_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite database, created and migrated once per session: MLflow's migrations take about a second,
+    which every test store would otherwise pay again. Tests copy it (`store`); none writes to it."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty_store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates and migrates it
+    assert {p.name for p in path.parent.iterdir()} == {"mlflow.db"}  # nothing left in a journal beside it
+    return path
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Path:
+def store(tmp_path: Path, empty_store_db: Path) -> Path:
+    """A test's store folder, holding an empty MLflow database (a copy of the session's): as a store is after its
+    first use. Creating one from nothing is tested where that is the point (`fresh_store`, sweep_into_fresh_store)."""
+    path = tmp_path / "mlruns"
+    path.mkdir()
+    shutil.copyfile(empty_store_db, path / "mlflow.db")
+    return path
+
+
+@pytest.fixture
+def fresh_store(tmp_path: Path) -> Path:
+    """An empty store folder: the first command that uses it creates the database."""
     path = tmp_path / "mlruns"
     path.mkdir()
     return path

@@ -66,7 +66,8 @@ def test_experiment_files_come_through_the_check_when_hydra_composes(compose_cfg
 
 
 @pytest.mark.slow
-def test_running_a_hostile_file_runs_nothing_of_it(store, tmp_path):
+def test_running_a_hostile_file_runs_nothing_of_it(fresh_store, tmp_path):
+    store = fresh_store  # an empty folder: the refused commands must not even create the database
     canary = tmp_path / "canary.txt"
     canary.write_text("precious")
     folder = tmp_path / "shared"

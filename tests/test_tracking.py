@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import threading
 from pathlib import Path
 
@@ -25,8 +26,9 @@ def fresh_outcome(monkeypatch):
 
 
 @pytest.fixture
-def started(compose_cfg, tmp_path):
+def started(compose_cfg, tmp_path, empty_store_db):
     """A callback whose job run has been created, that job's config, and its saved result."""
+    shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")  # a store of its own, already migrated
     cfg = compose_cfg(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", return_hydra_config=True)
     job_dir = tmp_path / "outputs"
     with open_dict(cfg):
