@@ -22,6 +22,13 @@ sys.path.insert(0, str(FIXTURES))  # test workloads, importable by the tests
 
 register_configs()
 
+# Inductor's first CPU compile in a process probes each vector ISA the CPU reports by compiling and loading a small
+# C++ program: ~5 s, paid again by every sweep's job worker that compiles (attnbench compiles each job with a fresh
+# cache, so nothing of it is kept). Trust the CPU's flags instead (torch's TORCHINDUCTOR_VEC_ISA_OK): the ISA picked
+# is the same wherever the compiler can build for it. Set before any test imports torch's compiler; the tests'
+# subprocesses inherit it.
+os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "1")
+
 # Small and quick: the e2e tests check structure and relations, not speed.
 FAST_TIMING = ["timing.warmup_s=0.01", "timing.min_time_s=0.02", "timing.min_reps=3", "timing.max_reps=50"]
 
