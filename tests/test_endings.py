@@ -4,12 +4,14 @@ crashing jobs, a job that could not be fully logged, a failing job with the MLfl
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from attnbench import results
+from attnbench import outcome, results
 from conftest import FAST_TIMING, FIXTURES, job_is_running, run_script, start_script, tracked_runs, wait_until
 
 pytestmark = pytest.mark.slow
@@ -28,24 +30,74 @@ def _stopped_while_job_0_runs(tmp_path: Path, store: Path, signum: int, *args: s
     return proc, (tmp_path / "stderr.txt").read_text()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_stop_signal_records_the_running_job_and_the_sweep_as_killed(store, tmp_path, signum):
-    proc, stderr = _stopped_while_job_0_runs(tmp_path, store, signum)
+@dataclass
+class Stopped:
+    folder: Path  # the sweep's cwd: multirun/ in it
+    store: Path
+    returncode: int
+    stderr: str
+    parents: list  # the runs as they were right after the stop
+    children: list
+
+
+@pytest.fixture(scope="module")
+def stopped_by(tmp_path_factory, empty_store_db):
+    """stopped_by(signum): a sweep of runaway jobs stopped by that signal while job 0 ran, each signal's once per
+    module. Its runs are read right after the stop: a later test may resume the sweep in the same store."""
+    done: dict[int, Stopped] = {}
+
+    def _stopped(signum: int) -> Stopped:
+        if signum not in done:
+            folder = tmp_path_factory.mktemp(f"stopped_by_{signal.Signals(signum).name}")
+            store = folder / "mlruns"
+            store.mkdir()
+            shutil.copyfile(empty_store_db, store / "mlflow.db")
+            proc, stderr = _stopped_while_job_0_runs(folder, store, signum)
+            _, parents, children = tracked_runs(store)
+            done[signum] = Stopped(folder, store, proc.returncode, stderr, parents, children)
+        return done[signum]
+
+    return _stopped
+
+
+# SIGHUP takes the same handler and the same path in the sweep process; it is checked in-process below.
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_records_the_running_job_and_the_sweep_as_killed(stopped_by, signum):
+    stopped = stopped_by(signum)
+    stderr, parents, children = stopped.stderr, stopped.parents, stopped.children
     name = signal.Signals(signum).name
-    assert proc.returncode == 128 + signum, stderr[-3000:]
+    assert stopped.returncode == 128 + signum, stderr[-3000:]
     assert "Traceback" not in stderr and f"attnbench: stopped by {name}" in stderr
-    _, parents, children = tracked_runs(store)
     assert [(c.info.status, c.data.tags["status"]) for c in children] == [("KILLED", "interrupted")]
     assert name in children[0].data.tags["reason"]
     assert parents[0].info.status == "KILLED" and name in parents[0].data.tags["reason"]
-    saved = results.read(tmp_path / "multirun" / "0")
+    saved = results.read(stopped.folder / "multirun" / "0")
     assert saved["status"] == "interrupted" and name in saved["reason"]
-    assert not (tmp_path / "multirun" / "1").exists()
+    assert not (stopped.folder / "multirun" / "1").exists()
 
 
-def test_an_interrupted_sweep_resumes_into_its_parent_with_other_timing(store, tmp_path):
-    _stopped_while_job_0_runs(tmp_path, store, signal.SIGTERM)
-    resumed = tmp_path / "resumed"
+def test_sighup_stops_a_sweep_as_sigterm_does(monkeypatch):
+    """A closed terminal (SIGHUP) reaches the same handler as SIGINT and SIGTERM, whose sweeps are stopped above,
+    and names itself: in the reasons (outcome.interrupted_by) and in the exit code, 128 + 1."""
+    before = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGINT", "SIGTERM", "SIGHUP")}
+    monkeypatch.setattr(outcome, "outcome", outcome.Outcome())
+    try:
+        outcome.handle_stop_signals()
+        handlers = {name: signal.getsignal(getattr(signal, name)) for name in before}
+    finally:
+        for name, handler in before.items():
+            signal.signal(getattr(signal, name), handler)
+    assert handlers["SIGHUP"] is handlers["SIGTERM"] is handlers["SIGINT"]
+    with pytest.raises(outcome.Interrupted) as stopped:
+        handlers["SIGHUP"](signal.SIGHUP, None)
+    assert isinstance(stopped.value, KeyboardInterrupt) and str(stopped.value) == "SIGHUP"
+    assert outcome.interrupted_by() == "SIGHUP" and outcome.outcome.exit_code() == 128 + signal.SIGHUP
+
+
+def test_an_interrupted_sweep_resumes_into_its_parent_with_other_timing(stopped_by):
+    stopped = stopped_by(signal.SIGTERM)  # the sweep stopped above, or stopped now
+    store = stopped.store
+    resumed = stopped.folder / "resumed"
     resumed.mkdir()
     # The same sweep (seed=1,2,3) with timing that lets the jobs finish: timing does not change a case.
     proc = run_script("-m", "seed=1,2,3", *TINY, "resume=true", store=store, cwd=resumed)
