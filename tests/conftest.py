@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -97,13 +98,38 @@ def tracked_runs(store: Path, experiment: str = "attnbench"):
 
 
 def sweep_into_fresh_store(tmp: Path, *args: str):
-    """`python run.py -m ARGS` into a fresh store under tmp: (store, client, its one parent run, its child runs)."""
+    """`python run.py -m ARGS` into a fresh store under tmp: (store, client, its one parent run, its child runs,
+    what it printed)."""
     store = tmp / "mlruns"
     store.mkdir()
     proc = run_script("-m", *args, store=store, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, (parent,), children = tracked_runs(store)
-    return store, client, parent, children
+    return store, client, parent, children, proc.stdout
+
+
+# One tiny CPU sweep that the report's and the console's tests both assert on: 2 lengths × math and naive (ok) and
+# efficient (unsupported on a CPU), 2 samples a job (too few to separate anything: every winner is a tie).
+SMALL_SWEEP = ["backend=math,naive,efficient", "shape=tiny", "device=cpu", "shape.seq_len=16,32", "timing.min_reps=2",
+               "timing.max_reps=2", "timing.min_time_s=0", "timing.warmup_s=0"]
+
+
+@dataclass
+class Sweep:
+    folder: Path  # where it ran: its multirun/ and its store's mlruns/
+    store: Path
+    client: object
+    parent: object  # its parent run and its child runs, as they were when it ended
+    children: list
+    stdout: str
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory) -> Sweep:
+    """SMALL_SWEEP, run once per session into a fresh store. Tests may add runs to its store (the report's
+    --rerun test does), not change its folder."""
+    folder = tmp_path_factory.mktemp("small_sweep")
+    return Sweep(folder, *sweep_into_fresh_store(folder, *SMALL_SWEEP))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from attnbench.pivot import JobRecord
 from attnbench.report import WIDTH, jobs_table, render
 from attnbench.units import format_memory, format_tflops, format_time
-from conftest import FAST_TIMING, run_script
+from conftest import SMALL_SWEEP
 
 LONG_REASON = ("backend=cudnn: Flash attention kernel not used because: the head dimension is not a multiple of "
                "eight | cuDNN attention requires compute capability nine and a head dimension that is a multiple "
@@ -61,21 +61,16 @@ def test_a_gpu_sweep_fits_100_columns_with_whole_numbers_and_whole_words():
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """A real tiny CPU sweep over backends × sequence lengths: 4 jobs, 2 of them unsupported (efficient on CPU)."""
-    cwd = tmp_path_factory.mktemp("console")
-    store = cwd / "mlruns"
-    store.mkdir()
-    proc = run_script("-m", "backend=math,efficient", "shape.seq_len=16,32", "shape=tiny", "device=cpu",
-                      *FAST_TIMING, store=store, cwd=cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, cwd / "multirun"
+def sweep(small_sweep):
+    """A real tiny CPU sweep over backends × sequence lengths (conftest's, which test_report reads too): 6 jobs,
+    math and naive ok, efficient unsupported (CUDA only) at both lengths."""
+    return small_sweep.stdout, small_sweep.folder / "multirun"
 
 
 def test_the_table_is_printed_as_saved_and_fits_100_columns_with_reasons_below(sweep):
-    proc, folder = sweep
+    stdout, folder = sweep
     text = (folder / "summary.txt").read_text()
-    assert text.strip() and text in proc.stdout  # stdout is not a terminal: 100 columns, the same text as saved
+    assert text.strip() and text in stdout  # stdout is not a terminal: 100 columns, the same text as saved
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= WIDTH
     header = next(line for line in lines if line.lstrip().startswith("run")).split()
@@ -83,26 +78,27 @@ def test_the_table_is_printed_as_saved_and_fits_100_columns_with_reasons_below(s
     for constant in ("model", "mode", "compile", "backend", "wall", "peak"):  # the same for all, or not measured
         assert constant not in header, constant
     assert "every job: model attention, mode fwd, dtype float16, on cpu" in " ".join(text.split())
-    reason = json.loads((folder / "2" / "result.json").read_text())["reason"]  # efficient, seq_len 16
+    reason = json.loads((folder / "4" / "result.json").read_text())["reason"]  # efficient, seq_len 16
     assert reason and f"[1] {reason}" in text
-    rows = [line.split() for line in lines if line.split()[:1] in (["math"], ["efficient"])]
-    assert [row[:3] for row in rows] == [["math", "16", "ok"], ["math", "32", "ok"],
-                                         ["efficient", "16", "unsupported"], ["efficient", "32", "unsupported"]]
-    assert all(re.fullmatch(r"[\d.]+", row[3]) and row[4] in ("µs", "ms", "s") for row in rows[:2])
-    assert [row[-1] for row in rows[2:]] == ["[1]", "[1]"]
+    rows = [line.split() for line in lines if line.split()[:1] in (["math"], ["naive"], ["efficient"])]
+    assert [row[:3] for row in rows] == [["math", "16", "ok"], ["math", "32", "ok"], ["naive", "16", "ok"],
+                                         ["naive", "32", "ok"], ["efficient", "16", "unsupported"],
+                                         ["efficient", "32", "unsupported"]]
+    assert all(re.fullmatch(r"[\d.]+", row[3]) and row[4] in ("µs", "ms", "s") for row in rows[:4])
+    assert [row[-1] for row in rows[4:]] == ["[1]", "[1]"]
 
 
 def test_each_job_shows_its_number_of_all_and_every_phase_in_order(sweep):
-    proc, _ = sweep
-    progress = [line for line in proc.stdout.splitlines() if line.startswith("job ")]
+    stdout, _ = sweep
+    progress = [line for line in stdout.splitlines() if line.startswith("job ")]
     heads = [line.split(" · ")[0] for line in progress]
-    assert list(dict.fromkeys(heads)) == ["job 1/4", "job 2/4", "job 3/4", "job 4/4"]  # in order, never mixed
-    first = [line.split(" · ") for line in progress if line.startswith("job 1/4 ")]
-    assert {overrides for _, overrides, _ in first} == {
-        "backend=math shape.seq_len=16 shape=tiny device=cpu " + " ".join(FAST_TIMING)}
+    assert list(dict.fromkeys(heads)) == [f"job {n}/6" for n in range(1, 7)]  # in order, never mixed
+    first = [line.split(" · ") for line in progress if line.startswith("job 1/6 ")]
+    assert {overrides for _, overrides, _ in first} == {  # the command line's, with this job's values
+        "backend=math shape=tiny device=cpu shape.seq_len=16 " + " ".join(SMALL_SWEEP[4:])}
     assert [phase for *_, phase in first][:-1] == ["planning", "building", "first call", "checking the output",
                                                    "verifying the kernel", "timing"]
     assert first[-1][-1].startswith("ok after ")
     # efficient is refused while the job is planned: no other phase, then its status
-    unsupported = [line.split(" · ")[-1] for line in progress if line.startswith("job 3/4 ")]
+    unsupported = [line.split(" · ")[-1] for line in progress if line.startswith("job 5/6 ")]
     assert unsupported[0] == "planning" and unsupported[1].startswith("unsupported after ") and len(unsupported) == 2

@@ -13,10 +13,9 @@ import pytest
 
 from attnbench import cli
 from attnbench.tracking.describe import job_description, terminal_status
-from conftest import run_script, sweep_into_fresh_store, tracked_runs
+from conftest import SMALL_SWEEP, run_script, tracked_runs
 
-SWEEP = ["backend=math,naive,efficient", "shape=tiny", "device=cpu", "shape.seq_len=16,32", "timing.min_reps=2",
-         "timing.max_reps=2", "timing.min_time_s=0", "timing.warmup_s=0"]
+SWEEP = SMALL_SWEEP
 
 
 def test_a_job_describes_itself_in_one_line_with_units_scaled():
@@ -36,11 +35,10 @@ def test_only_ok_jobs_close_finished_in_mlflow():
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """One tiny CPU sweep for the whole module: 2 lengths × math, naive (ok) and efficient (unsupported on CPU)."""
-    tmp = tmp_path_factory.mktemp("report")
-    store, client, parent, children = sweep_into_fresh_store(tmp, *SWEEP)
-    return tmp, store, client, parent, children
+def sweep(small_sweep):
+    """One tiny CPU sweep (conftest's, which test_console reads too): 2 lengths × math, naive (ok) and efficient
+    (unsupported on CPU)."""
+    return small_sweep.folder, small_sweep.store, small_sweep.client, small_sweep.parent, small_sweep.children
 
 
 def _cli(capsys, store, *args: str) -> tuple[int, str, str]:

@@ -48,7 +48,7 @@ ASSISTANT_CLOSED = ("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirs
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    store, _, parent, children = sweep_into_fresh_store(tmp_path_factory.mktemp("ui"), *SWEEP)
+    store, _, parent, children, _ = sweep_into_fresh_store(tmp_path_factory.mktemp("ui"), *SWEEP)
     return store, parent, children
 
 
