@@ -82,7 +82,8 @@ def test_sweeps_started_together_on_a_fresh_store_are_all_recorded(fresh_store, 
     for proc, folder in zip(procs, folders):
         assert proc.wait(timeout=600) == 0, (folder / "stderr.txt").read_text()[-3000:]
     _, parents, children = tracked_runs(store)
-    assert len(parents) == 4 and all(p.info.status == "FINISHED" for p in parents)
+    assert len(parents) == 4 and all(p.info.status == "FINISHED" for p in parents), [
+        (p.info.status, p.data.tags.get("reason"), p.data.metrics) for p in parents]
     assert sorted(c.data.tags["mlflow.parentRunId"] for c in children) == sorted(
         p.info.run_id for p in parents for _ in range(2))
     tables = [row[0] for row in sqlite3.connect(store / "mlflow.db").execute(
