@@ -132,6 +132,34 @@ def small_sweep(tmp_path_factory) -> Sweep:
     return Sweep(folder, *sweep_into_fresh_store(folder, *SMALL_SWEEP))
 
 
+@dataclass
+class FailingSweep:
+    folder: Path  # where it ran: multirun/ in it
+    store: Path
+    returncode: int
+    default_model: str
+
+
+@pytest.fixture(scope="session")
+def failing_sweep(tmp_path_factory, empty_store_db) -> FailingSweep:
+    """One sweep through the failing workloads (tests/fixtures), asserted on by test_e2e and test_endings: a job
+    that raises (model=broken), then one that takes its worker down (model=crashing), then a normal job (the
+    default model), which must still run, in the fresh worker the crash left it."""
+    folder = tmp_path_factory.mktemp("failing_sweep")
+    store = folder / "mlruns"
+    store.mkdir()
+    shutil.copyfile(empty_store_db, store / "mlflow.db")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        default_model = compose("config").model.name
+    GlobalHydra.instance().clear()
+    proc = run_script("-m", f"model=broken,crashing,{default_model}", "shape=tiny", "device=cpu", *FAST_TIMING,
+                      f"hydra.searchpath=[file://{FIXTURES}/conf]", store=store, cwd=folder,
+                      script=FIXTURES / "run_with_failing_workloads.py")
+    (folder / "stderr.txt").write_text(proc.stderr)
+    return FailingSweep(folder, store, proc.returncode, default_model)
+
+
 @pytest.fixture(scope="session")
 def empty_store_db(tmp_path_factory) -> Path:
     """An MLflow SQLite database, created and migrated once per session: MLflow's migrations take about a second,

@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from attnbench.tracking.callback import UNFINISHED_SWEEP
-from conftest import FAST_TIMING, FIXTURES, run_script
+from conftest import FAST_TIMING, run_script
 from conftest import tracked_runs as _runs
 
 pytestmark = pytest.mark.slow
@@ -67,19 +67,18 @@ def test_a_single_run_is_one_run_without_parent(store, tmp_path):
     assert "job 1/1 · backend=math shape=tiny device=cpu" in proc.stdout  # its progress lines: one job of one
 
 
-def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(store, tmp_path, compose_cfg):
-    default_model = compose_cfg().model.name
-    proc = run_script("-m", f"model=broken,{default_model}", *TINY, f"hydra.searchpath=[file://{FIXTURES}/conf]",
-                      store=store, cwd=tmp_path, script=FIXTURES / "run_with_failing_workloads.py")
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    client, parents, children = _runs(store)
-    assert len(children) == 2
+def test_an_unexpected_failure_is_recorded_and_the_sweep_goes_on(failing_sweep):
+    # model=broken,crashing,<default>: the crash is test_endings'
+    sweep = failing_sweep
+    assert sweep.returncode == 1, (sweep.folder / "stderr.txt").read_text()[-3000:]
+    client, parents, children = _runs(sweep.store)
+    assert len(children) == 3
     by_model = {c.data.params["model.name"]: c for c in children}
     broken = by_model["broken"]
     assert broken.data.tags["status"] == "error" and "always fails" in broken.data.tags["reason"]
     assert broken.info.status == "FAILED"
     assert "traceback.txt" in _artifacts(client, broken.info.run_id)
-    assert by_model[default_model].data.tags["status"] == "ok"
+    assert by_model[sweep.default_model].data.tags["status"] == "ok"
     assert parents[0].info.status == "FAILED" and parents[0].data.metrics["jobs_error"] == 1
 
 

@@ -155,17 +155,17 @@ def test_a_runaway_kernel_call_times_out_and_the_sweep_goes_on(store, tmp_path):
     assert "timeout" in proc.stdout  # the table
 
 
-def test_a_crashing_job_is_recorded_and_the_sweep_goes_on(store, tmp_path, compose_cfg):
-    default_model = compose_cfg().model.name
-    proc = run_script("-m", f"model=crashing,{default_model}", *TINY, FIXTURE_CONF, store=store, cwd=tmp_path,
-                      script=FAILING)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    crashed, normal = results.read_all(tmp_path / "multirun")
+def test_a_crashing_job_is_recorded_and_the_sweep_goes_on(failing_sweep):
+    # model=broken,crashing,<default>: the exception is test_e2e's
+    sweep = failing_sweep
+    assert sweep.returncode == 1, (sweep.folder / "stderr.txt").read_text()[-3000:]
+    broken, crashed, normal = results.read_all(sweep.folder / "multirun")
+    assert broken["status"] == "error"
     assert crashed["status"] == "crashed" and "SIGABRT" in crashed["reason"]
-    assert normal["status"] == "ok", normal["reason"]
-    _, _, children = tracked_runs(store)
+    assert normal["status"] == "ok", normal["reason"]  # in the worker that replaced the crashed one
+    _, _, children = tracked_runs(sweep.store)
     assert sorted((c.data.tags["status"], c.info.status) for c in children) == [
-        ("crashed", "FAILED"), ("ok", "FINISHED")]
+        ("crashed", "FAILED"), ("error", "FAILED"), ("ok", "FINISHED")]
 
 
 @pytest.mark.parametrize("removed", [["mlflow"], ["mlflow", "summary"]])
