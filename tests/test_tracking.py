@@ -117,11 +117,12 @@ def test_a_copy_sent_to_a_worker_starts_afresh(started):
 
 # --- in a sweep: a finished job is recorded on a background thread while the next one runs ------------------
 @pytest.fixture
-def sweep(compose_cfg, tmp_path):
+def sweep(compose_cfg, tmp_path, empty_store_db):
     """A callback with its sweep's parent run open, and job(num): that job started, its config and its saved
     result."""
     from hydra.types import RunMode
 
+    shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")  # a store of its own, already migrated
     cfg = compose_cfg(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.sweep.dir = str(tmp_path / "multirun")
