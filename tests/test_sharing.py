@@ -3,6 +3,7 @@ URI are never shown or recorded."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -99,10 +100,11 @@ def test_credentials_are_masked_and_kept_for_connecting():
 
 
 @pytest.fixture
-def tracking_server(tmp_path):
+def tracking_server(tmp_path, empty_store_db):
     """A real MLflow server on a free port, its store and artifacts under tmp_path/server."""
     folder = tmp_path / "server"
     folder.mkdir()
+    shutil.copyfile(empty_store_db, folder / "mlflow.db")  # already migrated: the server starts a second sooner
     with mlflow_server(f"sqlite:///{folder}/mlflow.db", folder / "artifacts") as url:
         yield int(url.rsplit(":", 1)[1]), folder
 
