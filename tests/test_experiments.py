@@ -28,7 +28,7 @@ EXPERIMENTS = {
     # every mask: test_backends.
     "masks": (["shape=tiny", "shape.seq_len=32", "mask=document"], 5, {"ok": 3, "unsupported": 2}),
     "gqa_prefill": (["shape.seq_len=32", *SMALL_GQA], 7, {"ok": 5, "unsupported": 2}),
-    "decode": (["shape.seq_len=64", *SMALL_GQA], 7, {"ok": 5, "unsupported": 2}),
+    "decode": (["shape.seq_len=64", *SMALL_GQA], 7, {"ok": 5, "unsupported": 2}),  # one length, as above
     "training": (["shape=tiny"], 6, {"ok": 3, "unsupported": 3}),  # flex: no backward on the CPU
     # max-autotune-no-cudagraphs compiles as max-autotune on a CPU (CUDA graphs are for CUDA): three modes run,
     # reduce-overhead (its own step marking) among them, each eager (skipped but for default) and compiled.
