@@ -44,6 +44,8 @@ def test_four_workers_record_160_jobs_once_each(tmp_path: Path, store: Path, int
     assert 1 < len({t["placement.worker_pid"] for t in tags}) <= 4
     side_by_side = [int(t["placement.concurrent_jobs"]) for t in tags]
     assert max(side_by_side) <= 4 and max(side_by_side) > 1  # in parallel, never more jobs than workers
+    (sweep_dir,) = [file.parent for file in tmp_path.rglob("multirun.yaml")]
+    assert not (sweep_dir / ".configs").exists()  # the configs handed to the workers are cleared with the sweep
 
 
 def _running_children(store: Path, sweep_dir: Path) -> int:
