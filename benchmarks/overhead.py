@@ -7,10 +7,15 @@ Hydra's basic sweeper instead of attnbench's compose-once sweeper, and through a
 Debian's server and the driver are installed) — and as N separate `python run.py` processes, each against a
 throw-away MLflow store, and reports (wall time − time inside the jobs) / N for each. Time inside a job is its
 `job_s` metric (everything the task function does: validation, build, check, profiling, timing). The server
-runs on the same cores as the sweep, so its own work counts as overhead too.
+runs on the same cores as the sweep, so its own work counts as overhead too; the CPU columns say whose work it
+was: the sweep command's (its job worker's included) and everything else's on the machine meanwhile (the server
+and its database; on Linux, from /proc/stat), both per job.
 
-    python benchmarks/overhead.py                 # 50 jobs each way (~9 minutes on 2 cores)
-    python benchmarks/overhead.py --no-separate   # sweeps only (~6 minutes)
+Each store is timed with sweeps of two sizes (200 and 50 jobs), which separate what a sweep pays once (Python,
+torch and MLflow start-up, the store check, the end-of-sweep report) from what each job costs.
+
+    python benchmarks/overhead.py                 # and 50 separate processes (~10 minutes on 2 cores)
+    python benchmarks/overhead.py --no-separate   # sweeps only (~7 minutes)
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -30,12 +36,30 @@ TRIVIAL = ["shape=tiny", "device=cpu", "dtype=float32", "timing.warmup_s=0", "ti
            "timing.min_reps=1", "timing.max_reps=1"]
 
 
-def _run(args: list[str], env: dict, workdir: Path) -> float:
-    start = time.perf_counter()
+def _busy_cpu_s() -> float:
+    """CPU seconds every process of the machine has used since boot (Linux: /proc/stat; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(args: list[str], env: dict, workdir: Path) -> tuple[float, float, float]:
+    """Wall time, the command's CPU time (its worker's included) and the CPU time of everything else on the
+    machine meanwhile (a server and its database: on these cores, they compete with the sweep)."""
+    start, busy, own = time.perf_counter(), _busy_cpu_s(), _children_cpu_s()
     subprocess.run([sys.executable, str(REPO / "run.py"), *args, f"hydra.sweep.dir={workdir}/multirun",
                     f"hydra.run.dir={workdir}/outputs/${{now:%H-%M-%S-%f}}"],
                    env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
+    own = _children_cpu_s() - own
+    return time.perf_counter() - start, own, max(0.0, _busy_cpu_s() - busy - own)
 
 
 def _runs(uri: str) -> dict[str, float]:
@@ -72,13 +96,15 @@ def measure(jobs: int, separate: bool = False, fresh_store: bool = False, extra:
             _run([*TRIVIAL, *extra], env, workdir)
         before = _runs(uri)
         if separate:
-            wall = sum(_run([*TRIVIAL, *extra, f"seed={i}"], env, workdir) for i in range(jobs))
+            wall, own, other = (sum(t) for t in zip(*(_run([*TRIVIAL, *extra, f"seed={i}"], env, workdir)
+                                                        for i in range(jobs))))
         else:
-            wall = _run(["-m", *TRIVIAL, *extra, f"seed=range({jobs})"], env, workdir)
+            wall, own, other = _run(["-m", *TRIVIAL, *extra, f"seed=range({jobs})"], env, workdir)
         new = {run_id: job_s for run_id, job_s in _runs(uri).items() if run_id not in before}
     assert len(new) == jobs, f"expected {jobs} new runs in the store, found {len(new)}"
     in_jobs = sum(new.values())
-    return {"wall_s": wall, "in_jobs_s": in_jobs, "overhead_per_job_s": (wall - in_jobs) / jobs}
+    return {"wall_s": wall, "in_jobs_s": in_jobs, "overhead_per_job_s": (wall - in_jobs) / jobs,
+            "own_cpu_per_job_s": own / jobs, "other_cpu_per_job_s": other / jobs}
 
 
 def median_of(repeats: int, **case) -> dict:
@@ -91,33 +117,37 @@ def main() -> None:
     import pytest
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=50)
-    parser.add_argument("--small", type=int, default=10, help="a second, smaller sweep: fixed vs per-job cost")
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--small", type=int, default=50, help="a second, smaller sweep: fixed vs per-job cost")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each sweep; the median is shown")
-    parser.add_argument("--no-separate", action="store_true", help="skip the N separate processes (slow)")
+    parser.add_argument("--no-separate", action="store_true", help="skip the separate processes (slow)")
     args = parser.parse_args()
     n, reps, small = args.jobs, args.repeats, args.small
     measure(small)  # warms the OS file cache: the first case must not pay for it alone
-    rows = {
-        f"one sweep of {n}, existing store": median_of(reps, jobs=n),
-        f"one sweep of {small}, existing store": median_of(reps, jobs=small),
-        f"one sweep of {n}, fresh store": median_of(reps, jobs=n, fresh_store=True),
-        f"one sweep of {n}, Hydra's basic sweeper": median_of(reps, jobs=n, extra=("hydra/sweeper=basic",)),
-        f"one sweep of {n}, server on SQLite": median_of(reps, jobs=n, server="sqlite"),
-        f"one sweep of {small}, server on SQLite": median_of(reps, jobs=small, server="sqlite"),
-    }
-    try:
-        rows[f"one sweep of {n}, server on PostgreSQL"] = median_of(reps, jobs=n, server="postgresql")
-    except pytest.skip.Exception as e:  # the helper's skip: no PostgreSQL server or driver on this machine
-        print(f"no PostgreSQL case: {e}", file=sys.stderr)
+    stores = {"existing store": {}, "server on SQLite": {"server": "sqlite"},
+              "server on PostgreSQL": {"server": "postgresql"}}
+    rows = {}
+    for where, case in stores.items():
+        try:
+            for jobs in (n, small):
+                rows[f"one sweep of {jobs}, {where}"] = median_of(reps, jobs=jobs, **case)
+        except pytest.skip.Exception as e:  # the helper's skip: no PostgreSQL server or driver on this machine
+            print(f"no {where} case: {e}", file=sys.stderr)
+        if where == "existing store":
+            rows[f"one sweep of {small}, fresh store"] = median_of(reps, jobs=small, fresh_store=True)
+            rows[f"one sweep of {small}, Hydra's basic sweeper"] = median_of(
+                reps, jobs=small, extra=("hydra/sweeper=basic",))
     if not args.no_separate:
-        rows[f"{n} separate processes"] = measure(n, separate=True)
-    print(f"{n} trivial jobs on {os.cpu_count()} CPUs; sweeps: the median of {reps} runs")
-    print(f"{'':42} {'wall s':>8} {'in jobs s':>10} {'overhead s/job':>15}")
+        rows[f"{small} separate processes"] = measure(small, separate=True)
+    print(f"trivial jobs on {os.cpu_count()} CPUs; sweeps: the median of {reps} runs")
+    print(f"{'':42} {'wall s':>8} {'in jobs s':>10} {'overhead s/job':>15} {'CPU s/job: sweep':>17} {'others':>7}")
     for name, r in rows.items():
-        print(f"{name:42} {r['wall_s']:8.1f} {r['in_jobs_s']:10.2f} {r['overhead_per_job_s']:15.3f}")
+        print(f"{name:42} {r['wall_s']:8.1f} {r['in_jobs_s']:10.2f} {r['overhead_per_job_s']:15.3f} "
+              f"{r['own_cpu_per_job_s']:17.3f} {r['other_cpu_per_job_s']:7.3f}")
     # Two sweep sizes separate the once-per-sweep cost (start-up, the store) from the cost of each job.
-    for where in ("existing store", "server on SQLite"):
+    for where in stores:
+        if f"one sweep of {small}, {where}" not in rows:
+            continue
         big, little = (rows[f"one sweep of {k}, {where}"] for k in (n, small))
         marginal = ((big["wall_s"] - big["in_jobs_s"]) - (little["wall_s"] - little["in_jobs_s"])) / (n - small)
         fixed = (big["wall_s"] - big["in_jobs_s"]) - marginal * n
