@@ -135,7 +135,7 @@ def test_the_project_config_selects_this_sweeper(compose_cfg):
 
 def test_a_worker_takes_its_validated_config_from_the_sweep_folder_once(loaders, tmp_path):
     inner, loader, master = loaders
-    loader.validate(master, BATCH, hold=False, handoff_dir=tmp_path / ".configs")  # a launcher with workers
+    loader.validate(master, BATCH, handoff_dir=tmp_path / ".configs")  # a launcher with workers
     assert len(list((tmp_path / ".configs").iterdir())) == len(BATCH) and loader._validated == {}
     worker = pickle.loads(pickle.dumps(loader))  # the copy a joblib or submitit worker gets with each job
     composed = worker.loader.compositions
@@ -155,7 +155,7 @@ def test_a_config_pickle_cannot_save_is_composed_by_the_worker(loaders, tmp_path
 
     inner, loader, master = loaders
     monkeypatch.setattr(compose_once_sweeper.pickle, "dumps", refuses)
-    loader.validate(master, BATCH, hold=False, handoff_dir=tmp_path / ".configs")
+    loader.validate(master, BATCH, handoff_dir=tmp_path / ".configs")
     assert list((tmp_path / ".configs").iterdir()) == []
     assert [loader.load_sweep_config(master, list(job)).seed for job in BATCH] == [1, 2, 3]
 

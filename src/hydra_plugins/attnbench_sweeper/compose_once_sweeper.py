@@ -60,10 +60,10 @@ class ComposedOnceConfigLoader(ConfigLoader):
         self.scope = uuid.uuid4().hex  # one sweep's: its workers' copies share templates, other sweeps don't
         self.handoff_dir: Optional[Path] = None  # where validated configs wait for worker processes
 
-    def validate(self, master_config: DictConfig, batch: Sequence[Sequence[str]], hold: bool = True,
+    def validate(self, master_config: DictConfig, batch: Sequence[Sequence[str]],
                  handoff_dir: Optional[Path] = None) -> None:
-        """Compose and check every job of the batch; keep the configs for this process's launcher if `hold`, or
-        save them in `handoff_dir` for worker processes."""
+        """Compose and check every job of the batch; keep the configs in memory for this process's launcher, or,
+        given `handoff_dir`, save them there for worker processes."""
         self._validated.clear()  # configs of an earlier batch that no launcher asked for
         self.handoff_dir = handoff_dir
         if handoff_dir is not None:
@@ -75,7 +75,7 @@ class ComposedOnceConfigLoader(ConfigLoader):
                 raise ConfigCompositionException(f"{problem} ({' '.join(overrides)})")
             if handoff_dir is not None:
                 self._hand_off(config, overrides)
-            elif hold and len(self._validated) < self.hold_at_most:
+            elif len(self._validated) < self.hold_at_most:
                 self._validated[self._key(master_config, overrides)] = config
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
@@ -158,7 +158,7 @@ class ComposeOnceSweeper(BasicSweeper):
         set_sweep_size(self.config.hydra.sweep.dir, sum(len(jobs) for jobs in self.overrides))
         in_this_process = isinstance(self.launcher, BasicLauncher)
         handoff = None if in_this_process else Path(self.config.hydra.sweep.dir) / HANDOFF_DIR
-        self.hydra_context.config_loader.validate(self.config, batch, hold=in_this_process, handoff_dir=handoff)
+        self.hydra_context.config_loader.validate(self.config, batch, handoff_dir=handoff)
 
     def sweep(self, arguments: List[str]) -> Any:
         try:
