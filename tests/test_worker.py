@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +29,14 @@ def abort() -> None:
 
 def fail() -> None:
     raise ValueError("a bug in the harness")
+
+
+_held = []
+
+
+def hold_a_multiprocessing_lock() -> None:
+    # As torch.compile does through tqdm (whose class keeps a multiprocessing lock for the life of the process).
+    _held.append(multiprocessing.RLock())
 
 
 @pytest.fixture
@@ -84,3 +96,17 @@ def test_a_preload_entry_can_warm_the_worker_up_before_it_is_ready():
         assert isinstance(answer, Done) and answer.value != os.getpid()
     finally:
         worker.close()
+
+
+def test_a_closed_worker_leaves_no_lock_for_the_resource_tracker_to_report():
+    # Otherwise every compiled sweep ends with "resource_tracker: There appear to be 1 leaked semaphore objects".
+    script = ("from attnbench.worker import Done, Worker\n"
+              "from test_worker import hold_a_multiprocessing_lock\n"
+              "worker = Worker()\n"
+              "assert isinstance(worker.run(hold_a_multiprocessing_lock, (), 60), Done)\n"
+              "worker.close()\n")
+    tests = Path(__file__).parent
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tests, capture_output=True, text=True, timeout=120,
+                          env=os.environ | {"PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0, proc.stderr
+    assert "leaked semaphore" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
