@@ -19,6 +19,7 @@ from conftest import CONF, FAST_TIMING, FIXTURES, run_script
 # Hydra's plugin scan executes plugin modules itself (again, if already imported): import after it, so that this
 # module's classes are the ones Hydra uses.
 Plugins.instance()
+from hydra_plugins.attnbench_sweeper import templates  # noqa: E402
 from hydra_plugins.attnbench_sweeper.compose_once_sweeper import ComposedOnceConfigLoader  # noqa: E402
 
 
@@ -80,10 +81,63 @@ SAME_AS_HYDRA = [
 @pytest.mark.parametrize("overrides", SAME_AS_HYDRA, ids=[" ".join(o) for o in SAME_AS_HYDRA])
 def test_a_config_made_from_a_template_equals_hydras_composition(loaders, overrides):
     inner, loader, master = loaders
-    first, second = (loader.load_sweep_config(master, overrides) for _ in range(2))  # the second: a template copy
+    first = loader.load_sweep_config(master, overrides)
+    composed = inner.compositions
+    second = loader.load_sweep_config(master, overrides)  # a copy of the template
     expected = OmegaConf.to_yaml(hydra_composes(master, overrides))
     assert OmegaConf.to_yaml(first) == expected and OmegaConf.to_yaml(second) == expected
-    assert first is not second and inner.compositions == 1 + (overrides[0].startswith("hydra."))
+    assert first is not second and inner.compositions == composed + overrides[0].startswith("hydra.")
+
+
+GROUP_SWEEP = [[f"backend={b}", f"mask={m}", f"model={o}", "shape.seq_len=32"]
+               for b in ("math", "flex", "naive") for m in ("causal", "document", "none") for o in ("attention",
+                                                                                                  "encoder_layer")]
+
+
+def _same_as_hydra(master, overrides, config) -> None:
+    expected = hydra_composes(master, overrides)
+    assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(expected)
+    for part in ("backend", "mask", "model", "shape", "device"):  # each part keeps its option's schema
+        ours, hydras = config._get_node(part)._metadata, expected._get_node(part)._metadata
+        assert (ours.object_type, ours.ref_type) == (hydras.object_type, hydras.ref_type), part
+
+
+def test_a_sweep_over_groups_composes_each_option_once_not_each_job(loaders):
+    inner, loader, master = loaders
+    loader.validate(master, GROUP_SWEEP)
+    # The first job in full; from the second, the template of no choice and one of each option alone: 18 jobs.
+    assert inner.compositions == 1 + 1 + 3 + 3 + 2
+    for job in GROUP_SWEEP:
+        _same_as_hydra(master, job, loader.load_sweep_config(master, job))
+
+
+def test_an_option_that_sets_other_groups_is_composed_by_hydra(loaders):
+    inner, loader, master = loaders
+    jobs = [["backend=flash", "mask=causal"], ["experiment=seed_sdpa", "backend=flash", "mask=causal"],
+            ["backend=math", "mask=causal", "shape.seq_len=8"]]
+    loader.validate(master, jobs)  # the experiment file chooses a shape and a model: not its own part alone
+    for job in jobs:
+        _same_as_hydra(master, job, loader.load_sweep_config(master, job))
+
+
+def test_defaults_that_interpolate_choices_are_left_to_hydra(tmp_path):
+    # The chosen `a` decides which `c` option is loaded: a=a2 changes two parts, and any interpolation in a
+    # defaults list (where one choice could decide what another option loads) sends the sweep to Hydra.
+    for path, text in {"config.yaml": "defaults:\n  - a: a1\n  - b: b1\n  - c: ${a}\n  - _self_\n",
+                       "a/a1.yaml": "x: 1\n", "a/a2.yaml": "x: 2\n", "b/b1.yaml": "y: 1\n", "b/b2.yaml": "y: 2\n",
+                       "c/a1.yaml": "z: 1\n", "c/a2.yaml": "z: 2\n"}.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    inner = ConfigLoaderImpl(create_config_search_path(str(tmp_path)))
+    master = inner.load_configuration("config", overrides=[], run_mode=RunMode.MULTIRUN)
+    loader = ComposedOnceConfigLoader(inner)
+    jobs = [["a=a1", "b=b2"], ["a=a2", "b=b1"], ["a=a2", "b=b2"]]
+    loader.validate(master, jobs)
+    for job in jobs:
+        expected = ConfigLoaderImpl(create_config_search_path(str(tmp_path))).load_sweep_config(master, job)
+        assert OmegaConf.to_yaml(loader.load_sweep_config(master, job)) == OmegaConf.to_yaml(expected)
+    assert loader.load_sweep_config(master, ["a=a2", "b=b2"]).c.z == 2
+    assert not templates._plain_defaults(inner, "this conf") and templates._plain_defaults(CountingLoader(), "ours")
 
 
 def test_a_template_copy_is_the_jobs_own(loaders):
