@@ -12,7 +12,9 @@ was: the sweep command's (its job worker's included) and everything else's on th
 and its database; on Linux, from /proc/stat), both per job.
 
 Each store is timed with sweeps of two sizes (200 and 50 jobs), which separate what a sweep pays once (Python,
-torch and MLflow start-up, the store check, the end-of-sweep report) from what each job costs.
+torch and MLflow start-up, the store check, the end-of-sweep report) from what each job costs. Those jobs differ
+in a value (`seed=range(N)`); one more sweep, of 40 jobs that each choose their own config-group options
+(backend × mask × model), shows what a job costs when Hydra composes it in full.
 
     python benchmarks/overhead.py                 # and 50 separate processes (~10 minutes on 2 cores)
     python benchmarks/overhead.py --no-separate   # sweeps only (~7 minutes)
@@ -34,6 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' throw-away servers (tests/servers.py)
 TRIVIAL = ["shape=tiny", "device=cpu", "dtype=float32", "timing.warmup_s=0", "timing.min_time_s=0",
            "timing.min_reps=1", "timing.max_reps=1"]
+# 40 jobs that each choose their own config-group options, as most attnbench sweeps do (4 backends × 5 masks ×
+# 2 models): each is composed by Hydra in full, where jobs that differ in values share one composition.
+GROUP_SWEEP = ("backend=default,math,flash,naive", "mask=none,causal,sliding_window,document,prefix_lm",
+               "model=attention,multihead_attention")
 
 
 def _busy_cpu_s() -> float:
@@ -88,7 +94,8 @@ def store(workdir: Path, server: str | None):
 
 
 def measure(jobs: int, separate: bool = False, fresh_store: bool = False, extra: tuple[str, ...] = (),
-            server: str | None = None) -> dict:
+            server: str | None = None, sweep: tuple[str, ...] | None = None) -> dict:
+    """One case; `sweep`: the sweep's overrides (default: seed=range(jobs), jobs that differ in a value only)."""
     with tempfile.TemporaryDirectory() as tmp, store(Path(tmp), server) as uri:
         workdir = Path(tmp)
         env = os.environ | {"MLFLOW_TRACKING_URI": uri}
@@ -99,7 +106,7 @@ def measure(jobs: int, separate: bool = False, fresh_store: bool = False, extra:
             wall, own, other = (sum(t) for t in zip(*(_run([*TRIVIAL, *extra, f"seed={i}"], env, workdir)
                                                         for i in range(jobs))))
         else:
-            wall, own, other = _run(["-m", *TRIVIAL, *extra, f"seed=range({jobs})"], env, workdir)
+            wall, own, other = _run(["-m", *TRIVIAL, *extra, *(sweep or [f"seed=range({jobs})"])], env, workdir)
         new = {run_id: job_s for run_id, job_s in _runs(uri).items() if run_id not in before}
     assert len(new) == jobs, f"expected {jobs} new runs in the store, found {len(new)}"
     in_jobs = sum(new.values())
@@ -134,6 +141,7 @@ def main() -> None:
         except pytest.skip.Exception as e:  # the helper's skip: no PostgreSQL server or driver on this machine
             print(f"no {where} case: {e}", file=sys.stderr)
         if where == "existing store":
+            rows["one sweep of 40, one job per group choice"] = median_of(reps, jobs=40, sweep=GROUP_SWEEP)
             rows[f"one sweep of {small}, fresh store"] = median_of(reps, jobs=small, fresh_store=True)
             rows[f"one sweep of {small}, Hydra's basic sweeper"] = median_of(
                 reps, jobs=small, extra=("hydra/sweeper=basic",))
