@@ -259,6 +259,20 @@ def test_a_bad_backend_field_is_an_error_naming_it(compose_cfg, field, value):
     assert result["status"] == "error" and field in result["reason"] and "expected" in result["reason"]
 
 
+def test_flex_with_a_head_dim_below_16_is_unsupported_on_cuda_before_anything_compiles(compose_cfg):
+    # On an H200, shape=tiny (head_dim 8) ended in an Inductor error ("embedding dimension ... must be at least
+    # 16") after compiling, as status `error`; the CPU kernels take it.
+    from attnbench.config import Mode
+    from attnbench.problem import Problem
+
+    flex = registered_backends()["flex"](compose_cfg("backend=flex").backend)
+    narrow, wide = (Problem(2, 2, 2, 16, 16, head_dim, mask=None) for head_dim in (8, 16))
+    reason = flex.supports(narrow, torch.device("cuda"), torch.bfloat16, Mode.fwd)
+    assert "head_dim >= 16" in reason and "shape.head_dim=8" in reason
+    assert flex.supports(narrow, torch.device("cpu"), torch.float32, Mode.fwd) is None
+    assert flex.supports(wide, torch.device("cuda"), torch.bfloat16, Mode.fwd) is None
+
+
 def test_flex_kernel_backend_is_checked_and_only_auto_runs_on_the_cpu(compose_cfg):
     bad = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "backend.kernel_backend=TRITN"))
     assert bad["status"] == "error" and "backend.kernel_backend" in bad["reason"]

@@ -28,6 +28,7 @@ def _kernel_backends() -> tuple[str, ...]:
 
 
 KERNEL_BACKENDS = _kernel_backends()
+MIN_CUDA_HEAD_DIM = 16  # Inductor's Triton templates: tl.dot needs an embedding of at least 16 (torch 2.11, 2.13)
 
 
 @dataclass
@@ -54,6 +55,9 @@ class Flex(Backend):
             return f"backend=flex compiles for CUDA and CPU; device is {device.type}"
         if device.type == "cpu" and mode is not Mode.fwd:
             return f"FlexAttention has no backward on the CPU (torch {torch.__version__}): mode={mode.value} needs CUDA"
+        if device.type == "cuda" and problem.head_dim < MIN_CUDA_HEAD_DIM:
+            return (f"FlexAttention's CUDA kernels need head_dim >= {MIN_CUDA_HEAD_DIM} (torch {torch.__version__}); "
+                    f"shape.head_dim={problem.head_dim}")
         kernel = self.config.kernel_backend
         if kernel != "AUTO" and kernel not in KERNEL_BACKENDS:
             return (f"backend.kernel_backend={kernel}: this torch build ({torch.__version__}) offers "
