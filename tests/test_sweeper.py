@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 
 import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
+from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.errors import ConfigCompositionException
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
@@ -137,7 +139,52 @@ def test_defaults_that_interpolate_choices_are_left_to_hydra(tmp_path):
         expected = ConfigLoaderImpl(create_config_search_path(str(tmp_path))).load_sweep_config(master, job)
         assert OmegaConf.to_yaml(loader.load_sweep_config(master, job)) == OmegaConf.to_yaml(expected)
     assert loader.load_sweep_config(master, ["a=a2", "b=b2"]).c.z == 2
-    assert not templates._plain_defaults(inner, "this conf") and templates._plain_defaults(CountingLoader(), "ours")
+    assert templates._interpolated_defaults(inner) and not templates._interpolated_defaults(CountingLoader())
+
+
+@dataclass
+class _TypedPart:  # a schema that one option below puts into another group's part
+    y: int = 1
+
+
+ConfigStore.instance().store(name="attnbench_test_typed_part", node=_TypedPart)
+TWO_GROUPS = {"config.yaml": "defaults:\n  - a: a1\n  - b: b1\n  - _self_\n", "a/a1.yaml": "x: 1\n",
+              "a/a2.yaml": "x: 2\n", "b/b1.yaml": "y: 1\n", "b/b2.yaml": "y: 2\n"}
+# Options that a comparison of values with the no-choice template would take for their part's own (found by a
+# reviewer trying to break the combination): each must be composed by Hydra.
+NOT_THEIR_OWN = {
+    "a global option writes a value equal to the no-choice one": {
+        "config.yaml": "defaults:\n  - b: b1\n  - a: a1\n  - _self_\n",
+        "a/a2.yaml": "# @package _global_\na:\n  x: 2\nb:\n  y: 1\n"},
+    "an option loads a schema into another part (types only change)": {
+        "config.yaml": "defaults:\n  - b: b1\n  - a: a1\n  - _self_\n",
+        "a/a2.yaml": "defaults:\n  - /attnbench_test_typed_part@_global_.b\n  - _self_\nx: 2\n"},
+    "the default option has a nested group the other lacks": {
+        "a/a1.yaml": "defaults:\n  - sub: s1\n  - _self_\nx: 1\n", "a/sub/s1.yaml": "q: 1\n"},
+    "the other option has a nested group the default lacks": {
+        "a/a2.yaml": "defaults:\n  - sub: s1\n  - _self_\nx: 2\n", "a/sub/s1.yaml": "q: 1\n"},
+    "no option is the default (a mandatory choice)": {"config.yaml": "defaults:\n  - a: ???\n  - b: b1\n  - _self_\n"},
+    "an option overrides another group, valid only beside another choice of it": {
+        "a/a2.yaml": "# @package _global_\ndefaults:\n  - override /b: b1\n  - _self_\na:\n  x: 2\n"},
+}
+
+
+@pytest.mark.parametrize("case", NOT_THEIR_OWN)
+def test_options_that_are_not_their_parts_own_are_composed_by_hydra(tmp_path, case):
+    for path, text in (TWO_GROUPS | NOT_THEIR_OWN[case]).items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    inner = ConfigLoaderImpl(create_config_search_path(str(tmp_path)))
+    master = inner.load_configuration("config", overrides=[], run_mode=RunMode.MULTIRUN)
+    loader = ComposedOnceConfigLoader(inner)
+    jobs = [["a=a1", "b=b1"], ["a=a2", "b=b2"], ["a=a2", "b=b1"], ["a=a1", "b=b2"]]
+    loader.validate(master, jobs)
+    for job in jobs:
+        ours = loader.load_sweep_config(master, job)
+        expected = ConfigLoaderImpl(create_config_search_path(str(tmp_path))).load_sweep_config(master, job)
+        assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(expected), job
+        for part in ("a", "b"):
+            assert ours._get_node(part)._metadata.object_type == expected._get_node(part)._metadata.object_type
 
 
 def test_a_template_copy_is_the_jobs_own(loaders):

@@ -13,11 +13,15 @@ test_sweeper.py checks the result equals Hydra's composition over a matrix of ov
 launcher suites through it, so a Hydra release that changes these steps fails there.
 
 A sweep over config groups (`backend=a,b mask=c,d model=e,f`) gives each job its own choice of options, so a
-template per choice would still compose every job in full. Such a template is made instead from the templates of
-each choice alone, where that is exact: each option changes only its own group's part of the config (compared
-with the template of no choice: not an experiment file, which sets other groups and values), no two choices
-touch the same part, and no defaults list in the config folders interpolates (where one choice could change what
-another loads). Anything else is composed by Hydra.
+template per choice would still compose every job in full. From a sweep's second choice of several options on,
+such a template is made instead from the template of no choice, with each option's own part of the config taken
+from the template of that option alone, where that is exact: everything the option loads, and everything the
+default option it replaces loaded, goes under its group's top-level key (per Hydra's defaults lists: not an
+experiment file or any `@package _global_` option), the rest of the config is unchanged, both name the same
+nested groups, no two choices take the same part, the config and each option compose on their own, and no
+defaults list in the config folders interpolates (where one choice could change what another option loads).
+Anything else is composed by Hydra; tests/test_sweeper.py holds the cases where a comparison of values alone
+would have been wrong.
 
 Jobs that this cannot reproduce exactly are composed by Hydra in full: a job with a Hydra override of its own
 (`hydra.job.chdir=true`, `hydra/launcher=...`) or a sweep expression, and any sweep whose command line adds
@@ -47,8 +51,9 @@ from omegaconf.errors import OmegaConfBaseException
 # plugin scan made of its module, which pickle refuses.)
 _TEMPLATES: "OrderedDict[tuple, DictConfig]" = OrderedDict()
 KEEP_AT_MOST = 64  # a sweep over groups keeps one per option, and one per choice of several
-_OWN_PART: "dict[tuple, Optional[str]]" = {}  # a template of one choice → the top-level key it changes (None: more)
-_PLAIN_DEFAULTS: "dict[str, bool]" = {}  # per sweep: no defaults list in its config folders interpolates
+_OWN_PART: "dict[tuple, Optional[str]]" = {}  # (sweep, one choice) → the top-level key that is its own, or None
+_COMBINABLE: "dict[str, bool]" = {}  # per sweep: may its templates of several choices be combined (_no_choice)
+_NO_CHOICE_FILES: "dict[str, set]" = {}  # per sweep: (file, package) of its defaults list with no group choice
 _VARIED: set = set()  # sweeps that chose several options in more than one way
 
 
@@ -127,43 +132,87 @@ def _combined(loader: ConfigLoader, master_config: DictConfig, group_lines: Tupl
     parsed = OverridesParser.create().parse_overrides(overrides=list(group_lines))
     if not all(o.type == OverrideType.CHANGE and o.package is None and isinstance(o.value(), str) for o in parsed):
         return None  # `+group=`, `~group`, `group@package=`, a list of options: Hydra's
-    if not _plain_defaults(loader, scope):
+    base = _no_choice(loader, master_config, scope)
+    if base is None:
         return None
-    base = _template(loader, master_config, (), scope)
     combined = copy.deepcopy(base)
     taken: set = set()
     for line, override in zip(group_lines, parsed):
-        single = _template(loader, master_config, (line,), scope)
-        part = _own_part(base, single, override.key_or_group, (scope, line))
+        part = _own_part(loader, master_config, base, line, override.key_or_group, scope)
         if part is None or part in taken:
             return None
         taken.add(part)
+        single = _template(loader, master_config, (line,), scope)
         with open_dict(combined):
             combined[part] = copy.deepcopy(single._get_node(part))
         choices = combined.hydra.runtime.choices
-        for group, choice in single.hydra.runtime.choices.items():
-            if group == part or group.startswith(f"{part}/"):
-                choices[group] = choice
+        for group in _choices_in(single, part):  # the same groups as the no-choice template's (_own_part)
+            choices[group] = single.hydra.runtime.choices[group]
     return combined
 
 
-def _own_part(base: DictConfig, single: DictConfig, group: str, key: tuple) -> Optional[str]:
-    """The top-level key of the config that choosing this option changes, if it changes nothing else (a nested
-    group's choices included) and the template of no choice has that key too (where Hydra puts it); else None."""
+def _no_choice(loader: ConfigLoader, master_config: DictConfig, scope: str) -> Optional[DictConfig]:
+    """The template of no group choice, if this sweep's templates may be combined: no defaults list of any config
+    in the search path interpolates (`- c: ${a}`: one choice could change what another option loads), and the
+    config composes with no choice (no mandatory `???` option)."""
+    if scope not in _COMBINABLE:
+        try:
+            _COMBINABLE[scope] = not _interpolated_defaults(loader) and (
+                _template(loader, master_config, (), scope) is not None)
+        except Exception:  # noqa: BLE001 - Hydra composes each job, and says what is wrong with it
+            _COMBINABLE[scope] = False
+    return _template(loader, master_config, (), scope) if _COMBINABLE[scope] else None
+
+
+def _own_part(loader: ConfigLoader, master_config: DictConfig, base: DictConfig, line: str, group: str,
+              scope: str) -> Optional[str]:
+    """The top-level key of the config that choosing this option (alone) changes, if it is the option's own: what
+    the option loads, and what the default option it replaces loaded, all lands under that key (Hydra's defaults
+    lists say where each file goes: an `@package _global_` file or a schema put elsewhere is not), the values
+    outside it are unchanged, and it names the same nested groups. None otherwise, or where the option alone
+    does not compose (it may only be valid beside another choice)."""
+    key = (scope, line)
     if key not in _OWN_PART:
         part = group.split("/")[0]
-        before, after = _comparable(base), _comparable(single)
-        changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-        before_choices, after_choices = (dict(c.hydra.runtime.choices) for c in (base, single))
-        changed |= {f"choice {g}" for g in before_choices.keys() | after_choices.keys()
-                    if before_choices.get(g) != after_choices.get(g) and g != part and not g.startswith(f"{part}/")}
-        _OWN_PART[key] = part if changed <= {part} and part in before and part in after else None
+        try:
+            single = _template(loader, master_config, (line,), scope)
+            own = (_loads_only_into(loader, master_config, line, part, scope)
+                   and _changed(base, single) <= {part} and part in base and part in single
+                   and list(_choices_in(base, part)) == list(_choices_in(single, part)))
+        except Exception:  # noqa: BLE001 - the job itself is composed by Hydra
+            own = False
+        _OWN_PART[key] = part if own else None
     return _OWN_PART[key]
 
 
+def _loads_only_into(loader: ConfigLoader, master_config: DictConfig, line: str, part: str, scope: str) -> bool:
+    """Every file that differs between the defaults lists of no choice and of this choice goes under `part`."""
+    hydra_overrides = list(OmegaConf.to_container(master_config.hydra.overrides.hydra))  # type: ignore[arg-type]
+
+    def loaded(group_lines: List[str]) -> set:
+        found = loader.compute_defaults_list(master_config.hydra.job.config_name, [*hydra_overrides, *group_lines],
+                                             RunMode.RUN)
+        return {(d.config_path, d.package) for d in found.defaults}
+
+    if scope not in _NO_CHOICE_FILES:
+        _NO_CHOICE_FILES[scope] = loaded([])
+    return all(package == part or (package or "").startswith(f"{part}.")
+               for _, package in _NO_CHOICE_FILES[scope] ^ loaded([line]))
+
+
+def _changed(base: DictConfig, single: DictConfig) -> set:
+    """Top-level keys whose values differ, unresolved ("hydra" for the Hydra node, choices and override lists
+    aside: each job's are written in by `compose`)."""
+    before, after = _comparable(base), _comparable(single)
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
+def _choices_in(config: DictConfig, part: str) -> List[str]:
+    return [g for g in config.hydra.runtime.choices if g == part or g.startswith(f"{part}/")]
+
+
 def _comparable(config: DictConfig) -> dict:
-    """The config as plain data, unresolved, without what differs between any two jobs' templates: their choices
-    and the override lists (each job's are written in by `compose`)."""
+    """The config as plain data, unresolved, without the choices and override lists."""
     plain = OmegaConf.to_container(config, resolve=False)
     assert isinstance(plain, dict)
     hydra = plain["hydra"]
@@ -173,22 +222,21 @@ def _comparable(config: DictConfig) -> dict:
     return plain
 
 
-def _plain_defaults(loader: ConfigLoader, scope: str) -> bool:
-    """No defaults list of any config in the search path interpolates (`- mask: ${backend}_mask`)."""
+def _interpolated_defaults(loader: ConfigLoader) -> bool:
+    """Does a defaults list of any config in the search path interpolate?"""
     repository = getattr(loader, "repository")
-    if scope not in _PLAIN_DEFAULTS:
-        def configs(group: str = ""):
-            prefix = f"{group}/" if group else ""
-            for name in repository.get_group_options(group, ObjectType.CONFIG):
-                yield prefix + name
-            for sub in repository.get_group_options(group, ObjectType.GROUP):
-                yield from configs(prefix + sub)
 
-        def interpolates(path: str) -> bool:
-            loaded = repository.load_config(path)
-            return any("${" in str(getattr(entry, field, "") or "")
-                       for entry in (loaded.defaults_list or [] if loaded else [])
-                       for field in ("path", "group", "value", "package"))
+    def configs(group: str = ""):
+        prefix = f"{group}/" if group else ""
+        for name in repository.get_group_options(group, ObjectType.CONFIG):
+            yield prefix + name
+        for sub in repository.get_group_options(group, ObjectType.GROUP):
+            yield from configs(prefix + sub)
 
-        _PLAIN_DEFAULTS[scope] = not any(interpolates(path) for path in configs())
-    return _PLAIN_DEFAULTS[scope]
+    def interpolates(path: str) -> bool:
+        loaded = repository.load_config(path)
+        return any("${" in str(getattr(entry, field, "") or "")
+                   for entry in (loaded.defaults_list or [] if loaded else [])
+                   for field in ("path", "group", "value", "package"))
+
+    return any(interpolates(path) for path in configs())
