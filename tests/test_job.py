@@ -240,3 +240,13 @@ def test_a_job_keeps_its_raw_samples_and_its_case(job):
     assert len(result["samples"]["wall"]) == result["metrics"]["wall_count"] >= 3
     assert sorted(result["samples"]["wall"])[len(result["samples"]["wall"]) // 2] > 0
     assert len(result["tags"]["case"]) == 16
+
+
+def test_the_headline_median_is_its_methods_median_to_the_last_digit(job, monkeypatch):
+    # 62.077946495264776 µs / 1e6 * 1e6 is 62.07794649526478: the summary then showed a `wall` column beside an
+    # identical-looking median (a real sweep's two samples averaged to it).
+    import attnbench.timing.stats as stats
+
+    monkeypatch.setattr(stats.statistics, "median", lambda samples: 62.077946495264776)
+    metrics = job()["metrics"]
+    assert metrics["median_us"] == metrics["wall_median_us"] == 62.077946495264776

@@ -14,10 +14,10 @@ def tflops_per_s(flops: int, seconds: float) -> float:
 
 
 def throughput(model, mode: Mode, seconds: float, peaks: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Useful TFLOP/s, GB/s over the minimum bytes, intensity, and each as a share of the ceilings known."""
+    """Useful TFLOP/s, GB/s over the minimum bytes, intensity, and each as a share of the ceilings known. (Not
+    the time itself: seconds * 1e6 can differ from the measured median in its last digit.)"""
     flops, nbytes = model.flops(mode), model.min_bytes(mode)
     metrics = {
-        "median_us": seconds * 1e6,
         "gflop": flops / 1e9,
         "tflops": tflops_per_s(flops, seconds),
         "gbps": nbytes / seconds / 1e9,
