@@ -164,6 +164,8 @@ NOT_THEIR_OWN = {
     "the other option has a nested group the default lacks": {
         "a/a2.yaml": "defaults:\n  - sub: s1\n  - _self_\nx: 2\n", "a/sub/s1.yaml": "q: 1\n"},
     "no option is the default (a mandatory choice)": {"config.yaml": "defaults:\n  - a: ???\n  - b: b1\n  - _self_\n"},
+    "a null default puts the chosen option's key before another": {
+        "config.yaml": "defaults:\n  - b: null\n  - a: a1\n  - _self_\nb:\n  z: 0\n"},
     "an option overrides another group, valid only beside another choice of it": {
         "a/a2.yaml": "# @package _global_\ndefaults:\n  - override /b: b1\n  - _self_\na:\n  x: 2\n"},
 }

@@ -169,7 +169,8 @@ def _own_part(loader: ConfigLoader, master_config: DictConfig, base: DictConfig,
     """The top-level key of the config that choosing this option (alone) changes, if it is the option's own: what
     the option loads, and what the default option it replaces loaded, all lands under that key (Hydra's defaults
     lists say where each file goes: an `@package _global_` file or a schema put elsewhere is not), the values
-    outside it are unchanged, and it names the same nested groups. None otherwise, or where the option alone
+    outside it are unchanged, the top-level keys come in the same order (a group whose default is null puts its
+    key elsewhere than the primary config's values for it), and it names the same nested groups. None otherwise, or where the option alone
     does not compose (it may only be valid beside another choice)."""
     key = (scope, line)
     if key not in _OWN_PART:
@@ -177,7 +178,8 @@ def _own_part(loader: ConfigLoader, master_config: DictConfig, base: DictConfig,
         try:
             single = _template(loader, master_config, (line,), scope)
             own = (_loads_only_into(loader, master_config, line, part, scope)
-                   and _changed(base, single) <= {part} and part in base and part in single
+                   and _changed(base, single) <= {part} and part in base
+                   and list(base.keys()) == list(single.keys())
                    and list(_choices_in(base, part)) == list(_choices_in(single, part)))
         except Exception:  # noqa: BLE001 - the job itself is composed by Hydra
             own = False
