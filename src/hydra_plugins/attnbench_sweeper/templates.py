@@ -103,8 +103,7 @@ def _split(loader: ConfigLoader, master_config: DictConfig,
 
 def _template(loader: ConfigLoader, master_config: DictConfig, group_lines: Tuple[str, ...], scope: str) -> DictConfig:
     search_path = tuple((e.provider, e.path) for e in loader.get_search_path().get_path())
-    hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)  # unresolved, as Hydra's
-    assert isinstance(hydra_overrides, list)
+    hydra_overrides = _hydra_overrides(master_config)
     key = (scope, search_path, os.getcwd(), master_config.hydra.job.config_name, tuple(hydra_overrides), group_lines)
     template = _TEMPLATES.get(key)
     if template is None:
@@ -123,6 +122,13 @@ def _template(loader: ConfigLoader, master_config: DictConfig, group_lines: Tupl
             _TEMPLATES.popitem(last=False)
     _TEMPLATES.move_to_end(key)
     return template
+
+
+def _hydra_overrides(master_config: DictConfig) -> List[str]:
+    """The sweep's Hydra overrides, unresolved, as Hydra passes them to each job's composition."""
+    overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)
+    assert isinstance(overrides, list)
+    return overrides
 
 
 def _combined(loader: ConfigLoader, master_config: DictConfig, group_lines: Tuple[str, ...],
@@ -189,11 +195,9 @@ def _own_part(loader: ConfigLoader, master_config: DictConfig, base: DictConfig,
 
 def _loads_only_into(loader: ConfigLoader, master_config: DictConfig, line: str, part: str, scope: str) -> bool:
     """Every file that differs between the defaults lists of no choice and of this choice goes under `part`."""
-    hydra_overrides = list(OmegaConf.to_container(master_config.hydra.overrides.hydra))  # type: ignore[arg-type]
-
     def loaded(group_lines: List[str]) -> set:
-        found = loader.compute_defaults_list(master_config.hydra.job.config_name, [*hydra_overrides, *group_lines],
-                                             RunMode.RUN)
+        found = loader.compute_defaults_list(master_config.hydra.job.config_name,
+                                             [*_hydra_overrides(master_config), *group_lines], RunMode.RUN)
         return {(d.config_path, d.package) for d in found.defaults}
 
     if scope not in _NO_CHOICE_FILES:
