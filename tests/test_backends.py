@@ -123,12 +123,12 @@ class OffByScale(Sdpa):
 
 
 class OneElementOff(Sdpa):
-    """A kernel with a localised bug: one output element of every head is off by 0.1% of the largest output."""
+    """A kernel with a localised bug: one output element of every head is off by 0.003% of the largest output."""
 
     def build(self, problem, device, dtype):
         def attend(q, k, v):
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True).clone()
-            out[..., -1, 0] += 1e-3 * out.abs().max()
+            out[..., -1, 0] += 3e-5 * out.abs().max()
             return out
 
         return attend
@@ -159,10 +159,13 @@ def test_a_wrong_kernel_is_wrong_not_ok(compose_cfg, planted):
 def test_a_few_elements_far_off_are_wrong_even_when_the_norm_hides_them(compose_cfg, planted):
     from omegaconf import OmegaConf
 
-    cfg = compose_cfg(*ONE_SAMPLE, *SMALL, "shape.seq_len=4096")  # float32: tolerance 1e-4 norm-wise, 4e-4 pointwise
+    from attnbench.correctness import TOLERANCE
+
+    cfg = compose_cfg(*ONE_SAMPLE, *SMALL, "shape.seq_len=4096")  # float32
     OmegaConf.update(cfg, "backend", {"name": planted("one_element_off", OneElementOff)}, merge=False)
     result = run_job(cfg)
-    assert result["metrics"]["rel_l2_err"] < 1e-4  # the norm alone would pass it
+    limits = TOLERANCE[("fused", "normal", torch.float32)]
+    assert result["metrics"]["rel_l2_err"] < limits.rel_l2_err  # the norm alone would pass it
     assert result["status"] == "wrong" and "max_rel_err" in result["reason"], result["reason"]
 
 

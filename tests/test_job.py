@@ -174,7 +174,7 @@ def test_model():
 
 
 def test_nan_output_is_wrong(job, test_model):
-    name = test_model("nan_output", lambda w: (lambda x: x * float("nan"), (torch.ones(4),)))
+    name = test_model("nan_output", lambda w: (lambda x: x * float("nan"), (torch.ones(4, dtype=w.dtype),)))
     result = job(model=name)
     assert result["status"] == "wrong" and "NaN" in result["reason"]
 
@@ -227,7 +227,7 @@ def test_recompiling_while_timed_marks_the_job_invalid(job, test_model):
             calls[0] += 1
             return (x[: calls[0] % 7 + 1] * 2).sum()
 
-        return fn, (torch.arange(8.0),)
+        return fn, (torch.arange(8.0, dtype=w.dtype),)
 
     # Slices of a new length each call: Dynamo keeps compiling new graphs (until its cache limit).
     result = job("compile=true", "timing.warmup_s=0", model=test_model("shape_shifter", shape_shifter))

@@ -15,12 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 
 # Top-level keys that say how a job was run or recorded, not what it ran.
 NOT_PART_OF_A_CASE = ("hydra", "timing", "tracking", "resume")
+# Keys added after cases were first recorded, left out at their default value: older runs' cases stay the same.
+LEFT_OUT_AT_DEFAULT = {"inputs": "normal"}
 
 
 def case_config(cfg: DictConfig) -> dict:
     """The resolved config of what was measured, as plain data."""
     kept = [key for key in cfg if key not in NOT_PART_OF_A_CASE]
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, enum_to_str=True)
+    case = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, enum_to_str=True)
+    return {key: value for key, value in case.items() if LEFT_OUT_AT_DEFAULT.get(key, object()) != value}
 
 
 def case_key(cfg: DictConfig) -> str:

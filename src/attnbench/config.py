@@ -43,6 +43,12 @@ class TimingMethod(Enum):
     profiler = "profiler"  # torch.profiler (CUPTI): the sum of the call's kernel times
 
 
+class Inputs(Enum):
+    normal = "normal"  # q, k, v (a module's x) drawn from N(0, 1)
+    large_logits = "large_logits"  # q and k (x) scaled by 3: logits 9× larger, a peaked softmax that overflows
+    # a kernel without its running maximum
+
+
 class Mode(Enum):
     fwd = "fwd"  # forward only, no autograd
     bwd = "bwd"  # backward alone (forward done once, outside the timed calls)
@@ -100,6 +106,7 @@ class Config:
     compile: bool = False
     compile_mode: CompileMode = CompileMode["default"]  # type: ignore[valid-type]
     dtype: Dtype = Dtype.float16
+    inputs: Inputs = Inputs.normal
     seed: int = 0
     resume: bool = False  # skip each job whose case already finished `ok` in the experiment
 

@@ -113,7 +113,7 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult, on_phase: Callabl
         on_phase("first call")
         _first_call(cfg, plan, step, result)
         on_phase("check")
-        _check(plan, step, result)
+        _check(cfg, plan, step, result)
         call = step.call(cfg.mode)
         if cfg.mode is not Mode.bwd:
             step.out = None  # only backward alone times through it; the rest must not hold its memory
@@ -186,9 +186,14 @@ def _first_call(cfg: DictConfig, plan: Plan, step: Step, result: JobResult) -> N
         result.metrics["dynamo_graphs"] = graphs  # evidence that something was compiled (flex always is)
 
 
-def _check(plan: Plan, step: Step, result: JobResult) -> None:
+def _check(cfg: DictConfig, plan: Plan, step: Step, result: JobResult) -> None:
     """The output (and gradients) against a float64 reference: a verdict, not just a number."""
-    verdict = check(plan.model, plan.backend, step.args, step.out, step.grads, step.grad_out)
+    args = step.args
+
+    def backward(grad_out):  # through the graph the first call kept: a sampled check's own gradients
+        return torch.autograd.grad(step.out, args, grad_out, retain_graph=True)
+
+    verdict = check(plan.model, plan.backend, cfg.mode, args, step.out, step.grads, step.grad_out, backward)
     result.metrics |= verdict.metrics
     result.tags |= verdict.tags
     if verdict.wrong:

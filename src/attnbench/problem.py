@@ -22,6 +22,7 @@ ATTENTION_FLOP_FACTOR = {Mode.fwd: 1.0, Mode.bwd: 2.5, Mode.fwd_bwd: 3.5}
 # dQ, dK, dV written.
 QUERY_SIDE_TENSORS = {Mode.fwd: 2, Mode.bwd: 4, Mode.fwd_bwd: 6}
 KEY_SIDE_TENSORS = {Mode.fwd: 2, Mode.bwd: 4, Mode.fwd_bwd: 6}
+LARGE_LOGIT_SCALE = 3.0  # q·k grows as its square: logits of std 9 instead of 1
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,10 @@ class Problem:
     seq_len: int  # keys and values (the KV cache when q_len < seq_len)
     head_dim: int
     mask: Mask
+    inputs: str = "normal"  # how q, k, v are drawn: normal | large_logits (config.Inputs)
 
     @classmethod
-    def from_config(cls, shape, mask: Mask) -> "Problem":
+    def from_config(cls, shape, mask: Mask, inputs: str = "normal") -> "Problem":
         for key in ("batch", "heads", "kv_heads", "seq_len", "q_len", "head_dim"):
             if not shape[key] > 0:
                 raise ConfigError(f"shape.{key}", shape[key], "a positive int")
@@ -44,7 +46,12 @@ class Problem:
         if shape.q_len > shape.seq_len:
             raise ConfigError("shape.q_len", shape.q_len, f"at most shape.seq_len ({shape.seq_len})")
         mask.validate()
-        return cls(shape.batch, shape.heads, shape.kv_heads, shape.q_len, shape.seq_len, shape.head_dim, mask)
+        return cls(shape.batch, shape.heads, shape.kv_heads, shape.q_len, shape.seq_len, shape.head_dim, mask, inputs)
+
+    @property
+    def input_scale(self) -> float:
+        """What q and k (a module's x) are multiplied by after N(0, 1): large logits are 9× larger."""
+        return LARGE_LOGIT_SCALE if self.inputs == "large_logits" else 1.0
 
     @property
     def group(self) -> int:
@@ -72,4 +79,5 @@ class Problem:
     def describe(self) -> str:
         heads = f"H{self.heads}" + (f"/{self.kv_heads}" if self.kv_heads != self.heads else "")
         q = f" Q{self.q_len}" if self.q_len != self.seq_len else ""
-        return f"B{self.batch} {heads} S{self.seq_len}{q} D{self.head_dim} {self.mask.describe()}"
+        inputs = "" if self.inputs == "normal" else f" {self.inputs.replace('_', ' ')}"
+        return f"B{self.batch} {heads} S{self.seq_len}{q} D{self.head_dim} {self.mask.describe()}{inputs}"

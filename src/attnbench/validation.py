@@ -53,7 +53,7 @@ def validate(cfg: DictConfig) -> Plan:
         raise Skipped(f"compile=false: compile_mode={cfg.compile_mode.value} applies only when compiling "
                       "(the eager job is the one with compile_mode=default)")
     mask = get_mask(cfg.mask.name)(cfg.mask, cfg.shape.q_len, cfg.shape.seq_len, cfg.seed)
-    problem = Problem.from_config(cfg.shape, mask)
+    problem = Problem.from_config(cfg.shape, mask, cfg.inputs.value)
     backend = get_backend(cfg.backend.name)(cfg.backend)
     backend.validate()
     device, dtype = resolve_device(cfg.device.name), TORCH_DTYPES[cfg.dtype]

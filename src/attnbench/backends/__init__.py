@@ -60,6 +60,9 @@ class Backend(ABC):
     # Approximate backends (linear attention) are not judged against exact softmax attention: their error is
     # logged and tagged, and their own float64 formula (`reference`) is what they must match.
     approximate: ClassVar[bool] = False
+    # Rounds its scores (QKᵀ) to the input dtype, as eager model code does, instead of keeping them in float32 as
+    # fused kernels do: judged by the looser `eager` tolerances (attnbench.correctness).
+    scores_in_input_dtype: ClassVar[bool] = False
     # Masks it runs natively; ALL_MASKS for every mask. Others need a dense boolean mask (`dense_masks`).
     native_masks: ClassVar[frozenset[str] | None] = frozenset({"none"})
     dense_masks: ClassVar[bool] = False
@@ -97,7 +100,8 @@ class Backend(ABC):
         return None
 
     def reference(self, problem: Problem) -> Attend | None:
-        """Approximate backends: a float64 version of their own formula, for the check. Exact ones: None."""
+        """Approximate backends: a float64 version of their own formula, for the check, called as
+        attnbench.correctness.ReferenceAttention is (`rows=`: the problem's query rows that q holds). Exact: None."""
         return None
 
     def tags(self) -> dict[str, str]:

@@ -61,19 +61,20 @@ class Linear(Backend):
         return attend
 
     def reference(self, problem):
-        """The same φ, in float64, with the quadratic masked formula: independent of the chunked prefix sums."""
+        """The same φ, in float64, with the quadratic masked formula: independent of the chunked prefix sums. Takes
+        the problem's query rows `rows` (all by default), as attnbench.correctness.ReferenceAttention does."""
         phi = self.feature_map(problem, torch.device("cpu"))
-        offset = problem.seq_len - problem.q_len
+        mask = problem.mask
 
-        def quadratic(q, k, v):
+        def quadratic(q, k, v, rows=slice(None)):
             group = q.shape[1] // k.shape[1]
             fq = phi(q, is_query=True)
             fk = phi(k, is_query=False).repeat_interleave(group, dim=1)
             v = v.repeat_interleave(group, dim=1)
-            weights = fq @ fk.transpose(-2, -1)  # (B, H, Sq, S)
-            if problem.mask.name == "causal":
-                rows = torch.arange(q.shape[2], device=q.device)[:, None] + offset
-                weights = weights.masked_fill(rows < torch.arange(k.shape[2], device=q.device), 0)
+            weights = fq @ fk.transpose(-2, -1)  # (B, H, rows, S)
+            if mask.name != "none":
+                start, stop, _ = rows.indices(mask.q_len)
+                weights = weights.masked_fill(~mask.dense_rows(start, stop, q.device), 0)
             return weights @ v / weights.sum(-1, keepdim=True)
 
         return quadratic

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 
@@ -24,21 +24,47 @@ MODELS: Registry[type["Model"]] = Registry("model", __name__)
 LINEAR_FLOP_FACTOR = {Mode.fwd: 1.0, Mode.bwd: 2.0, Mode.fwd_bwd: 3.0}
 
 
+Index = tuple[slice, ...]
+
+
 @dataclass
 class ModelConfig:
     name: str = "attention"
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Query rows the reference computes at once: which (`rows`, of the problem's), and where they sit in the
+    output (`output`)."""
+
+    rows: slice
+    output: Index
+
+
+@dataclass(frozen=True)
+class CheckBlock:
+    """One independent part of the correctness check (a few batch elements and heads): where it sits in each input
+    (its gradients sit at the same place) and its pieces of query rows."""
+
+    inputs: tuple[Index, ...]
+    pieces: tuple[Piece, ...]
+
+
 class Model(ABC):
     """Something to time: builds its inputs on a device and exposes one forward call.
 
-    Correctness is checked on a slice small enough for float64: `slice_inputs` cuts the inputs (and, applied to
-    their gradients, the gradients), `slice_output` cuts the output the same way, and `reference(attend)` maps
-    sliced float64 inputs to the sliced output, with its attention computed by `attend`.
+    Correctness is checked against a float64 reference block by block (attnbench.correctness): `check_blocks`
+    splits the inputs into independent parts (batch elements, here), and `reference(attend)` maps a part's inputs
+    in float64 to its output, with its attention computed by `attend`.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type] = ModelConfig
+    # Whether the check may take a sample of query rows (`check_blocks(rows=...)`) when the whole output would cost
+    # too much in float64. A module attends its whole sequence at once: it is always checked whole.
+    samples_rows: ClassVar[bool] = False
+    input_count: ClassVar[int] = 1  # tensors `build` returns as the call's arguments
+    own_layers: ClassVar[bool] = True  # layers of its own around the attention (which round too): `module` tolerances
 
     def __init__(self, config: Any, problem: Problem, backend: Backend, dtype: torch.dtype,
                  device: torch.device) -> None:
@@ -75,18 +101,26 @@ class Model(ABC):
     def min_bytes(self, mode: Mode) -> int:
         return self.problem.min_bytes(self.dtype.itemsize, mode)
 
-    @abstractmethod
-    def slice_inputs(self, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """The part of the inputs the reference is computed on."""
+    def output_shape(self) -> tuple[int, ...] | None:
+        """What one call must return: a module's (B, S, E) by default (None: any shape, for test stand-ins)."""
+        p = self.problem
+        return p.batch, p.seq_len, self.embed_dim
 
-    @abstractmethod
-    def slice_output(self, out: torch.Tensor) -> torch.Tensor:
-        """The part of the output that the sliced inputs determine."""
+    def check_blocks(self, rows: list[slice] | None, budget: int) -> Iterator[CheckBlock]:
+        """The check's independent parts, each holding at most about `budget` float64 attention scores: a few
+        batch elements at a time, every row (a module's inputs and output are (B, S, ...))."""
+        p = self.problem
+        per_element = max(1, p.heads * p.q_len * p.seq_len)
+        step = max(1, budget // per_element)
+        for start in range(0, p.batch, step):
+            batch = (slice(start, start + step),)
+            yield CheckBlock(inputs=(batch,) * self.input_count, pieces=(Piece(slice(None), batch),))
 
     @abstractmethod
     def reference(self, attend: Attend) -> Callable[..., torch.Tensor] | None:
-        """A float64 version of the call on sliced inputs, attention computed by `attend`; None if there is
-        nothing to compare with (dropout in training)."""
+        """A float64 version of the call on one check block's inputs, attention computed by `attend`; it takes
+        `rows=` (the piece's query rows) and returns their output. None if there is nothing to compare with
+        (dropout in training)."""
 
     def tags(self, profile_ops: list[str]) -> dict[str, str]:
         """What the run should say about how the model ran (e.g. nn.MultiheadAttention's fast path)."""

@@ -6,11 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from attnbench.models import Model, ModelConfig, register_model
-
-# The reference is computed on the first batch element and this many key/value heads (with their query heads):
-# two, so that a kernel pairing query heads with the wrong key/value head is caught.
-REFERENCE_KV_HEADS = 2
+from attnbench.models import CheckBlock, Model, ModelConfig, Piece, register_model
 
 
 @dataclass
@@ -21,24 +17,45 @@ class AttentionConfig(ModelConfig):
 @register_model("attention")
 class Attention(Model):
     Config = AttentionConfig
+    samples_rows = True
+    input_count = 3
+    own_layers = False
 
     def build(self, attend):
         p = self.problem
-        q = torch.randn(p.q_shape, device=self.device, dtype=self.dtype)  # (B, H, Sq, D)
-        k, v = (torch.randn(p.kv_shape, device=self.device, dtype=self.dtype) for _ in range(2))  # (B, Hkv, S, D)
+        q = torch.randn(p.q_shape, device=self.device, dtype=self.dtype) * p.input_scale  # (B, H, Sq, D)
+        k = torch.randn(p.kv_shape, device=self.device, dtype=self.dtype) * p.input_scale  # (B, Hkv, S, D)
+        v = torch.randn(p.kv_shape, device=self.device, dtype=self.dtype)
         return attend, (q, k, v)
 
-    def _heads(self) -> tuple[int, int]:
-        kv_heads = min(REFERENCE_KV_HEADS, self.problem.kv_heads)
-        return kv_heads * self.problem.group, kv_heads
+    def output_shape(self):
+        return self.problem.q_shape
 
-    def slice_inputs(self, args):
-        q_heads, kv_heads = self._heads()
-        q, k, v = args
-        return q[:1, :q_heads], k[:1, :kv_heads], v[:1, :kv_heads]
-
-    def slice_output(self, out):
-        return out[:1, : self._heads()[0]]
+    def check_blocks(self, rows, budget):
+        """Blocks of whole batch elements where they fit the budget, else of key/value heads (each with its query
+        heads) of one batch element; inside a block, pieces of query rows."""
+        p = self.problem
+        rows = rows or [slice(0, p.q_len)]
+        checked = sum(r.stop - r.start for r in rows)
+        per_pair_row = p.group * p.seq_len  # scores of one key/value head's query heads, per query row
+        rows_per_piece = max(1, budget // per_pair_row)
+        pairs = max(1, budget // (per_pair_row * checked)) if rows_per_piece >= checked else 1
+        if pairs >= p.kv_heads:  # whole batch elements
+            blocks = [(slice(b, b + pairs // p.kv_heads), slice(None), slice(None))
+                      for b in range(0, p.batch, pairs // p.kv_heads)]
+        else:
+            blocks = [(slice(b, b + 1), slice(h * p.group, (h + pairs) * p.group), slice(h, h + pairs))
+                      for b in range(p.batch) for h in range(0, p.kv_heads, pairs)]
+        for batch, q_heads, kv_heads in blocks:
+            pieces = tuple(Piece(slice(start, min(start + rows_per_piece, r.stop)),
+                                 (batch, q_heads, slice(start, min(start + rows_per_piece, r.stop))))
+                           for r in rows for start in range(r.start, r.stop, rows_per_piece))
+            q_index = (batch, q_heads, slice(None))
+            kv_index = (batch, kv_heads, slice(None))
+            yield CheckBlock(inputs=(q_index, kv_index, kv_index), pieces=pieces)
 
     def reference(self, attend):
-        return attend
+        def rows_of(q, k, v, rows):
+            return attend(q[:, :, rows], k, v, rows=rows)
+
+        return rows_of

@@ -61,7 +61,8 @@ class CausalSelfAttentionModel(Model):
     def build(self, attend):
         p = self.problem
         self.module = self._module(attend).to(device=self.device, dtype=self.dtype).train(self.config.training)
-        x = torch.randn(p.batch, p.seq_len, self.embed_dim, device=self.device, dtype=self.dtype)  # (B, T, C)
+        x = torch.randn(p.batch, p.seq_len, self.embed_dim, device=self.device, dtype=self.dtype)  # (B, S, E)
+        x = x * p.input_scale
         return self.module, (x,)
 
     def parameters(self):
@@ -76,16 +77,10 @@ class CausalSelfAttentionModel(Model):
     def min_bytes(self, mode):
         return module_min_bytes(self, self.module, mode)
 
-    def slice_inputs(self, args):
-        return (args[0][:1],)  # one sequence: every output row of it depends on it alone
-
-    def slice_output(self, out):
-        return out[:1]
-
     def reference(self, attend):
         if self.config.training and self.config.dropout > 0:
             return None  # dropout draws differ between the two runs: there is nothing to compare
         reference_module = self._module(attend).to(device=self.device, dtype=torch.float64).eval()
         reference_module.load_state_dict(self.module.state_dict())
-        return reference_module
+        return lambda x, rows: reference_module(x)  # every row: the module attends its whole sequence
 
