@@ -108,10 +108,13 @@ def sweep_into_fresh_store(tmp: Path, *args: str):
     return store, client, parent, children, proc.stdout
 
 
+# Tests of what a report or a table shows, not of the machine: a loaded test machine must not make a job contended.
+NEVER_CONTENDED = "timing.max_cpu_wait=1"
+
 # One tiny CPU sweep that the report's and the console's tests both assert on: 2 lengths × math and naive (ok) and
-# efficient (unsupported on a CPU), 2 samples a job (too few to separate anything: every winner is a tie).
+# efficient (unsupported on a CPU), 2 samples a job (too few to separate anything: no winner, every speedup `~`).
 SMALL_SWEEP = ["backend=math,naive,efficient", "shape=tiny", "device=cpu", "shape.seq_len=16,32", "timing.min_reps=2",
-               "timing.max_reps=2", "timing.min_time_s=0", "timing.warmup_s=0"]
+               "timing.max_reps=2", "timing.min_time_s=0", "timing.warmup_s=0", NEVER_CONTENDED]
 
 
 @dataclass

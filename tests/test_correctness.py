@@ -19,7 +19,7 @@ from attnbench.correctness import check, rows_to_check
 from attnbench.masks import get_mask
 from attnbench.models import get_model
 from attnbench.problem import Problem
-from conftest import FAST_TIMING, FIXTURES, run_script
+from conftest import FAST_TIMING, FIXTURES, NEVER_CONTENDED, run_script
 
 
 def _problem(batch=3, heads=4, kv_heads=2, q_len=40, seq_len=40, head_dim=8, mask="causal") -> Problem:
@@ -162,7 +162,7 @@ def corrupting_sweep(tmp_path_factory) -> dict[str, dict]:
     store.mkdir()
     proc = run_script("-m", "backend=corrupting", f"backend.fault={','.join(PLUGIN_FAULTS)}", "shape=tiny",
                       "shape.heads=4", "device=cpu", "dtype=bfloat16", "mode=fwd_bwd", *FAST_TIMING,
-                      store=store, cwd=tmp, env={"PYTHONPATH": str(site)})
+                      NEVER_CONTENDED, store=store, cwd=tmp, env={"PYTHONPATH": str(site)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = [json.loads(path.read_text()) for path in (tmp / "multirun").glob("*/result.json")]
     return {r["params"]["backend.fault"]: r for r in found}

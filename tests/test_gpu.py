@@ -178,3 +178,23 @@ def test_the_gpus_launcher_gives_each_worker_its_own_gpu(tmp_path, store):
     for spans in by_gpu.values():  # one job at a time on each GPU
         spans.sort()
         assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+
+
+def test_a_cuda_job_records_the_gpu_clock_power_and_who_else_used_the_card(compose_cfg):
+    pytest.importorskip("pynvml", reason="the clocks are read through NVML (nvidia-ml-py)")
+    result = run_job(compose_cfg(*SEED, "backend=flash"))
+    m = result["metrics"]
+    assert result["status"] == "ok", result["reason"]
+    assert 0 < m["gpu_sm_clock_min_mhz"] <= m["gpu_sm_clock_start_mhz"] <= m["gpu_max_sm_clock_mhz"]
+    assert m["gpu_power_w"] > 0 and m["gpu_temperature_c"] > 0
+    assert "threads.intra_op" in result["tags"] and "cpu_wait_share" in m
+
+
+def test_a_large_shape_is_checked_on_a_recorded_sample_of_every_batch_element_and_head(compose_cfg):
+    result = run_job(compose_cfg("device=cuda", "shape=long_context", "shape.seq_len=16384", "mask=causal",
+                                 "dtype=bfloat16", "backend=flash", *FAST_TIMING))
+    assert result["status"] == "ok", result["reason"]
+    coverage = result["tags"]["check.coverage"]
+    assert coverage.startswith("sampled: query rows 0–") and "of 16384, of every batch element and head" in coverage
+    full = run_job(compose_cfg(*SEED, "backend=flash", "mode=fwd_bwd"))
+    assert full["tags"]["check.coverage"] == "full: every element of the output and of each input gradient"

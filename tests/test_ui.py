@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from attnbench import cli
-from conftest import sweep_into_fresh_store
+from conftest import NEVER_CONTENDED, sweep_into_fresh_store
 from servers import mlflow_server
 
 try:
@@ -36,7 +36,7 @@ pytestmark = [
 
 # ≥ 5 samples a job, so the report can name a winner; milliseconds per job on any CPU.
 SWEEP = ["backend=math,naive,efficient", "shape=tiny", "device=cpu", "timing.min_reps=10", "timing.max_reps=10",
-         "timing.min_time_s=0", "timing.warmup_s=0"]
+         "timing.min_time_s=0", "timing.warmup_s=0", NEVER_CONTENDED]
 WAIT_MS = 60_000  # MLflow's React UI takes seconds to render on a loaded 2-core machine; a hang still fails
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

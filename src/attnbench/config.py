@@ -82,6 +82,12 @@ class TimingConfig:
     profiler_reps: int = 20  # profiler: profiled calls (each its own profiling session)
     cv_threshold: float = 0.1  # tag a method `unstable` when its samples' std / mean exceeds this
     max_job_s: Optional[float] = 600.0  # a job still running after this many seconds is stopped (`timeout`)
+    # torch's intra-op threads for a job on the CPU; None: torch's default (one per core). One, as
+    # torch.utils.benchmark.Timer does: more threads than free cores time the scheduler (docs/timing.md).
+    cpu_threads: Optional[int] = 1
+    # The share of the timed calls' time a job's threads may wait for a core before the job is `contended` (never a
+    # winner or a speedup); 1: never.
+    max_cpu_wait: float = 0.1
 
 
 @dataclass

@@ -6,6 +6,7 @@ down. Statuses (most severe first): error, oom, unsupported, skipped, wrong, fal
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -27,6 +28,7 @@ from attnbench.pytorch_warnings import recorded_warnings
 from attnbench.timing import first_call, measure
 from attnbench.timing.profiling import profile_call
 from attnbench.timing.timer import l2_flush_buffer, warm_up
+from attnbench.timing.watch import thread_tags, watch
 from attnbench.validation import Plan, validate
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,9 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult, on_phase: Callabl
     on_phase("build")
     peaks = _prepare_device(cfg, plan)
     torch.manual_seed(cfg.seed)
-    with _fresh_compiler(), torch.set_grad_enabled(cfg.mode is not Mode.fwd), plan.backend.context():
+    with _threads(cfg, plan), _fresh_compiler(), torch.set_grad_enabled(cfg.mode is not Mode.fwd), \
+            plan.backend.context():
+        result.tags |= thread_tags()
         step = _build(cfg, plan)
         result.tags |= plan.backend.tags()
         on_phase("first call")
@@ -221,14 +225,17 @@ def _verify_dispatch(cfg: DictConfig, plan: Plan, step: Step, call, result: JobR
 def _time(cfg: DictConfig, plan: Plan, call, result: JobResult) -> None:
     per_call = warm_up(call, plan.device, cfg.timing.warmup_s)
     unstable = []
-    for method in plan.methods:
-        m = measure(call, plan.device, method, cfg.timing, per_call)
-        result.metrics |= m.stats.as_metrics(method)
-        result.samples[method] = m.samples_us
-        if method == "wall":
-            result.metrics["wall_calls_per_sample"] = m.calls_per_sample
-        if m.stats.cv > cfg.timing.cv_threshold:
-            unstable.append(f"{method} cv={m.stats.cv:.3f}")
+    with watch(plan.device, cfg.timing.max_cpu_wait) as seen:  # the host's and the GPU's state over the timed calls
+        for method in plan.methods:
+            m = measure(call, plan.device, method, cfg.timing, per_call)
+            result.metrics |= m.stats.as_metrics(method)
+            result.samples[method] = m.samples_us
+            if method == "wall":
+                result.metrics["wall_calls_per_sample"] = m.calls_per_sample
+            if m.stats.cv > cfg.timing.cv_threshold:
+                unstable.append(f"{method} cv={m.stats.cv:.3f}")
+    result.metrics |= seen.metrics
+    result.tags |= seen.tags
     if unstable:
         result.tags["timing.unstable"] = ", ".join(unstable)
     headline = plan.methods[0]
@@ -248,6 +255,18 @@ def _launch_bound(metrics: dict[str, float]) -> str | None:
     wall = metrics.get("wall_median_us")
     per_call = f", {wall:.1f} µs per call in a Python loop (wall)" if wall else ""
     return f"events {events:.1f} µs against {kernels:.1f} µs of kernels{per_call}: launch-bound"
+
+
+@contextlib.contextmanager
+def _threads(cfg: DictConfig, plan: Plan):
+    """A CPU job runs on timing.cpu_threads torch threads; the process's own setting is back afterwards."""
+    before = torch.get_num_threads()
+    if plan.device.type == "cpu" and cfg.timing.cpu_threads:
+        torch.set_num_threads(cfg.timing.cpu_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _fresh_compiler():

@@ -43,6 +43,10 @@ def _check_timing(cfg: DictConfig) -> None:
     for key in ("min_time_s", "warmup_s", "wall_block_s"):
         if cfg.timing[key] < 0:
             raise ConfigError(f"timing.{key}", cfg.timing[key], "a number of seconds >= 0")
+    if cfg.timing.cpu_threads is not None and not cfg.timing.cpu_threads > 0:
+        raise ConfigError("timing.cpu_threads", cfg.timing.cpu_threads, "a positive int, or null for torch's default")
+    if not 0 <= cfg.timing.max_cpu_wait <= 1:
+        raise ConfigError("timing.max_cpu_wait", cfg.timing.max_cpu_wait, "a share of time in [0, 1]")
     if cfg.timing.max_reps < cfg.timing.min_reps:
         raise ConfigError("timing.max_reps", cfg.timing.max_reps, f">= timing.min_reps ({cfg.timing.min_reps})")
 
