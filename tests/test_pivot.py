@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 
 from attnbench.pivot import JobRecord, markdown, summarise, to_csv
 
@@ -26,7 +27,7 @@ def test_rows_are_problems_and_the_winner_is_claimed_only_beyond_noise():
                _job("math", 1024, 4000, seed=4), _job("flash", 1024, 400, seed=5), _job("cudnn", 1024, 300, seed=6)]
     problems = summarise(records)
     assert [p.label for p in problems] == ["seq_len=512", "seq_len=1024"]
-    assert problems[0].winner.startswith("flash ~ cudnn")  # 1% apart, samples scatter by 5%: a tie
+    assert problems[0].winner == "no winner: flash ~ cudnn within noise"  # 1% apart, samples scatter by 5%
     assert problems[1].winner == "cudnn (1.33× over flash)"
     assert problems[0].baseline.params["backend.name"] == "math"  # the slowest of the problem
 
@@ -100,3 +101,34 @@ def test_a_launch_bound_problem_is_compared_by_wall_time_with_the_kernels_beside
     text = markdown(problems, "csa")
     assert "launch-bound, so compared by wall time per call" in text
     assert "default 27 µs, default+compile 27 µs" in text
+
+
+def test_approximate_and_contended_jobs_are_never_winners_nor_speedups():
+    from attnbench.pivot import ratio, speedup, winners_line
+
+    math, flash = _job("math", 512, 1000, seed=1), _job("flash", 512, 300, seed=2)
+    linear = _job("linear", 512, 100, seed=3)  # the fastest: not softmax attention
+    linear.tags["approximate"] = "true"
+    linear.metrics["rel_l2_err"] = 0.52
+    cudnn = _job("cudnn", 512, 50, seed=4)  # faster still, but timed while waiting for a core
+    cudnn.tags["contended"] = "its threads waited for a core 40% of the time"
+    (problem,) = summarise([math, flash, linear, cudnn])
+    assert problem.winner == "flash (3.34× over math)"
+    assert re.fullmatch(r"approximate \(not softmax, ranked apart\): linear [\d.]+ µs, error 0.52 vs softmax",
+                        problem.approximate)
+    assert speedup(problem.baseline, linear) == "" and speedup(problem.baseline, cudnn) == ""
+    line = winners_line([problem])
+    assert line.startswith("**Winner: flash (3.34× over math)** · approximate") and "cudnn" not in line
+    text = markdown([problem], "t")
+    assert "(approximate)" in text and "(contended)" in text and "contended (no speedup, never a winner): cudnn" in text
+    assert ratio(1.004) == "1.004×" and ratio(1.71) == "1.71×" and ratio(12.34) == "12.3×"
+
+
+def test_where_nothing_qualifies_the_line_says_why():
+    linear = _job("linear", 512, 100, seed=3)
+    linear.tags["approximate"] = "true"
+    (only_approximate,) = summarise([linear, _job("math", 512, 0, status="oom")])
+    assert only_approximate.winner == "no winner: no exact backend ran ok (approximate ones are ranked apart)"
+    (none_ran,) = summarise([_job("math", 512, 0, status="oom")])
+    assert none_ran.winner == "no winner: no job ran ok" and not none_ran.has_winner
+    assert summarise([_job("math", 512, 100)])[0].winner == "math (the only exact job that ran ok)"

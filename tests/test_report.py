@@ -208,3 +208,33 @@ def test_a_summary_too_long_for_a_description_keeps_the_answer():
     problems = [Problem("seq_len=512", [], None, "flash (2× over math)")]
     note = _fit("**Winner: flash (2× over math)**\n" + "| row |\n" * 2000, problems)
     assert len(note) <= 8000 and note.startswith("**Winner: flash (2× over math)**") and "summary.md" in note
+
+
+@pytest.mark.slow
+def test_approximate_backends_are_ranked_apart_with_their_error_and_never_win(tmp_path, capsys):
+    from conftest import FAST_TIMING, NEVER_CONTENDED, sweep_into_fresh_store
+
+    store, client, parent, children, stdout = sweep_into_fresh_store(
+        tmp_path, "backend=math,linear,performer", "shape=tiny", "device=cpu", "mask=causal", *FAST_TIMING,
+        NEVER_CONTENDED)
+    code, out, _ = _cli(capsys, store, "report", parent.info.run_id, "--out", str(tmp_path / "report"))
+    assert code == 0
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    first = summary.splitlines()[0]
+    assert first.startswith("**Winner: math (the only exact job that ran ok)**"), first
+    apart = first.split("approximate (not softmax, ranked apart): ")[1]
+    assert re.search(r"linear [\d.]+ (µs|ms), error 0\.\d+ vs softmax", apart), apart
+    assert re.search(r"performer [\d.]+ (µs|ms), error 0\.\d+ vs softmax", apart), apart
+    assert "over linear" not in summary and "over performer" not in summary
+    assert re.search(r"\| [\d.]+ (µs|ms) \(approximate\) \|", summary)  # the pivot's cells say so too
+    # The console table and each job's description say it as well.
+    for name in ("linear", "performer"):
+        line = next(line for line in stdout.splitlines() if line.lstrip().startswith(f"{name} "))
+        assert "approximate, error 0." in line and "vs softmax" in stdout, line
+        run = next(r for r in children if r.info.run_name == name)
+        assert run.data.tags["mlflow.note.content"].startswith("approximate (error 0.")
+        # Its TFLOP/s are its own formula's, not softmax attention's FLOPs over its time.
+        assert run.data.tags["flops"].startswith("its own formula")
+    math = next(r for r in children if r.info.run_name == "math")
+    linear = next(r for r in children if r.info.run_name == "linear")
+    assert float(linear.data.metrics["gflop"]) != pytest.approx(float(math.data.metrics["gflop"]))

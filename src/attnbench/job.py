@@ -83,7 +83,8 @@ def run_job(cfg: DictConfig, on_phase: Callable[[str], None] = lambda phase: Non
     try:
         on_phase("plan")
         plan = validate(cfg)
-        result.tags |= {"device": str(plan.device), "problem": plan.problem.describe()}
+        result.tags |= {"device": str(plan.device), "problem": plan.problem.describe(),
+                        "approximate": str(plan.backend.approximate).lower()}  # ranked apart from exact ones
         _benchmark(cfg, plan, result, on_phase)
     except Skipped as e:
         result.status, result.reason = "skipped", str(e)
@@ -133,6 +134,8 @@ def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult, on_phase: Callabl
             result.flag("invalid", "torch.compile recompiled after the first call: " + _first_line(str(e)))
             return
     result.metrics |= throughput(plan.model, cfg.mode, result.metrics["median_us"] / 1e6, peaks, plan.device)
+    result.tags["flops"] = ("its own formula's (approximate attention)" if plan.backend.approximate
+                            else "useful softmax attention FLOPs")
 
 
 def _prepare_device(cfg: DictConfig, plan: Plan) -> dict[str, float]:

@@ -17,16 +17,13 @@ def throughput(model, mode: Mode, seconds: float, peaks: dict[str, float], devic
     """Useful TFLOP/s, GB/s over the minimum bytes, intensity, and each as a share of the ceilings known. (Not
     the time itself: seconds * 1e6 can differ from the measured median in its last digit.)"""
     flops, nbytes = model.flops(mode), model.min_bytes(mode)
-    metrics = {
-        "gflop": flops / 1e9,
-        "tflops": tflops_per_s(flops, seconds),
-        "gbps": nbytes / seconds / 1e9,
-        "arith_intensity": flops / nbytes,
-    }
+    metrics = {"gbps": nbytes / seconds / 1e9}
+    if flops is not None:  # an approximate backend that counts no FLOPs of its own gets no TFLOP/s
+        metrics |= {"gflop": flops / 1e9, "tflops": tflops_per_s(flops, seconds), "arith_intensity": flops / nbytes}
     ceilings = peaks | datasheet(device_name(device), model.dtype)
     metrics |= ceilings
     for ceiling, achieved in (("device_peak_tflops", "tflops"), ("device_peak_gbps", "gbps"),
                               ("datasheet_tflops", "tflops"), ("datasheet_gbps", "gbps")):
-        if ceiling in ceilings:
+        if ceiling in ceilings and achieved in metrics:
             metrics[f"pct_{ceiling}"] = 100 * metrics[achieved] / ceilings[ceiling]
     return metrics

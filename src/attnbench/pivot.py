@@ -2,8 +2,12 @@
 
 Works on plain job records (params, metrics, tags and raw samples, as MLflow or a sweep folder holds them), so the
 same summary comes from a finished sweep, a store read later, or a sweep folder synced afterwards.
-Rows are problems (everything that varied except the backend and compilation), columns are backend × compile, and
-every speedup or winner is checked against noise (`attnbench.timing.noise`): within noise it reads `~`.
+Rows are problems (everything that varied except the backend and compilation), columns are backend × compile.
+
+A winner or a speedup is claimed only between comparable jobs: the same problem, exact (softmax) attention, `ok`,
+not `contended` (timed while its threads waited for a core), and separated by the bootstrap
+(`attnbench.timing.noise`): within noise it reads `~`. Approximate backends (linear attention) compute another
+function: they are ranked apart, each shown with its error against softmax.
 """
 
 from __future__ import annotations
@@ -55,6 +59,26 @@ class JobRecord:
         return "launch_bound" in self.tags
 
     @property
+    def approximate(self) -> bool:
+        """Not softmax attention (tagged by the job; older records say so in their `check` tag)."""
+        return self.tags.get("approximate") == "true" or self.tags.get("check") == "approximate"
+
+    @property
+    def contended(self) -> bool:
+        return "contended" in self.tags
+
+    @property
+    def comparable(self) -> bool:
+        """A time that may be ranked against the exact jobs of its problem."""
+        return self.ok and not self.approximate and not self.contended
+
+    @property
+    def softmax_error(self) -> str:
+        """`error 0.37 vs softmax` (its norm-wise relative error), for an approximate job."""
+        error = self.metrics.get("rel_l2_err")
+        return f"error {error:.2g} vs softmax" if error is not None else "error vs softmax unknown"
+
+    @property
     def implementation(self) -> str:
         """Column label: the backend, and how it was compiled."""
         name = self.params.get("backend.name", "?")
@@ -101,14 +125,24 @@ def _versus(baseline: JobRecord, job: JobRecord) -> Comparison | None:
     return None
 
 
+def ratio(value: float) -> str:
+    """`1.71×`, `12.3×`, `0.0998×`; never a bare `1×` for two times the bootstrap told apart (`1.004×`)."""
+    if 0.995 <= value < 1.005:
+        return f"{value:.3f}×"
+    return f"{value:.2f}×" if 1 <= value < 10 else f"{value:.3g}×"
+
+
 def speedup(baseline: JobRecord, job: JobRecord) -> str:
-    """`2.41×` when the job is faster (or slower) than the baseline beyond noise, `~` within it."""
+    """`2.41×` when the job is faster (or slower) than the baseline beyond noise, `~` within it; nothing for a job
+    that is not comparable with it (approximate, contended)."""
+    if not (job.comparable and baseline.comparable):
+        return ""
     if job is baseline:
         return "1×"
     found = _versus(baseline, job)
-    if found is not None and found.verdict == "same":
+    if found is None or found.verdict == "same":
         return "~"
-    return f"{baseline.median_us / job.median_us:.3g}×"
+    return ratio(baseline.median_us / job.median_us)
 
 
 @dataclass
@@ -116,7 +150,12 @@ class Problem:
     label: str
     jobs: list[JobRecord]
     baseline: JobRecord | None
-    winner: str  # e.g. "cudnn (1.71× over flash)", "cudnn ~ default (within noise)", "none ran"
+    winner: str  # e.g. "cudnn (1.71× over flash)", "no winner: cudnn ~ default within noise"
+    approximate: str = ""  # the approximate jobs, fastest first, each with its error vs softmax
+
+    @property
+    def has_winner(self) -> bool:
+        return not self.winner.startswith("no winner")
 
 
 def summarise(records: list[JobRecord], baseline_backend: str | None = None) -> list[Problem]:
@@ -141,21 +180,41 @@ def compare_by_wall(jobs: list[JobRecord]) -> bool:
 def _problem(label: str, jobs: list[JobRecord], baseline_backend: str | None) -> Problem:
     ok = [j for j in jobs if j.ok]
     compare_by_wall(ok)
-    ok.sort(key=lambda j: j.median_us)
+    exact = sorted((j for j in ok if j.comparable), key=lambda j: j.median_us)
+    approximate = sorted((j for j in ok if j.approximate and not j.contended), key=lambda j: j.median_us)
     if baseline_backend is None:
-        baseline = ok[-1] if ok else None  # the slowest that ran
+        baseline = exact[-1] if exact else None  # the slowest that ran
     else:
-        baseline = next((j for j in ok if j.params.get("backend.name") == baseline_backend), None)
-    if not ok:
-        return Problem(label, jobs, baseline, "none ran")
-    if len(ok) == 1:
-        return Problem(label, jobs, baseline, f"{ok[0].implementation} (alone)")
-    best, second = ok[0], ok[1]
+        baseline = next((j for j in exact if j.params.get("backend.name") == baseline_backend), None)
+    return Problem(label, jobs, baseline, _winner(exact, ok), approximate_line(approximate))
+
+
+def _winner(exact: list[JobRecord], ok: list[JobRecord]) -> str:
+    """The fastest comparable job, only where the bootstrap separates it from the next; else why there is none."""
+    if not exact:
+        if any(not j.approximate for j in ok):
+            return "no winner: every exact job that ran was contended (timed while waiting for a core)"
+        if ok:
+            return "no winner: no exact backend ran ok (approximate ones are ranked apart)"
+        return "no winner: no job ran ok"
+    if len(exact) == 1:  # the answer among exact attention, said as what it is
+        uncontended = " uncontended" if any(not j.approximate and j.contended for j in ok) else ""
+        return f"{exact[0].implementation} (the only exact job that ran ok{uncontended})"
+    best, second = exact[0], exact[1]
     found = _versus(second, best)
-    if found is not None and found.verdict == "same":
-        return Problem(label, jobs, baseline, f"{best.implementation} ~ {second.implementation} (within noise)")
-    return Problem(label, jobs, baseline, f"{best.implementation} "
-                   f"({second.median_us / best.median_us:.3g}× over {second.implementation})")
+    if found is None:
+        return f"no winner: {best.implementation} and {second.implementation} have no samples to compare"
+    if found.verdict == "same":
+        return f"no winner: {best.implementation} ~ {second.implementation} within noise"
+    return f"{best.implementation} ({ratio(second.median_us / best.median_us)} over {second.implementation})"
+
+
+def approximate_line(jobs: list[JobRecord]) -> str:
+    """`approximate (not softmax, ranked apart): linear 1.2 ms, error 0.5 vs softmax; ...`, fastest first."""
+    if not jobs:
+        return ""
+    return "approximate (not softmax, ranked apart): " + "; ".join(
+        f"{j.implementation} {format_time(j.median_us)}, {j.softmax_error}" for j in jobs)
 
 
 def launch_note(problems: list[Problem]) -> str:
@@ -172,29 +231,42 @@ def launch_note(problems: list[Problem]) -> str:
 
 
 def winners_line(problems: list[Problem]) -> str:
-    """The answer in one line, first in the parent run's description (the runs table shows its start)."""
+    """The answer in one line, first in the parent run's description (the runs table shows its start); the
+    approximate jobs after it, apart."""
     if len(problems) == 1:
-        return f"**Winner: {problems[0].winner}**"
-    return "**Winners:** " + "; ".join(f"{p.label}: {p.winner}" for p in problems)
+        p = problems[0]
+        line = f"**Winner: {p.winner}**" if p.has_winner else f"**{p.winner[0].upper()}{p.winner[1:]}**"
+        return line + (f" · {p.approximate}" if p.approximate else "")
+    return "**Winners:** " + "; ".join(f"{p.label}: {p.winner}" for p in problems) + "".join(
+        f" · {p.label}: {p.approximate}" for p in problems if p.approximate)
 
 
 def markdown(problems: list[Problem], title: str, baseline_backend: str | None = None) -> str:
     """A pivot: rows = problems, columns = backend × compile; cells = median and speedup against the baseline."""
     columns = list(dict.fromkeys(j.implementation for p in problems for j in p.jobs))
-    baseline_note = f"backend={baseline_backend}" if baseline_backend else "the slowest backend of each problem"
+    baseline_note = (f"backend={baseline_backend}" if baseline_backend
+                     else "the slowest exact, uncontended backend of each problem")
     lines = [f"### {title}", "",
              "| problem | " + " | ".join(columns) + " | winner |", "|---" * (len(columns) + 2) + "|"]
     for p in problems:
         cells = {}
         for job in p.jobs:
             if job.ok:
-                ratio = speedup(p.baseline, job) if p.baseline is not None else ""
-                cells[job.implementation] = f"{format_time(job.median_us)} {ratio}".strip()
+                versus = speedup(p.baseline, job) if p.baseline is not None else ""
+                mark = " (approximate)" if job.approximate else " (contended)" if job.contended else ""
+                cells[job.implementation] = f"{format_time(job.median_us)} {versus}".strip() + mark
             else:
                 cells[job.implementation] = job.status
         lines.append(f"| {p.label} | " + " | ".join(cells.get(c, "") for c in columns) + f" | **{p.winner}** |")
     lines += ["", f"Median per call (device time on CUDA, wall time elsewhere) and speedup against {baseline_note};"
-              " `~`: within noise (the medians' 95% bootstrap intervals overlap)."]
+              " `~`: within noise (the medians' 95% bootstrap intervals overlap). Winners and speedups only between"
+              " exact jobs that are not contended."]
+    lines += [f"- {p.label}: {p.approximate}" if len(problems) > 1 else f"- {p.approximate}"
+              for p in problems if p.approximate]
+    contended = [j for p in problems for j in p.jobs if j.ok and j.contended]
+    if contended:
+        lines.append(f"- contended (no speedup, never a winner): {', '.join(j.implementation for j in contended)}: "
+                     "timed while its threads waited for a core")
     note = launch_note(problems)
     return "\n".join(lines + (["", note] if note else []))
 

@@ -44,7 +44,16 @@ def _lines(records: list[JobRecord], axis: str) -> dict[str, list[JobRecord]]:
     for r in records:
         label = ", ".join([r.implementation, *(f"{short(k)}={r.params.get(k)}" for k in others)])
         lines[label].append(r)
-    return lines
+    return {_approximate_label(label, jobs): jobs for label, jobs in lines.items()}
+
+
+def _approximate_label(label: str, jobs: list[JobRecord]) -> str:
+    """An approximate backend's line says so, with its largest error against softmax: it is not ranked with the
+    exact ones."""
+    errors = [j.metrics["rel_l2_err"] for j in jobs if j.approximate and "rel_l2_err" in j.metrics]
+    if not any(j.approximate for j in jobs):
+        return label
+    return label + (f" (approximate, error ≤ {max(errors):.2g} vs softmax)" if errors else " (approximate)")
 
 
 def _plot(lines, axis: str, metric: str, ylabel: str, path: Path, title: str, ceiling: float | None = None,
@@ -61,7 +70,8 @@ def _plot(lines, axis: str, metric: str, ylabel: str, path: Path, title: str, ce
         if timed:
             xs, ys = [float(j.params[axis]) for j in timed], [j.metrics[metric] for j in timed]
             errors = _errors(timed) if metric == "median_us" else None
-            line = ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label).lines[0]
+            style = "--" if any(j.approximate for j in timed) else "-"
+            line = ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label, linestyle=style).lines[0]
         if mark_oom:
             for j in jobs:
                 if j.status == "oom":
@@ -93,8 +103,8 @@ def _bars(records: list[JobRecord], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     ok = [r for r in records if r.ok]
-    labels = [", ".join([r.implementation, *(f"{short(k)}={r.params.get(k)}" for k in problem_keys(records))])
-              for r in ok]
+    labels = [_approximate_label(", ".join([r.implementation, *(f"{short(k)}={r.params.get(k)}"
+                                                               for k in problem_keys(records))]), [r]) for r in ok]
     fig, ax = plt.subplots(figsize=(8, max(3, 0.4 * len(ok) + 1)))
     ax.barh(labels, [r.median_us for r in ok], xerr=_errors(ok), capsize=3)
     ax.set_xlabel("median per call (µs), with its 95% interval")

@@ -31,6 +31,8 @@ LONG_NAME = 20  # characters of a run's name: `efficient+compile`, `flex+reduce-
 HEADLINES = {"events": "device time (CUDA events)", "wall": "wall time", "cuda_graph": "device time (CUDA graph "
              "replays)", "profiler": "kernel time (profiler)"}
 Column = tuple[str, Callable[[JobRecord], str]]  # header, cell
+CONTENDED_NOTE = ("contended: its threads waited for a core (the share shown) while it was timed — another process, "
+                  "or more torch threads than free cores: the time is the scheduler's; no speedup, never a winner")
 
 
 def job_of_run(run: Run) -> JobRecord:
@@ -59,7 +61,12 @@ def jobs_table(jobs: list[JobRecord], title: str) -> RenderableType:
 
     def note(job: JobRecord) -> str:
         if job.ok:
-            return job.tags.get("kernel", "")
+            marks = [f"approximate, {job.softmax_error}"] if job.approximate else []
+            if job.contended:
+                share = job.metrics.get("cpu_wait_share")
+                waited = f" {100 * share:.0f}%" if share is not None else ""
+                marks.append(f"contended{waited} [{notes.setdefault(CONTENDED_NOTE, len(notes) + 1)}]")
+            return " · ".join([*marks, job.tags.get("kernel", "")]).strip(" ·")
         reason = job.tags.get("reason", "")
         return f"[{notes.setdefault(reason, len(notes) + 1)}]" if reason else ""
 
@@ -121,8 +128,8 @@ def caption(jobs: list[JobRecord]) -> str:
     if any(j.ok for j in jobs):
         headline = _one(j.tags.get("timing.headline") for j in jobs if j.ok)
         lines.append(f"median: {HEADLINES.get(headline, headline) if headline else 'each job’s timing.headline'} "
-                     "per call · speedup: against the slowest job of its problem, ~ where the two are the same "
-                     "within noise")
+                     "per call · speedup: against the slowest exact, uncontended run of its problem; ~ where the "
+                     "two are the same within noise")
     if any(j.ok and j.basis == "wall" for j in jobs):
         lines.append("launch-bound problems (the GPU idles between launches, and CUDA events would time the host's "
                      "gaps): median is the wall time per call in a Python loop, kernels the GPU's time in kernels")

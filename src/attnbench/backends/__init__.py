@@ -99,6 +99,11 @@ class Backend(ABC):
         `unsupported`); `warned` holds PyTorch's C++ warnings from that call. None: a real error."""
         return None
 
+    def flops(self, problem: Problem, mode: Mode) -> int | None:
+        """Floating-point operations of one attention call as this backend computes it. Exact backends compute
+        softmax attention: the problem's useful FLOPs. An approximate one counts its own formula's, or None."""
+        return None if self.approximate else problem.flops(mode)
+
     def reference(self, problem: Problem) -> Attend | None:
         """Approximate backends: a float64 version of their own formula, for the check, called as
         attnbench.correctness.ReferenceAttention is (`rows=`: the problem's query rows that q holds). Exact: None."""

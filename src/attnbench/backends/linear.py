@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from attnbench.backends import Backend, BackendConfig, register_backend
+from attnbench.config import Mode
 from attnbench.errors import ConfigError
 
 # φ is computed in float32 from half-precision inputs (exp() in bf16 is coarse). bfloat16 then runs the products on
@@ -47,6 +48,30 @@ class Linear(Backend):
     def feature_map(self, problem, device):
         """φ(x, is_query), for queries and keys (B, H, S, D) → (B, H, S, F), positive. Built once per job."""
         return elu_feature_map
+
+    def features(self, problem) -> int:
+        """F, the width of φ(x)."""
+        return problem.head_dim
+
+    def feature_flops(self, problem) -> int:
+        """FLOPs of φ for one row: elu + 1 is elementwise, not counted."""
+        return 0
+
+    def flops(self, problem, mode):
+        """Its own algorithm's forward as run (not softmax's): φ of every query and key row, φ(K)ᵀV and Σφ(K) per
+        key/value head, then per query head either one product with that state (non-causal, a decode step) or,
+        causal, the chunk's quadratic form and a product with the state of earlier chunks on every position. A
+        backward is counted as twice the forward (each product has two gradient products)."""
+        p, f, d, chunk = problem, self.features(problem), problem.head_dim, self.config.chunk
+        states = p.batch * p.kv_heads * p.seq_len * (2 * f * d + f)
+        if p.mask.name != "causal" or p.q_len == 1:
+            queries = p.batch * p.heads * p.q_len * (2 * f * d + 2 * f)
+        else:  # queries padded to the whole sequence, chunk by chunk
+            rows = p.batch * p.heads * (p.seq_len + -p.seq_len % chunk)
+            queries = rows * (2 * chunk * f + 2 * chunk * d + 2 * f * d + 2 * f + chunk)
+        features = (p.batch * p.heads * p.q_len + p.batch * p.kv_heads * p.seq_len) * self.feature_flops(p)
+        forward = states + queries + features
+        return {Mode.fwd: forward, Mode.bwd: 2 * forward, Mode.fwd_bwd: 3 * forward}[mode]
 
     def build(self, problem, device, dtype):
         phi = self.feature_map(problem, device)

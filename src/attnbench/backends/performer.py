@@ -60,5 +60,12 @@ class Performer(Linear):
 
         return phi
 
+    def features(self, problem):
+        return self.config.features
+
+    def feature_flops(self, problem):
+        """x·Wᵀ (2·D·m), ‖x‖² (2·D) and exp, subtraction and scaling of m values per row."""
+        return 2 * problem.head_dim * self.config.features + 2 * problem.head_dim + 3 * self.config.features
+
     def tags(self):
         return {"performer.features": str(self.config.features)}

@@ -94,9 +94,15 @@ class Model(ABC):
         """Weights that a training step differentiates, besides the inputs (after build())."""
         return []
 
-    def flops(self, mode: Mode) -> int:
-        """Useful floating-point operations of one call: the attention's, plus the model's own."""
-        return self.problem.flops(mode)
+    def flops(self, mode: Mode) -> int | None:
+        """Floating-point operations of one call: the attention's as its backend computes it (useful softmax FLOPs
+        for an exact one), plus the model's own; None where the backend counts none."""
+        return self.backend.flops(self.problem, mode)
+
+    def plus_attention(self, own: int, mode: Mode) -> int | None:
+        """A module's own FLOPs plus its attention's (None where its backend counts none)."""
+        attention = self.backend.flops(self.problem, mode)
+        return None if attention is None else own + attention
 
     def min_bytes(self, mode: Mode) -> int:
         return self.problem.min_bytes(self.dtype.itemsize, mode)

@@ -65,7 +65,7 @@ class NnAttentionModule(Model):
     def flops(self, mode):
         p = self.problem
         linear = 2 * p.batch * p.seq_len * self.linear_flops_per_token * self.embed_dim**2
-        return int(linear * LINEAR_FLOP_FACTOR[mode]) + p.flops(mode)
+        return self.plus_attention(int(linear * LINEAR_FLOP_FACTOR[mode]), mode)
 
     def min_bytes(self, mode):
         return module_min_bytes(self, self.module, mode)

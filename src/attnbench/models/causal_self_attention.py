@@ -72,7 +72,7 @@ class CausalSelfAttentionModel(Model):
         p, c = self.problem, self.embed_dim
         qkv_out = (p.heads + 2 * p.kv_heads) * p.head_dim
         projections = 2 * p.batch * p.seq_len * c * (qkv_out + c)
-        return int(projections * LINEAR_FLOP_FACTOR[mode]) + p.flops(mode)
+        return self.plus_attention(int(projections * LINEAR_FLOP_FACTOR[mode]), mode)
 
     def min_bytes(self, mode):
         return module_min_bytes(self, self.module, mode)

@@ -30,7 +30,8 @@ def terminal_status(status: str) -> str:
 
 
 def job_description(record: dict) -> str:
-    """`122.5 µs · 140 TFLOP/s · flash` for an ok job; `unsupported: <reason>` otherwise."""
+    """`122.5 µs · 140 TFLOP/s · flash` for an ok job, said first where it is approximate (with its error against
+    softmax) or contended; `unsupported: <reason>` otherwise."""
     status, metrics, tags = record["status"], record["metrics"], record["tags"]
     if status != "ok":
         reason = " ".join(str(record.get("reason") or "").split())
@@ -38,4 +39,9 @@ def job_description(record: dict) -> str:
         return f"{status}: {cut}" if cut else status
     parts = [format_time(metrics.get("median_us")), format_flops(metrics.get("tflops")),
              tags.get("kernel", "")]
+    if tags.get("approximate") == "true" or tags.get("check") == "approximate":
+        error = metrics.get("rel_l2_err")
+        parts.insert(0, "approximate" + (f" (error {error:.2g} vs softmax)" if error is not None else ""))
+    if "contended" in tags:
+        parts.insert(0, "contended (timed while waiting for a core)")
     return " · ".join(part for part in parts if part)
