@@ -22,15 +22,16 @@ def _samples(center: float, seed: int) -> list[float]:
     return [rng.gauss(center, center * 0.01) for _ in range(50)]
 
 
-def _sweep(client, experiment_id: str, tmp_path, name: str, jobs: list[tuple], env: dict) -> str:
+def _sweep(client, experiment_id: str, tmp_path, name: str, jobs: list[tuple], env: dict,
+           metrics: dict | None = None) -> str:
     """A parent run with one child per (case, backend, seq_len, status, samples), recorded as a real job is."""
     parent = start_run(client, experiment_id, name, {}, {"sweep.key": name})
     for number, (case, backend, seq_len, status, samples) in enumerate(jobs):
         params = {"backend.name": backend, "shape.seq_len": str(seq_len), "compile": "false"}
         record = results.new_record(str(number), backend, tmp_path / name / str(number), params, {"case": case})
-        metrics = {"median_us": statistics.median(samples)} if samples else {}
+        measured = ({"median_us": statistics.median(samples)} | (metrics or {})) if samples else {}
         record = results.finish(record, {"status": status, "reason": "" if samples else "out of memory",
-                                         "metrics": metrics, "samples": {"events": samples} if samples else {},
+                                         "metrics": measured, "samples": {"events": samples} if samples else {},
                                          "tags": {"timing.headline": "events"} | env})
         run = start_run(client, experiment_id, backend, params, {"mlflow.parentRunId": parent,
                                                                  "hydra.job.num": str(number)})
@@ -74,21 +75,21 @@ def test_a_planted_regression_is_slower_an_equal_pair_is_same_and_a_lost_job_is_
     assert slower.ratio == pytest.approx(1.3, rel=0.02)
     assert slower.regressed(10) and not slower.regressed(50)  # 30% slower: past 10%, not past 50%
     assert (result.only_a, result.only_b) == (1, 1)
-    assert result.warnings == ["device_name differs: A NVIDIA H100 80GB HBM3, B NVIDIA H200",
-                               "torch differs: A 2.13.0, B 2.14.0"]
+    assert result.mismatches == ["card differs: A NVIDIA H100 80GB HBM3, B NVIDIA H200",
+                                 "torch differs: A 2.13.0, B 2.14.0"]
     assert result.notes == ["git_commit differs: A aaa, B bbb"]
 
 
 def test_fail_if_slower_exits_3_on_a_regression_and_0_without(planted, capsys):
     uri, _, before, after, _ = planted
-    code, out, err = _cli(capsys, uri, before, after)
+    code, out, err = _cli(capsys, uri, before, after, "--force")  # another card and torch: only when forced
     assert code == 0 and "3 cases compared: 1 broken, 1 same, 1 slower; 1 only in A, 1 only in B" in out
-    assert "warning: device_name differs" in err and "warning: torch differs" in err
+    assert "warning: card differs" in err and "warning: torch differs" in err
 
-    code, _, err = _cli(capsys, uri, before, after, "--fail-if-slower", "10")
+    code, _, err = _cli(capsys, uri, before, after, "--fail-if-slower", "10", "--force")
     assert code == 3 and "2 cases regressed" in err and "flash, seq_len=1024" in err and "math, seq_len=512" in err
 
-    code, out, _ = _cli(capsys, uri, after, before, "--fail-if-slower", "0")  # the other way: faster, and fixed
+    code, out, _ = _cli(capsys, uri, after, before, "--fail-if-slower", "0", "--force")  # the other way
     assert code == 0 and "1 faster, 1 fixed, 1 same" in out
 
 
@@ -142,3 +143,31 @@ def test_a_launch_bound_case_is_compared_by_wall_time_per_call(tmp_path):
     (pair,) = compare_runs(client, a, b).pairs
     assert pair.label.endswith("(wall per call)")
     assert pair.verdict == "slower" and pair.ratio == pytest.approx(1.3, rel=0.03)
+
+
+def test_sweeps_on_another_card_torch_or_thread_count_are_refused_unless_forced(planted, tmp_path, capsys):
+    uri, client, before, after, _ = planted
+    code, out, err = _cli(capsys, uri, before, after)
+    assert code == 1 and not out  # nothing compared
+    assert "refused" in err and "card differs: A NVIDIA H100 80GB HBM3, B NVIDIA H200" in err
+    assert "torch differs: A 2.13.0, B 2.14.0" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    experiment = client.get_run(before).info.experiment_id
+    one = _sweep(client, experiment, tmp_path, "one", [("c1", "flash", 512, "ok", _samples(100, 1))],
+                 H100 | {"threads.intra_op": "1"})
+    two = _sweep(client, experiment, tmp_path, "two", [("c1", "flash", 512, "ok", _samples(100, 2))],
+                 H100 | {"threads.intra_op": "2"})
+    code, _, err = _cli(capsys, uri, one, two)
+    assert code == 1 and "torch threads differs: A 1, B 2" in err
+
+
+def test_a_contended_side_gets_no_verdict_and_other_clocks_are_said(tmp_path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("attnbench", artifact_location=(tmp_path / "artifacts").as_uri())
+    a = _sweep(client, experiment, tmp_path, "a", [("c1", "math", 64, "ok", _samples(100, 1))], H100,
+               {"gpu_sm_clock_mhz": 1980.0})
+    b = _sweep(client, experiment, tmp_path, "b", [("c1", "math", 64, "ok", _samples(300, 2))],
+               H100 | {"contended": "its threads waited for a core 40% of the time"}, {"gpu_sm_clock_mhz": 1680.0})
+    result = compare_runs(client, a, b)
+    (pair,) = result.pairs
+    assert pair.verdict == "contended (no verdict)" and not pair.regressed(0)
+    assert any("SM clock differs: A ran at 1980 MHz, B at 1680 MHz" in w for w in result.warnings)

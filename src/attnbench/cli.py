@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("runs", nargs="*", metavar="RUN", help="RUN_A RUN_B: two parent runs (or two job runs)")
     compare.add_argument("--fail-if-slower", type=float, metavar="PCT", help=f"exit {EXIT_REGRESSION} when a case "
                          "of B is significantly slower than in A by PCT percent or more, or no longer ok")
+    compare.add_argument("--force", action="store_true", help="compare even when the two sides ran on another "
+                         "card, torch, CUDA, cuDNN or thread count (said as warnings)")
     compare.add_argument("--rerun", metavar="RUN_ID", help="print the `python run.py ...` command that reproduces "
                                                            "this sweep (parent run) or job (child run)")
     url = commands.add_parser("url", help="save the MLflow UI view of a sweep (its jobs, the useful columns, fastest "
@@ -122,7 +124,11 @@ def _compare(args: argparse.Namespace) -> int:
             print(compare.rerun_command(client, args.rerun))
             return 0
         result = compare.compare_runs(client, *args.runs)
-        for line in result.warnings:
+        if result.mismatches and not args.force:
+            print(f"attnbench compare: refused: A and B ran differently ({'; '.join(result.mismatches)}), so their "
+                  "times are not comparable; --force compares them anyway", file=sys.stderr)
+            return EXIT_REFUSED
+        for line in result.mismatches + result.warnings:
             print(f"attnbench compare: warning: {line}", file=sys.stderr)
         for line in result.notes:
             print(f"attnbench compare: {line}")

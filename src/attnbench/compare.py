@@ -4,7 +4,9 @@ that reproduces a sweep or a job.
 Jobs are paired by their `case` tag (attnbench.case: what was measured, not how it was timed or where it was
 recorded), so the same sweep run twice pairs every job. Each pair gets the ratio of its medians and a verdict from
 both runs' raw samples (attnbench.timing.noise): `faster` or `slower` only where the medians' 95% bootstrap
-intervals do not overlap, else `same`. A job that was ok and is not any more is `broken`.
+intervals do not overlap, else `same`. A job that was ok and is not any more is `broken`; a pair where either side
+was contended (timed while waiting for a core) gets no verdict. Two sweeps that ran on another card, torch, CUDA,
+cuDNN or thread count are not compared unless forced (`mismatches`); other SM clocks are said.
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ from attnbench.tracking.describe import NOTE
 from attnbench.tracking.sweeps import SWEEP_TAG, SweepProblem, get_run, jobs_of, one_per_case, records
 from attnbench.tracking.upload import COMMAND
 
-DEVICE_TAGS = ("env.device_type", "env.device_name", "env.compute_capability")
-LIBRARY_TAGS = ("env.torch", "env.cuda", "env.cudnn", "env.driver", "env.python")
+# What makes two times incomparable: another card, another torch, CUDA or cuDNN, other torch threads. Compare
+# refuses these unless forced (--force), and says which.
+INCOMPARABLE_TAGS = {"env.device_name": "card", "env.torch": "torch", "env.cuda": "CUDA", "env.cudnn": "cuDNN",
+                     "threads.intra_op": "torch threads"}
+OLDER_THREADS_TAG = "placement.threads"  # where records from before threads.intra_op kept the thread count
+OTHER_TAGS = ("env.device_type", "env.compute_capability", "env.driver", "env.python")
 CODE_TAG = "env.git_commit"
+CLOCK_METRIC = "gpu_sm_clock_mhz"
+CLOCK_DIFFERENCE = 0.02  # median SM clocks further apart than this share are said
 OVERRIDES_FILE = ".hydra/overrides.yaml"
 
 
@@ -42,6 +50,8 @@ class Pair:
 
     @cached_property
     def verdict(self) -> str:
+        if self.a.ok and self.b.ok and (self.a.contended or self.b.contended):
+            return "contended (no verdict)"  # a time the scheduler set says nothing about the kernel
         if self.a.ok and self.b.ok:
             if not (self.a.headline_samples and self.b.headline_samples):
                 return "unjudged (no samples)"
@@ -66,6 +76,7 @@ class SweepComparison:
     pairs: list[Pair]
     only_a: int
     only_b: int
+    mismatches: list[str]  # why the two sides' times are not comparable (compare refuses them unless forced)
     warnings: list[str]
     notes: list[str]
 
@@ -87,10 +98,29 @@ def compare_runs(client, a_id: str, b_id: str) -> SweepComparison:
         walled = a.ok and b.ok and compare_by_wall([a, b])  # launch-bound: events would compare host gaps
         pairs.append(Pair(_label(a, keys) + (" (wall per call)" if walled else ""), a, b))
     a_all, b_all = list(a_jobs.values()), list(b_jobs.values())
-    warnings = [w for tags in (DEVICE_TAGS, LIBRARY_TAGS) for w in _differences(a_all, b_all, tags)]
-    notes = _differences(a_all, b_all, (CODE_TAG,))
+    for job in (*a_all, *b_all):  # older records: the thread count under its old name
+        if "threads.intra_op" not in job.tags and OLDER_THREADS_TAG in job.tags:
+            job.tags["threads.intra_op"] = job.tags[OLDER_THREADS_TAG]
+    mismatches = _differences(a_all, b_all, INCOMPARABLE_TAGS)
+    warnings = _differences(a_all, b_all, {tag: tag.removeprefix("env.") for tag in OTHER_TAGS}) + _clocks(a_all, b_all)
+    notes = _differences(a_all, b_all, {CODE_TAG: "git_commit"})
     return SweepComparison(_name(a_run), _name(b_run), pairs, len(a_cases) - len(common),
-                           len(b_cases) - len(common), warnings, notes)
+                           len(b_cases) - len(common), mismatches, warnings, notes)
+
+
+def _clocks(a: list[JobRecord], b: list[JobRecord]) -> list[str]:
+    """Where the two sides' GPUs ran at other SM clocks while timed (a card lowering its clock under load)."""
+    import statistics
+
+    a_clocks = [j.metrics[CLOCK_METRIC] for j in a if CLOCK_METRIC in j.metrics]
+    b_clocks = [j.metrics[CLOCK_METRIC] for j in b if CLOCK_METRIC in j.metrics]
+    if not (a_clocks and b_clocks):
+        return []
+    a_clock, b_clock = statistics.median(a_clocks), statistics.median(b_clocks)
+    if abs(a_clock - b_clock) <= CLOCK_DIFFERENCE * max(a_clock, b_clock):
+        return []
+    return [f"SM clock differs: A ran at {a_clock:.0f} MHz, B at {b_clock:.0f} MHz (medians while timed): "
+            "absolute times move with it"]
 
 
 def _name(run) -> str:
@@ -105,14 +135,14 @@ def _label(job: JobRecord, keys: list[str]) -> str:
     return f"{job.implementation}, {problem_of(job, keys)}" if keys else job.implementation
 
 
-def _differences(a: list[JobRecord], b: list[JobRecord], tags: tuple[str, ...]) -> list[str]:
+def _differences(a: list[JobRecord], b: list[JobRecord], tags: dict[str, str]) -> list[str]:
+    """`torch differs: A 2.13.0, B 2.14.0` for each tag (named as `tags` says) whose values differ."""
     found = []
-    for tag in tags:
+    for tag, name in tags.items():
         a_values = sorted({j.tags[tag] for j in a if tag in j.tags})
         b_values = sorted({j.tags[tag] for j in b if tag in j.tags})
         if a_values != b_values and (a_values or b_values):
-            found.append(f"{tag.removeprefix('env.')} differs: A {', '.join(a_values) or '?'}, "
-                         f"B {', '.join(b_values) or '?'}")
+            found.append(f"{name} differs: A {', '.join(a_values) or '?'}, B {', '.join(b_values) or '?'}")
     return found
 
 
