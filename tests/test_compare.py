@@ -171,3 +171,15 @@ def test_a_contended_side_gets_no_verdict_and_other_clocks_are_said(tmp_path):
     (pair,) = result.pairs
     assert pair.verdict == "contended (no verdict)" and not pair.regressed(0)
     assert any("SM clock differs: A ran at 1980 MHz, B at 1680 MHz" in w for w in result.warnings)
+
+
+def test_an_approximate_pair_says_so_with_its_error_against_softmax(tmp_path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("attnbench", artifact_location=(tmp_path / "artifacts").as_uri())
+    linear = H100 | {"approximate": "true"}
+    a = _sweep(client, experiment, tmp_path, "a", [("c1", "linear", 64, "ok", _samples(100, 1))], linear,
+               {"rel_l2_err": 0.52})
+    b = _sweep(client, experiment, tmp_path, "b", [("c1", "linear", 64, "ok", _samples(100, 2))], linear,
+               {"rel_l2_err": 0.52})
+    (pair,) = compare_runs(client, a, b).pairs
+    assert pair.label == "linear (approximate: error 0.52 vs softmax)"

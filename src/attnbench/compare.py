@@ -96,7 +96,8 @@ def compare_runs(client, a_id: str, b_id: str) -> SweepComparison:
     for case in common:
         a, b = a_jobs[case], b_jobs[case]
         walled = a.ok and b.ok and compare_by_wall([a, b])  # launch-bound: events would compare host gaps
-        pairs.append(Pair(_label(a, keys) + (" (wall per call)" if walled else ""), a, b))
+        approximate = f" (approximate: {b.softmax_error if b.ok else a.softmax_error})" if a.approximate else ""
+        pairs.append(Pair(_label(a, keys) + approximate + (" (wall per call)" if walled else ""), a, b))
     a_all, b_all = list(a_jobs.values()), list(b_jobs.values())
     for job in (*a_all, *b_all):  # older records: the thread count under its old name
         if "threads.intra_op" not in job.tags and OLDER_THREADS_TAG in job.tags:
