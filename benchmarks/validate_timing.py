@@ -76,16 +76,16 @@ def sdpa_rows(repeats: int) -> None:
             for name, backend in BACKENDS.items():
                 overrides = ["model=attention", f"backend={name}", f"mode={mode}", *shape]
                 runs = [job(*overrides, "timing.method=events") for _ in range(repeats)]
-                if runs[0]["status"] != "ok":
-                    print(f"{case:18} {name:9} {mode:7} {runs[0]['status']}: {runs[0]['reason'][:90]}")
+                if runs[0].status != "ok":
+                    print(f"{case:18} {name:9} {mode:7} {runs[0].status}: {runs[0].reason[:90]}")
                     continue
-                medians = [r["metrics"]["events_median_us"] for r in runs]
+                medians = [r.metrics["events_median_us"] for r in runs]
                 events = statistics.median(medians)
                 rep_cv = statistics.stdev(medians) / statistics.fmean(medians) if repeats > 1 else 0.0
-                prof = job(*overrides, "timing.method=profiler")["metrics"]["profiler_median_us"]
+                prof = job(*overrides, "timing.method=profiler").metrics["profiler_median_us"]
                 dob = do_bench_us(["model=attention", *shape], backend, mode)
                 # CUDA-graph replay: device time with no host gaps between the call's kernels
-                graph = job(*overrides, "timing.method=cuda_graph")["metrics"].get("cuda_graph_median_us", float("nan"))
+                graph = job(*overrides, "timing.method=cuda_graph").metrics.get("cuda_graph_median_us", float("nan"))
                 print(f"{case:18} {name:9} {mode:7} {events:9.1f} {rep_cv:7.3%} {prof:9.1f} {dob:9.1f} {graph:9.1f} "
                       f"{events / prof:8.3f} {events / dob:7.3f}  {verdict(events, prof)}")
                 torch.cuda.empty_cache()
@@ -101,8 +101,8 @@ def module_rows() -> None:
         cells = []
         for method in ("events", "wall", "cuda_graph", "profiler"):
             r = job(*base, *extra, f"timing.method={method}")
-            cells.append(f"{r['metrics'][f'{method}_median_us']:10.1f}" if r["status"] == "ok" else
-                         f"{r['status'][:10]:>10}")
+            cells.append(f"{r.metrics[f'{method}_median_us']:10.1f}" if r.status == "ok" else
+                         f"{r.status[:10]:>10}")
         print(f"{label:48} " + " ".join(cells))
 
 

@@ -59,18 +59,18 @@ def test_every_backend_mask_and_model_runs_or_says_why_not(compose_cfg, model, b
         cfg = compose_cfg(*ONE_SAMPLE, *SMALL, f"model={model}", f"backend={backend}", f"mask={mask}",
                           *MASK_FIELDS.get(mask, []))
         result = run_job(cfg)
-        where = f"{backend} × {mask} × {model}: {result['status']} {result['reason']}"
-        assert result["status"] in ("ok", "unsupported", "fallback"), where
-        if result["status"] == "unsupported":
-            assert len(result["reason"]) > 20, where
+        where = f"{backend} × {mask} × {model}: {result.status} {result.reason}"
+        assert result.status in ("ok", "unsupported", "fallback"), where
+        if result.status == "unsupported":
+            assert len(result.reason) > 20, where
             continue
-        assert result["tags"]["kernel"], where  # what ran, whatever it was
-        if result["status"] == "fallback":
-            assert result["tags"]["kernel"] in result["reason"], where
-        if result["tags"]["check"] == "exact":
-            assert result["metrics"]["max_rel_err"] < 1e-4, where
+        assert result.tags["kernel"], where  # what ran, whatever it was
+        if result.status == "fallback":
+            assert result.tags["kernel"] in result.reason, where
+        if result.tags["check"] == "exact":
+            assert result.metrics["max_rel_err"] < 1e-4, where
         else:
-            assert result["tags"]["check"] == "approximate" and result["metrics"]["self_max_rel_err"] < 1e-4
+            assert result.tags["check"] == "approximate" and result.metrics["self_max_rel_err"] < 1e-4
 
 
 GQA_SHAPES = {
@@ -93,8 +93,8 @@ def test_grouped_query_and_decode_outputs_equal_the_float64_reference(compose_cf
     shape = GQA_SHAPES[shape]
     result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, *shape, f"backend={backend}", f"mask={mask}",
                                  *MASK_FIELDS.get(mask, [])))
-    assert result["status"] == "ok", result["reason"]
-    assert result["tags"]["check"] == "exact" and result["metrics"]["max_rel_err"] < 1e-5
+    assert result.status == "ok", result.reason
+    assert result.tags["check"] == "exact" and result.metrics["max_rel_err"] < 1e-5
 
 
 @pytest.fixture
@@ -151,9 +151,9 @@ def _run_planted(compose_cfg, name: str) -> dict:
 
 def test_a_wrong_kernel_is_wrong_not_ok(compose_cfg, planted):
     result = _run_planted(compose_cfg, planted("off_by_scale", OffByScale))
-    assert result["status"] == "wrong", result["reason"]
-    assert "tolerance" in result["reason"] and result["metrics"]["max_rel_err"] > 1e-4
-    assert result["metrics"]["median_us"] > 0  # still timed: a wrong kernel's speed is worth seeing, flagged
+    assert result.status == "wrong", result.reason
+    assert "tolerance" in result.reason and result.metrics["max_rel_err"] > 1e-4
+    assert result.metrics["median_us"] > 0  # still timed: a wrong kernel's speed is worth seeing, flagged
 
 
 def test_a_few_elements_far_off_are_wrong_even_when_the_norm_hides_them(compose_cfg, planted):
@@ -165,15 +165,15 @@ def test_a_few_elements_far_off_are_wrong_even_when_the_norm_hides_them(compose_
     OmegaConf.update(cfg, "backend", {"name": planted("one_element_off", OneElementOff)}, merge=False)
     result = run_job(cfg)
     limits = TOLERANCE[("fused", "normal", torch.float32)]
-    assert result["metrics"]["rel_l2_err"] < limits.rel_l2_err  # the norm alone would pass it
-    assert result["status"] == "wrong" and "max_rel_err" in result["reason"], result["reason"]
+    assert result.metrics["rel_l2_err"] < limits.rel_l2_err  # the norm alone would pass it
+    assert result.status == "wrong" and "max_rel_err" in result.reason, result.reason
 
 
 def test_a_silent_fallback_is_fallback_with_both_names(compose_cfg, planted):
     result = _run_planted(compose_cfg, planted("flash_that_runs_math", FlashThatRunsMath))
-    assert result["status"] == "fallback", result["reason"]
-    assert "flash" in result["reason"] and "math" in result["reason"]
-    assert result["tags"]["kernel"] == "math"
+    assert result.status == "fallback", result.reason
+    assert "flash" in result.reason and "math" in result.reason
+    assert result.tags["kernel"] == "math"
 
 
 def test_a_flex_that_ran_unfused_is_a_fallback(compose_cfg, monkeypatch):
@@ -182,20 +182,20 @@ def test_a_flex_that_ran_unfused_is_a_fallback(compose_cfg, monkeypatch):
 
     monkeypatch.setattr(flex_backend.torch, "compile", lambda fn, **kwargs: fn)
     result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "mask=causal"))
-    assert result["status"] == "fallback" and "unfused" in result["reason"]
+    assert result.status == "fallback" and "unfused" in result.reason
 
 
 def test_nn_modules_are_unsupported_for_backends_they_cannot_call(compose_cfg):
     result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.kv_heads=4", "model=multihead_attention",
                                  "backend=flex"))
-    assert result["status"] == "unsupported"
-    assert "scaled_dot_product_attention" in result["reason"] and "backend=flex" in result["reason"]
+    assert result.status == "unsupported"
+    assert "scaled_dot_product_attention" in result.reason and "backend=flex" in result.reason
 
 
 def test_approximate_backends_are_tagged_and_judged_against_their_own_formula(compose_cfg):
     result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=performer", "mask=causal"))
-    assert result["status"] == "ok" and result["tags"]["check"] == "approximate"
-    m = result["metrics"]
+    assert result.status == "ok" and result.tags["check"] == "approximate"
+    m = result.metrics
     assert m["max_rel_err"] > 1e-3 > 1e-5 > m["self_max_rel_err"]  # far from softmax, exact to its own formula
 
 
@@ -244,22 +244,22 @@ def test_linear_attentions_hold_in_half_precision_at_thousands_of_positions(comp
     result = run_job(compose_cfg(*ONE_SAMPLE, "shape=tiny", "shape.batch=1", "shape.heads=1", "shape.seq_len=2048",
                                  "shape.head_dim=64", f"dtype={dtype}", f"mode={mode}", f"backend={backend}",
                                  "mask=causal"))
-    assert result["status"] == "ok", result["reason"]
-    assert result["metrics"]["self_rel_l2_err"] < 1e-2
+    assert result.status == "ok", result.reason
+    assert result.metrics["self_rel_l2_err"] < 1e-2
 
 
 def test_a_query_that_sees_one_key_is_judged_on_all_gradients_together(compose_cfg):
     # seq_len 1: the gradient of q is exactly zero, so an error relative to it alone would be 0 / 0
     result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.seq_len=1", "mode=fwd_bwd", "backend=linear",
                                  "mask=causal"))
-    assert result["status"] == "ok", result["reason"]
+    assert result.status == "ok", result.reason
 
 
 @pytest.mark.parametrize("field, value", [("backend.chunk", 0), ("backend.features", 0)])
 def test_a_bad_backend_field_is_an_error_naming_it(compose_cfg, field, value):
     backend = "performer" if field == "backend.features" else "linear"
     result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, f"backend={backend}", f"{field}={value}"))
-    assert result["status"] == "error" and field in result["reason"] and "expected" in result["reason"]
+    assert result.status == "error" and field in result.reason and "expected" in result.reason
 
 
 def test_flex_with_a_head_dim_below_16_is_unsupported_on_cuda_before_anything_compiles(compose_cfg):
@@ -278,14 +278,14 @@ def test_flex_with_a_head_dim_below_16_is_unsupported_on_cuda_before_anything_co
 
 def test_flex_kernel_backend_is_checked_and_only_auto_runs_on_the_cpu(compose_cfg):
     bad = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "backend.kernel_backend=TRITN"))
-    assert bad["status"] == "error" and "backend.kernel_backend" in bad["reason"]
+    assert bad.status == "error" and "backend.kernel_backend" in bad.reason
     cpu = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "backend.kernel_backend=TRITON"))
-    assert cpu["status"] == "unsupported" and "CUDA" in cpu["reason"]
+    assert cpu.status == "unsupported" and "CUDA" in cpu.reason
 
 
 def test_a_chunked_prefill_on_the_cpu_builds_its_causal_mask_once(compose_cfg):
     result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.q_len=8", "backend=math", "mask=causal"))
-    assert result["status"] == "ok" and result["tags"]["kernel"] == "math (dense mask)"
+    assert result.status == "ok" and result.tags["kernel"] == "math (dense mask)"
 
 
 def test_a_plugin_with_a_config_that_is_not_a_backend_config_is_skipped(monkeypatch, caplog):

@@ -9,7 +9,8 @@ import statistics
 import pytest
 from mlflow.tracking import MlflowClient
 
-from attnbench import cli, results
+from attnbench import cli
+from attnbench.core.record import Record
 from attnbench.compare import compare_runs
 from attnbench.tracking.upload import finish_job_run, start_run
 
@@ -28,11 +29,11 @@ def _sweep(client, experiment_id: str, tmp_path, name: str, jobs: list[tuple], e
     parent = start_run(client, experiment_id, name, {}, {"sweep.key": name})
     for number, (case, backend, seq_len, status, samples) in enumerate(jobs):
         params = {"backend.name": backend, "shape.seq_len": str(seq_len), "compile": "false"}
-        record = results.new_record(str(number), backend, tmp_path / name / str(number), params, {"case": case})
+        record = Record.begun(str(number), backend, tmp_path / name / str(number), params, {"case": case})
         measured = ({"median_us": statistics.median(samples)} | (metrics or {})) if samples else {}
-        record = results.finish(record, {"status": status, "reason": "" if samples else "out of memory",
-                                         "metrics": measured, "samples": {"events": samples} if samples else {},
-                                         "tags": {"timing.headline": "events"} | env})
+        record = record.ended(Record(status, "" if samples else "out of memory", metrics=measured,
+                                     samples={"events": samples} if samples else {},
+                                     tags={"timing.headline": "events"} | env))
         run = start_run(client, experiment_id, backend, params, {"mlflow.parentRunId": parent,
                                                                  "hydra.job.num": str(number)})
         finish_job_run(client, run, record)
@@ -121,13 +122,13 @@ def test_compare_takes_two_runs_or_rerun(planted, capsys):
 def _launch_bound_sweep(client, experiment_id: str, tmp_path, name: str, events: float, wall: float) -> str:
     parent = start_run(client, experiment_id, name, {}, {"sweep.key": name})
     params = {"backend.name": "default", "model.name": "causal_self_attention", "compile": "false"}
-    record = results.new_record("0", "default", tmp_path / name / "0", params, {"case": "module"})
+    record = Record.begun("0", "default", tmp_path / name / "0", params, {"case": "module"})
     samples = {"events": _samples(events, 11), "wall": _samples(wall, 12)}
-    record = results.finish(record, {
-        "status": "ok", "reason": "", "samples": samples,
-        "metrics": {"median_us": statistics.median(samples["events"]), "kernel_us": 27.0,
-                    "wall_median_us": statistics.median(samples["wall"])},
-        "tags": {"timing.headline": "events", "launch_bound": "events far above the kernels: launch-bound"}})
+    record = record.ended(Record(
+        "ok", samples=samples,
+        metrics={"median_us": statistics.median(samples["events"]), "kernel_us": 27.0,
+                 "wall_median_us": statistics.median(samples["wall"])},
+        tags={"timing.headline": "events", "launch_bound": "events far above the kernels: launch-bound"}))
     run = start_run(client, experiment_id, "default", params, {"mlflow.parentRunId": parent, "hydra.job.num": "0"})
     finish_job_run(client, run, record)
     client.set_terminated(parent)

@@ -20,8 +20,8 @@ BUSY_S = 60  # each busy process ends by itself after this, whatever happens to 
 
 
 def _record(result: dict, backend: str) -> JobRecord:
-    return JobRecord(backend, {"backend.name": backend}, result["metrics"],
-                     result["tags"] | {"status": result["status"]}, result["samples"])
+    return JobRecord(backend, {"backend.name": backend}, result.metrics,
+                     result.tags | {"status": result.status}, result.samples)
 
 
 @pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="needs Linux's scheduler statistics")
@@ -35,11 +35,11 @@ def test_a_cpu_job_starved_of_cores_is_contended_and_never_a_winner(compose_cfg)
             process.kill()
             process.wait()
     for result in results:
-        assert result["status"] == "ok", result["reason"]
-        assert "waited for a core" in result["tags"]["contended"]
-        assert result["metrics"]["cpu_wait_share"] > 0.1
-        assert result["tags"]["threads.intra_op"] == "1"  # timing.cpu_threads' default
-        assert result["metrics"]["timed_cpu_s"] >= 0 and result["metrics"]["timed_wall_s"] > 0
+        assert result.status == "ok", result.reason
+        assert "waited for a core" in result.tags["contended"]
+        assert result.metrics["cpu_wait_share"] > 0.1
+        assert result.tags["threads.intra_op"] == "1"  # timing.cpu_threads' default
+        assert result.metrics["timed_cpu_s"] >= 0 and result.metrics["timed_wall_s"] > 0
     math, naive = (_record(r, b) for r, b in zip(results, ("math", "naive")))
     (problem,) = summarise([math, naive])
     assert problem.winner == "no winner: every exact job that ran was contended (timed while waiting for a core)"
@@ -58,9 +58,9 @@ def test_the_wait_share_is_the_threads_wait_over_their_wanted_time():
 
 def test_cpu_threads_are_set_for_a_cpu_job_and_refused_when_not_positive(compose_cfg):
     result = run_job(compose_cfg(*SMALL, "timing.min_time_s=0", "timing.min_reps=1", "timing.cpu_threads=2"))
-    assert result["tags"]["threads.intra_op"] == "2" and "threads.inter_op" in result["tags"]
+    assert result.tags["threads.intra_op"] == "2" and "threads.inter_op" in result.tags
     bad = run_job(compose_cfg(*SMALL, "timing.cpu_threads=0"))
-    assert bad["status"] == "error" and "timing.cpu_threads" in bad["reason"]
+    assert bad.status == "error" and "timing.cpu_threads" in bad.reason
 
 
 def test_a_gpu_whose_clock_fell_or_that_another_process_used_is_said(monkeypatch):

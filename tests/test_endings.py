@@ -72,7 +72,7 @@ def test_a_stop_signal_records_the_running_job_and_the_sweep_as_killed(stopped_b
     assert name in children[0].data.tags["reason"]
     assert parents[0].info.status == "KILLED" and name in parents[0].data.tags["reason"]
     saved = results.read(stopped.folder / "multirun" / "0")
-    assert saved["status"] == "interrupted" and name in saved["reason"]
+    assert saved.status == "interrupted" and name in saved.reason
     assert not (stopped.folder / "multirun" / "1").exists()
 
 
@@ -147,8 +147,8 @@ def test_a_runaway_kernel_call_times_out_and_the_sweep_goes_on(store, tmp_path):
                       store=store, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     runaway, normal = results.read_all(tmp_path / "multirun")
-    assert runaway["status"] == "timeout" and "timing.max_job_s=5" in runaway["reason"]
-    assert normal["status"] == "ok", normal["reason"]
+    assert runaway.status == "timeout" and "timing.max_job_s=5" in runaway.reason
+    assert normal.status == "ok", normal.reason
     _, parents, children = tracked_runs(store)
     by_status = {c.data.tags["status"]: c.info.status for c in children}
     assert by_status == {"timeout": "FAILED", "ok": "FINISHED"} and parents[0].info.status == "FAILED"
@@ -160,9 +160,9 @@ def test_a_crashing_job_is_recorded_and_the_sweep_goes_on(failing_sweep):
     sweep = failing_sweep
     assert sweep.returncode == 1, (sweep.folder / "stderr.txt").read_text()[-3000:]
     broken, crashed, normal = results.read_all(sweep.folder / "multirun")
-    assert broken["status"] == "error"
-    assert crashed["status"] == "crashed" and "SIGABRT" in crashed["reason"]
-    assert normal["status"] == "ok", normal["reason"]  # in the worker that replaced the crashed one
+    assert broken.status == "error"
+    assert crashed.status == "crashed" and "SIGABRT" in crashed.reason
+    assert normal.status == "ok", normal.reason  # in the worker that replaced the crashed one
     _, _, children = tracked_runs(sweep.store)
     assert sorted((c.data.tags["status"], c.info.status) for c in children) == [
         ("crashed", "FAILED"), ("error", "FAILED"), ("ok", "FINISHED")]
@@ -173,4 +173,4 @@ def test_a_failed_job_exits_nonzero_without_the_callbacks(store, tmp_path, remov
     proc = run_script("model=broken", *TINY, FIXTURE_CONF, *[f"~hydra.callbacks.{name}" for name in removed],
                       store=store, cwd=tmp_path, script=FAILING)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert results.read(tmp_path / "outputs")["status"] == "error"
+    assert results.read(tmp_path / "outputs").status == "error"

@@ -28,27 +28,27 @@ def job(compose_cfg):
 @pytest.mark.parametrize("backend", ["math", "flash"])
 def test_a_forced_backend_is_the_one_that_ran(job, backend):
     result = job(f"backend={backend}")
-    assert result["status"] == "ok", result["reason"]
-    assert result["tags"]["sdpa.kernel"] == backend
+    assert result.status == "ok", result.reason
+    assert result.tags["sdpa.kernel"] == backend
 
 
 def test_ok_job_reports_positive_latency_throughput_and_a_small_error(job):
     result = job("dtype=float32")
-    m = result["metrics"]
+    m = result.metrics
     for key in ("median_us", "wall_median_us", "wall_p10_us", "wall_p90_us", "wall_mean_us", "wall_min_us",
                 "wall_count", "tflops", "gflop", "first_call_s"):
         assert m[key] > 0, key
     assert m["wall_p10_us"] <= m["median_us"] <= m["wall_p90_us"]
-    assert m["median_us"] == m["wall_median_us"] and result["tags"]["timing.headline"] == "wall"
+    assert m["median_us"] == m["wall_median_us"] and result.tags["timing.headline"] == "wall"
     assert 0 <= m["max_abs_err"] < 1e-5 and "compile_s" not in m
 
 
 def test_efficient_on_cpu_is_unsupported_before_anything_is_allocated(job, monkeypatch):
     monkeypatch.setattr(torch, "randn", lambda *a, **k: pytest.fail("allocated inputs for an unsupported job"))
     result = job("backend=efficient")
-    assert result["status"] == "unsupported"
-    assert "efficient" in result["reason"] and "CUDA only" in result["reason"]
-    assert set(result["metrics"]) == {"job_s"}  # nothing was timed
+    assert result.status == "unsupported"
+    assert "efficient" in result.reason and "CUDA only" in result.reason
+    assert set(result.metrics) == {"job_s"}  # nothing was timed
 
 
 @pytest.fixture
@@ -68,21 +68,21 @@ def test_a_kernel_pytorch_refuses_at_the_first_call_is_unsupported_with_pytorchs
     cfg = compose_cfg(*TINY, f"compile={compiled}")
     OmegaConf.update(cfg, "backend", {"name": efficient_without_its_declaration}, merge=False)
     result = run_job(cfg)
-    assert result["status"] == "unsupported" and "No viable backend" in result["reason"]
-    assert "FakeTensor" not in result["reason"]  # Dynamo's wrapper is peeled off
-    assert "force_disable_caches" not in result["reason"]  # compiler notices are not reasons
+    assert result.status == "unsupported" and "No viable backend" in result.reason
+    assert "FakeTensor" not in result.reason  # Dynamo's wrapper is peeled off
+    assert "force_disable_caches" not in result.reason  # compiler notices are not reasons
 
 
 def test_compile_mode_without_compile_repeats_the_eager_job_and_is_skipped(job):
     result = job("compile=false", "compile_mode=max-autotune")
-    assert result["status"] == "skipped" and "compile_mode" in result["reason"]
-    assert set(result["metrics"]) == {"job_s"}
+    assert result.status == "skipped" and "compile_mode" in result.reason
+    assert set(result.metrics) == {"job_s"}
 
 
 def test_compiled_job_really_compiles_and_reports_compile_time_apart(job):
     result = job("compile=true", "backend=math", "dtype=float32")
-    assert result["status"] == "ok", result["reason"]
-    m = result["metrics"]
+    assert result.status == "ok", result.reason
+    m = result.metrics
     assert m["compile_s"] > 0 and m["dynamo_graphs"] >= 1
     assert m["compile_s"] * 1e6 > m["median_us"]  # compilation is not in the steady-state numbers
     assert m["max_abs_err"] < 1e-4
@@ -91,43 +91,43 @@ def test_compiled_job_really_compiles_and_reports_compile_time_apart(job):
 def test_each_job_starts_from_a_clean_compiler(job):
     first = job("compile=true", "dtype=float32")
     second = job("compile=true", "dtype=float32")
-    assert first["metrics"]["dynamo_graphs"] == second["metrics"]["dynamo_graphs"] >= 1
+    assert first.metrics["dynamo_graphs"] == second.metrics["dynamo_graphs"] >= 1
 
 
 def test_causal_self_attention_module_runs_and_matches_its_float64_reference(job):
     result = job("model=causal_self_attention", "mask=causal", "dtype=float32")
-    assert result["status"] == "ok", result["reason"]
-    assert result["metrics"]["max_abs_err"] < 1e-4
+    assert result.status == "ok", result.reason
+    assert result.metrics["max_abs_err"] < 1e-4
     # projections (8·B·T·C²) plus the causal scores kept (T·(T+1)/2 per head, 4·D FLOPs each), B 2, T 16, C 16
-    assert result["metrics"]["gflop"] * 1e9 == pytest.approx(8 * 2 * 16 * 16**2 + 4 * 2 * 2 * 8 * (16 * 17 // 2))
+    assert result.metrics["gflop"] * 1e9 == pytest.approx(8 * 2 * 16 * 16**2 + 4 * 2 * 2 * 8 * (16 * 17 // 2))
 
 
 @pytest.mark.parametrize("model", ["attention", "causal_self_attention"])
 @pytest.mark.parametrize("mode", ["bwd", "fwd_bwd"])
 def test_training_modes_time_the_backward_and_check_input_gradients(job, model, mode):
     result = job(f"model={model}", f"mode={mode}", "dtype=float32", "mask=causal")
-    assert result["status"] == "ok", result["reason"]
-    m = result["metrics"]
+    assert result.status == "ok", result.reason
+    m = result.metrics
     assert m["median_us"] > 0 and m["max_abs_err"] < 1e-4
     assert 0 <= m["grad_max_abs_err"] < 1e-4 and m["grad_max_rel_err"] < 1e-4
 
 
 def test_training_multiplies_the_flops(job):
-    fwd = job("mode=fwd", "dtype=float32")["metrics"]
-    bwd = job("mode=bwd", "dtype=float32")["metrics"]
-    both = job("mode=fwd_bwd", "dtype=float32")["metrics"]
+    fwd = job("mode=fwd", "dtype=float32").metrics
+    bwd = job("mode=bwd", "dtype=float32").metrics
+    both = job("mode=fwd_bwd", "dtype=float32").metrics
     assert bwd["gflop"] == pytest.approx(2.5 * fwd["gflop"]) and both["gflop"] == pytest.approx(3.5 * fwd["gflop"])
 
 
 @pytest.mark.parametrize("mode", ["bwd", "fwd_bwd"])
 def test_compiled_training_modes_compile_forward_and_backward(job, mode):
     result = job("compile=true", f"mode={mode}", "dtype=float32")
-    assert result["status"] == "ok", result["reason"]
-    assert result["metrics"]["dynamo_graphs"] >= 1 and result["metrics"]["grad_max_abs_err"] < 1e-4
+    assert result.status == "ok", result.reason
+    assert result.metrics["dynamo_graphs"] >= 1 and result.metrics["grad_max_abs_err"] < 1e-4
 
 
 def test_bandwidth_and_intensity_follow_from_bytes_and_flops(job):
-    m = job("dtype=float32")["metrics"]
+    m = job("dtype=float32").metrics
     # tiny: B 2, H 2, S 16, D 8, fp32: Q, K, V read and O written once
     nbytes = 4 * 2 * 2 * 16 * 8 * 4
     assert m["arith_intensity"] == pytest.approx(m["gflop"] * 1e9 / nbytes)
@@ -138,24 +138,24 @@ def test_bandwidth_and_intensity_follow_from_bytes_and_flops(job):
 @pytest.mark.parametrize("method", ["events", "cuda_graph", "profiler"])
 def test_gpu_timing_methods_are_unsupported_on_cpu(job, method):
     result = job(f"timing.method={method}")
-    assert result["status"] == "unsupported" and method in result["reason"]
+    assert result.status == "unsupported" and method in result.reason
 
 
 def test_a_high_coefficient_of_variation_is_tagged(job):
-    assert "timing.unstable" in job("timing.cv_threshold=0")["tags"]
-    assert "timing.unstable" not in job("timing.cv_threshold=100")["tags"]
+    assert "timing.unstable" in job("timing.cv_threshold=0").tags
+    assert "timing.unstable" not in job("timing.cv_threshold=100").tags
 
 
 def test_a_bad_config_is_an_error_naming_the_field(job):
     result = job("shape.seq_len=0")
-    assert result["status"] == "error" and "shape.seq_len" in result["reason"]
+    assert result.status == "error" and "shape.seq_len" in result.reason
 
 
 def test_a_device_that_is_absent_is_unsupported(job):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     result = job("device=cuda")
-    assert result["status"] == "unsupported" and "CUDA" in result["reason"]
+    assert result.status == "unsupported" and "CUDA" in result.reason
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_model():
 def test_nan_output_is_wrong(job, test_model):
     name = test_model("nan_output", lambda w: (lambda x: x * float("nan"), (torch.ones(4, dtype=w.dtype),)))
     result = job(model=name)
-    assert result["status"] == "wrong" and "NaN" in result["reason"]
+    assert result.status == "wrong" and "NaN" in result.reason
 
 
 def test_an_unexpected_exception_is_an_error_with_its_traceback(job, test_model):
@@ -187,8 +187,8 @@ def test_an_unexpected_exception_is_an_error_with_its_traceback(job, test_model)
         return fn, ()
 
     result = job(model=test_model("broken", broken))
-    assert result["status"] == "error" and "boom" in result["reason"]
-    assert "Traceback" in result["traceback"] and "KeyError" in result["traceback"]
+    assert result.status == "error" and "boom" in result.reason
+    assert "Traceback" in result.traceback and "KeyError" in result.traceback
 
 
 def test_running_out_of_memory_is_oom_and_not_an_error(job, test_model):
@@ -199,7 +199,7 @@ def test_running_out_of_memory_is_oom_and_not_an_error(job, test_model):
         return fn, (torch.ones(1),)
 
     result = job(model=test_model("too_big", too_big))
-    assert result["status"] == "oom" and "64.00 GiB" in result["reason"] and result["traceback"] is None
+    assert result.status == "oom" and "64.00 GiB" in result.reason and result.traceback is None
 
 
 def test_the_cpu_allocator_failing_is_oom_too(job, test_model):
@@ -209,14 +209,14 @@ def test_the_cpu_allocator_failing_is_oom_too(job, test_model):
 
         return fn, (torch.ones(1),)
 
-    assert job(model=test_model("too_big_cpu", too_big))["status"] == "oom"
+    assert job(model=test_model("too_big_cpu", too_big)).status == "oom"
 
 
 @pytest.mark.parametrize("backend", ["math", "flash"])
 def test_backward_alone_still_names_the_backend_that_ran(job, backend):
     # math's backward runs only generic ops: the backend is read from the forward
     result = job(f"backend={backend}", "mode=bwd", "dtype=float32")
-    assert result["status"] == "ok" and result["tags"]["sdpa.kernel"] == backend
+    assert result.status == "ok" and result.tags["sdpa.kernel"] == backend
 
 
 def test_recompiling_while_timed_marks_the_job_invalid(job, test_model):
@@ -231,15 +231,15 @@ def test_recompiling_while_timed_marks_the_job_invalid(job, test_model):
 
     # Slices of a new length each call: Dynamo keeps compiling new graphs (until its cache limit).
     result = job("compile=true", "timing.warmup_s=0", model=test_model("shape_shifter", shape_shifter))
-    assert result["status"] == "invalid" and "recompiled" in result["reason"]
-    assert "median_us" not in result["metrics"]  # nothing timed with the compiler in it is reported
+    assert result.status == "invalid" and "recompiled" in result.reason
+    assert "median_us" not in result.metrics  # nothing timed with the compiler in it is reported
 
 
 def test_a_job_keeps_its_raw_samples_and_its_case(job):
     result = job("dtype=float32")
-    assert len(result["samples"]["wall"]) == result["metrics"]["wall_count"] >= 3
-    assert sorted(result["samples"]["wall"])[len(result["samples"]["wall"]) // 2] > 0
-    assert len(result["tags"]["case"]) == 16
+    assert len(result.samples["wall"]) == result.metrics["wall_count"] >= 3
+    assert sorted(result.samples["wall"])[len(result.samples["wall"]) // 2] > 0
+    assert len(result.tags["case"]) == 16
 
 
 def test_the_headline_median_is_its_methods_median_to_the_last_digit(job, monkeypatch):
@@ -248,5 +248,5 @@ def test_the_headline_median_is_its_methods_median_to_the_last_digit(job, monkey
     import attnbench.timing.stats as stats
 
     monkeypatch.setattr(stats.statistics, "median", lambda samples: 62.077946495264776)
-    metrics = job()["metrics"]
+    metrics = job().metrics
     assert metrics["median_us"] == metrics["wall_median_us"] == 62.077946495264776

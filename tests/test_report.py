@@ -12,6 +12,7 @@ import shlex
 import pytest
 
 from attnbench import cli
+from attnbench.core.record import Record
 from attnbench.tracking.describe import job_description, terminal_status
 from conftest import SMALL_SWEEP, run_script, tracked_runs
 
@@ -19,12 +20,11 @@ SWEEP = SMALL_SWEEP
 
 
 def test_a_job_describes_itself_in_one_line_with_units_scaled():
-    ok = {"status": "ok", "reason": "", "tags": {"kernel": "flash"},
-          "metrics": {"median_us": 122.54, "tflops": 140.2}}
+    ok = Record("ok", tags={"kernel": "flash"}, metrics={"median_us": 122.54, "tflops": 140.2})
     assert job_description(ok) == "123 µs · 140 TFLOP/s · flash"
-    slow = ok | {"metrics": {"median_us": 2_345_678.0, "tflops": 0.0032}, "tags": {"kernel": "math"}}
+    slow = Record("ok", metrics={"median_us": 2_345_678.0, "tflops": 0.0032}, tags={"kernel": "math"})
     assert job_description(slow) == "2.35 s · 3.2 GFLOP/s · math"
-    failed = {"status": "unsupported", "reason": "needs\nCUDA  " + "x" * 500, "tags": {}, "metrics": {}}
+    failed = Record("unsupported", "needs\nCUDA  " + "x" * 500)
     line = job_description(failed)
     assert line.startswith("unsupported: needs CUDA x") and "\n" not in line and len(line) < 330
 

@@ -32,11 +32,11 @@ def failing_store_sweep(tmp_path_factory):
 def test_each_job_saves_its_full_result_in_its_folder(failing_store_sweep):
     tmp, _, _ = failing_store_sweep
     ok, unsupported = results.read_all(tmp / "multirun")
-    assert (ok["status"], unsupported["status"]) == ("ok", "unsupported")
-    assert ok["params"]["shape.seq_len"] == "16" and ok["params"]["backend.name"] == "math"
-    assert ok["metrics"]["median_us"] > 0 and ok["samples"]["wall"] and all(s > 0 for s in ok["samples"]["wall"])
-    assert ok["tags"]["case"] and ok["tags"]["env.torch"] and ok["tags"]["sdpa.kernel"] == "math"
-    assert "CUDA only" in unsupported["reason"] and unsupported["id"] != ok["id"]
+    assert (ok.status, unsupported.status) == ("ok", "unsupported")
+    assert ok.params["shape.seq_len"] == "16" and ok.params["backend.name"] == "math"
+    assert ok.metrics["median_us"] > 0 and ok.samples["wall"] and all(s > 0 for s in ok.samples["wall"])
+    assert ok.tags["case"] and ok.tags["env.torch"] and ok.tags["sdpa.kernel"] == "math"
+    assert "CUDA only" in unsupported.reason and unsupported.id != ok.id
 
 
 def test_a_tracking_failure_is_one_line_the_table_still_prints_and_the_exit_code_says_so(failing_store_sweep):

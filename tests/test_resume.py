@@ -30,8 +30,8 @@ def test_resume_skips_cases_already_ok_and_adds_the_others_to_the_same_parent(st
     skipped, rerun = results.read_all(second / "multirun")
     _, parents, children = tracked_runs(store)
     math_run = next(c for c in children if c.data.tags["status"] == "ok")
-    assert skipped["status"] == "skipped" and math_run.info.run_id in skipped["reason"]
-    assert rerun["status"] == "unsupported"  # not ok before: run again
+    assert skipped.status == "skipped" and math_run.info.run_id in skipped.reason
+    assert rerun.status == "unsupported"  # not ok before: run again
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(c.data.tags["status"] for c in children) == ["ok", "unsupported", "unsupported"]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}

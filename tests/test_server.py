@@ -15,6 +15,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from attnbench import cli, results
+from attnbench.core.record import Record
 from attnbench.tracking import sweeps
 from attnbench.tracking.serve import problem
 from attnbench.tracking.upload import (
@@ -94,15 +95,15 @@ def test_a_sweep_into_a_server_on_postgresql_is_recorded_whole(postgres_server, 
     _check_whole(client, parent, children, artifacts)
 
 
-def _record(job_dir, status: str = "ok") -> dict:
+def _record(job_dir, status: str = "ok") -> Record:
     """A job's saved result with its folder's files, as the runner leaves them."""
     (job_dir / ".hydra").mkdir(parents=True)
     for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
         (job_dir / ".hydra" / name).write_text("seed: 0\n")
     (job_dir / "run.log").write_text("a log line\n")
-    record = results.new_record("0", "math", job_dir, {f"p{i}": str(i) for i in range(40)}, {"case": "abc"})
-    record = results.finish(record, {"status": status, "reason": "", "tags": {f"t{i}": "x" for i in range(30)},
-                                     "metrics": {f"m{i}": float(i) for i in range(30)}, "samples": {"wall": [1.0]}})
+    record = Record.begun("0", "math", job_dir, {f"p{i}": str(i) for i in range(40)}, {"case": "abc"})
+    record = record.ended(Record(status, tags={f"t{i}": "x" for i in range(30)},
+                                 metrics={f"m{i}": float(i) for i in range(30)}, samples={"wall": [1.0]}))
     results.write(job_dir, record)
     return record
 

@@ -77,8 +77,8 @@ def test_a_single_run_with_an_unknown_key_is_an_error_that_ran_nothing(store, tm
     proc = run_script("+foo=1", *TINY, store=store, cwd=tmp_path)
     assert proc.returncode == 1
     saved = results.read(tmp_path / "outputs")
-    assert saved["status"] == "error" and saved["reason"].startswith("unknown config key foo")
-    assert saved["metrics"] == {}  # not even validated: nothing was built or timed
+    assert saved.status == "error" and saved.reason.startswith("unknown config key foo")
+    assert saved.metrics == {}  # not even validated: nothing was built or timed
 
 
 @pytest.mark.slow

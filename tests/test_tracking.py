@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
 from attnbench import outcome, results
+from attnbench.core.record import Record
 from attnbench.tracking import callback as callback_module
 from attnbench.tracking.callback import MlflowTrackingCallback
 
@@ -36,8 +37,8 @@ def started(compose_cfg, tmp_path, empty_store_db):
     (job_dir / ".hydra").mkdir(parents=True)
     (job_dir / ".hydra" / "config.yaml").write_text("seed: 0\n")
     (job_dir / "run.log").write_text("a log line\n")
-    record = results.new_record("run", "default", job_dir, {"seed": "0"}, {"case": "abc"})
-    record = results.finish(record, {"status": "ok", "reason": "", "metrics": {"median_us": 1.0}, "tags": {}})
+    record = Record.begun("run", "default", job_dir, {"seed": "0"}, {"case": "abc"})
+    record = record.ended(Record("ok", metrics={"median_us": 1.0}))
     callback = MlflowTrackingCallback()
     callback.on_run_start(cfg)
     callback.on_job_start(cfg)
@@ -138,9 +139,8 @@ def sweep(compose_cfg, tmp_path, empty_store_db):
             job_cfg.hydra.job.num = num
             job_cfg.hydra.runtime.output_dir = str(job_dir)
         job_dir.mkdir(parents=True)
-        record = results.new_record(str(num), f"job {num}", job_dir, {"seed": "0"}, {"case": str(num)})
-        record = results.finish(record, {"status": "ok", "reason": "", "metrics": {"median_us": 1.0 + num},
-                                         "tags": {}})
+        record = Record.begun(str(num), f"job {num}", job_dir, {"seed": "0"}, {"case": str(num)})
+        record = record.ended(Record("ok", metrics={"median_us": 1.0 + num}))
         results.write(job_dir, record)
         callback.on_job_start(job_cfg)
         return job_cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=record)

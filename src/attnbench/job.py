@@ -11,7 +11,7 @@ import gc
 import logging
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from attnbench.case import case_key
 from attnbench.config import Mode
+from attnbench.core.record import Record, Status
 from attnbench.correctness import check
 from attnbench.devices import synchronize
 from attnbench.errors import ConfigError, Skipped, Unsupported
@@ -75,8 +76,8 @@ class Step:
         return lambda: torch.autograd.grad(self.forward(), self.wrt, self.grad_out)
 
 
-def run_job(cfg: DictConfig, on_phase: Callable[[str], None] = lambda phase: None) -> dict:
-    """Hydra task function body. Returns a plain dict (picklable, for parallel launchers).
+def run_job(cfg: DictConfig, on_phase: Callable[[str], None] = lambda phase: None) -> Record:
+    """One job, measured: its Record (status, reason, metrics, tags, samples; the harness adds who and where).
     `on_phase(name)` is called as each step starts (the progress line's phase); never inside a timed loop."""
     result = JobResult(tags={"case": case_key(cfg)})
     started = time.perf_counter()
@@ -103,7 +104,7 @@ def run_job(cfg: DictConfig, on_phase: Callable[[str], None] = lambda phase: Non
     result.metrics["job_s"] = time.perf_counter() - started
     level = logging.INFO if result.status in ("ok", "unsupported", "skipped") else logging.ERROR
     log.log(level, "%s%s", result.status, f": {result.reason}" if result.reason else "")
-    return asdict(result)
+    return Record(Status(result.status), result.reason, result.metrics, result.tags, result.samples, result.traceback)
 
 
 def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult, on_phase: Callable[[str], None]) -> None:

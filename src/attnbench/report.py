@@ -19,6 +19,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from attnbench.core.record import Record
 from attnbench.pivot import JobRecord, short, speedup, summarise, varied
 from attnbench.units import format_memory, format_tflops, format_time
 
@@ -39,16 +40,16 @@ def job_of_run(run: Run) -> JobRecord:
     return JobRecord(run.info.run_name or run.info.run_id[:8], run.data.params, run.data.metrics, run.data.tags)
 
 
-def job_of_result(record: dict) -> JobRecord:
-    tags = record["tags"] | {"status": record["status"], "reason": record["reason"]}
-    return JobRecord(record["name"], record["params"], record["metrics"], tags, record.get("samples") or {})
+def job_of_result(record: Record) -> JobRecord:
+    tags = record.tags | {"status": record.status.value, "reason": record.reason}
+    return JobRecord(record.name, record.params, record.metrics, tags, record.samples)
 
 
 def summary_table(runs: list[Run], title: str) -> RenderableType:
     return jobs_table([job_of_run(r) for r in sorted(runs, key=lambda r: r.info.start_time or 0)], title)
 
 
-def results_table(records: list[dict], title: str) -> RenderableType:
+def results_table(records: list[Record], title: str) -> RenderableType:
     return jobs_table([job_of_result(r) for r in records], title)
 
 

@@ -1,21 +1,19 @@
-"""A job's full result, saved in its Hydra job folder before anything goes to MLflow.
+"""A job's full result (attnbench.core.record.Record), saved in its Hydra job folder before anything goes to MLflow.
 
 `result.json` holds everything a run in MLflow would: params, metrics, tags, raw samples, status, reason and
-traceback, plus the job's identity. The end-of-sweep table is printed from these files, and `attnbench sync`
-uploads them to a store later, so a tracking store that fails loses nothing.
+traceback, plus the job's identity and the file's schema version. The end-of-sweep table is printed from these
+files, and `attnbench sync` uploads them to a store later, so a tracking store that fails loses nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import time
-import uuid
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from attnbench.core.record import Record
 from attnbench.credentials import mask
 
 RESULT_FILE = "result.json"
@@ -34,40 +32,10 @@ def _text(choice) -> str:
     return str(getattr(choice, "value", choice))  # an Enum member's value, or a plain string
 
 
-def new_record(job: str, name: str, job_dir: Path, params: dict[str, str], tags: dict[str, str]) -> dict:
-    """A result before its job has run: identity, params and tags; status `running`."""
-    return {
-        "id": uuid.uuid4().hex,  # one execution of the job: what `attnbench sync` recognises as uploaded
-        "job": job,
-        "name": name,
-        "dir": str(job_dir),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started_ms": int(time.time() * 1000),
-        "ended_ms": None,
-        "status": "running",
-        "reason": "",
-        "params": params,
-        "metrics": {},
-        "tags": tags,
-        "samples": {},
-        "traceback": None,
-    }
-
-
-def finish(record: dict, result: dict) -> dict:
-    """The record with the job's result in it."""
-    record = record | {key: result[key] for key in ("status", "reason", "metrics", "samples", "traceback")
-                       if key in result}
-    record["tags"] = record["tags"] | result.get("tags", {})
-    record["ended_ms"] = int(time.time() * 1000)
-    return record
-
-
-def write(job_dir: Path, record: dict) -> Path:
+def write(job_dir: Path, record: Record) -> Path:
     """Write atomically: a crash mid-write leaves the previous file or none, never half a result."""
     path = job_dir / RESULT_FILE
-    write_atomically(path, mask(json.dumps(record, indent=1)))
+    write_atomically(path, mask(json.dumps(record.to_json(), indent=1)))
     return path
 
 
@@ -79,12 +47,12 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def read(job_dir: Path) -> dict | None:
+def read(job_dir: Path) -> Record | None:
     path = Path(job_dir) / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return Record.from_json(json.loads(path.read_text())) if path.is_file() else None
 
 
-def read_all(folder: Path) -> list[dict]:
+def read_all(folder: Path) -> list[Record]:
     """The results of a single run's folder, or of every job of a sweep folder, in job order."""
     folder = Path(folder)
     own = read(folder)

@@ -9,6 +9,7 @@ it, and removing a callback cannot hide it. Never raises, except when the sweep 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import multiprocessing.util
 import os
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnbench import outcome, placement, results, resume
 from attnbench.case import case_key
+from attnbench.core.record import Record, Status
 from attnbench.progress import JobLine
 from attnbench.strict import renamed_option_problem, unknown_key_problem
 from attnbench.tracking.store import job_params, project_root
@@ -49,7 +51,7 @@ def start_worker(arguments: list[str]) -> None:
         _worker.start()
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> Record:
     hydra = HydraConfig.get()
     job_dir = Path(hydra.runtime.output_dir)
     job = str(hydra.job.num) if hydra.mode == RunMode.MULTIRUN else "run"
@@ -57,8 +59,8 @@ def run(cfg: DictConfig) -> dict:
             if not group.startswith("hydra/") and choice is not None}
     place = placement.place(hydra)  # under `gpus`, waits for this process's GPU
     _worker.set_env(place.env)
-    record = results.new_record(job, results.run_name(cfg), job_dir, job_params(cfg),
-                                tags | place.tags | {"case": case_key(cfg)})
+    record = Record.begun(job, results.run_name(cfg), job_dir, job_params(cfg),
+                          tags | place.tags | {"case": case_key(cfg)})
     line = JobLine.of(hydra, compiles=bool(cfg.compile))
     sweep_dir = Path(hydra.sweep.dir if hydra.mode == RunMode.MULTIRUN else hydra.run.dir)
     _bookkeeping(placement.job_started, sweep_dir, job)
@@ -67,14 +69,14 @@ def run(cfg: DictConfig) -> dict:
     except KeyboardInterrupt:  # the sweep is being stopped: this job is saved as interrupted, then it stops
         _worker.kill()
         signal = outcome.interrupted_by() or "SIGINT"
-        _save(record, job_dir, _failure("interrupted", f"stopped by {signal} while this job ran"))
+        _save(record, job_dir, _failure(Status.interrupted, f"stopped by {signal} while this job ran"))
         raise
     except Exception as e:  # noqa: BLE001 - a bug here must not take the sweep down (Hydra's sweeper would stop)
         log.exception("error: the job's harness failed")
-        result = _failure("error", f"{type(e).__name__}: {e}".splitlines()[0], trace=traceback.format_exc())
-    result["tags"] = result["tags"] | (_bookkeeping(placement.job_ended, sweep_dir, job) or {})
+        result = _failure(Status.error, f"{type(e).__name__}: {e}".splitlines()[0], trace=traceback.format_exc())
+    result = result.with_tags(_bookkeeping(placement.job_ended, sweep_dir, job) or {})
     record = _save(record, job_dir, result)
-    line.done(record["status"])
+    line.done(record.status.value)
     return record
 
 
@@ -87,23 +89,23 @@ def _bookkeeping(step, *args):
         return None
 
 
-def _save(record: dict, job_dir: Path, result: dict) -> dict:
-    record = results.finish(record, result)
+def _save(record: Record, job_dir: Path, result: Record) -> Record:
+    record = record.ended(result)
     results.write(job_dir, record)
-    outcome.record_status(record["job"], record["status"])
+    outcome.record_status(record.job, record.status)
     return record
 
 
-def _result(cfg: DictConfig, hydra: DictConfig, line: JobLine, threads: int | None, sweep_dir: Path) -> dict:
+def _result(cfg: DictConfig, hydra: DictConfig, line: JobLine, threads: int | None, sweep_dir: Path) -> Record:
     problem = (unknown_key_problem(cfg) or renamed_option_problem(cfg, hydra.runtime.choices)
                or _time_limit_problem(cfg))
     if problem:
         log.error("error: %s", problem)
-        return _failure("error", problem)
+        return _failure(Status.error, problem)
     done_in = resume.done_in(case_key(cfg)) if cfg.resume else None
     if done_in:
         log.info("skipped: this case already finished ok in run %s", done_in)
-        return _failure("skipped", f"this case already finished ok in run {done_in} (resume=true)")
+        return _failure(Status.skipped, f"this case already finished ok in run {done_in} (resume=true)")
 
     setup = {
         "logging": OmegaConf.to_container(hydra.job_logging, resolve=True),
@@ -124,14 +126,14 @@ def _result(cfg: DictConfig, hydra: DictConfig, line: JobLine, threads: int | No
         reason = (f"still running after timing.max_job_s={limit:g} s: stopped (its worker process was killed "
                   "and a fresh one runs the next job)")
         log.error("timeout: %s", reason)
-        return _failure("timeout", reason, {"job_s": answer.seconds})
+        return _failure(Status.timeout, reason, {"job_s": answer.seconds})
     if isinstance(answer, Died):
         reason = f"the process running this job died ({answer.how}): a crash in a kernel or the compiler"
         log.error("crashed: %s", reason)
-        return _failure("crashed", reason)
+        return _failure(Status.crashed, reason)
     assert isinstance(answer, Failed)
     log.error("error: the job's harness failed\n%s", answer.traceback)
-    return _failure("error", answer.traceback.strip().splitlines()[-1], trace=answer.traceback)
+    return _failure(Status.error, answer.traceback.strip().splitlines()[-1], trace=answer.traceback)
 
 
 def _time_limit_problem(cfg: DictConfig) -> str | None:
@@ -141,12 +143,11 @@ def _time_limit_problem(cfg: DictConfig) -> str | None:
     return None
 
 
-def _failure(status: str, reason: str, metrics: dict | None = None, trace: str | None = None) -> dict:
-    return {"status": status, "reason": reason, "metrics": metrics or {}, "tags": {}, "samples": {},
-            "traceback": trace}
+def _failure(status: Status, reason: str, metrics: dict | None = None, trace: str | None = None) -> Record:
+    return Record(status, reason, metrics=metrics or {}, traceback=trace)
 
 
-def job_in_worker(cfg: DictConfig, setup: dict) -> dict:
+def job_in_worker(cfg: DictConfig, setup: dict) -> Record:
     """In the worker: log like a Hydra job (to the console and the job's log file), run it, note the machine."""
     import torch
 
@@ -161,6 +162,6 @@ def job_in_worker(cfg: DictConfig, setup: dict) -> dict:
         torch.set_num_threads(setup["threads"])
     peak.SAVED_IN = Path(setup["sweep_dir"]) / placement.CEILINGS_DIR  # one measurement per GPU per sweep
     result = run_job(cfg, on_phase=notify)  # each phase to the sweep process, which shows it
-    device = torch.device(result["tags"].get("device", "cpu"))
-    result["tags"] = environment(device, Path(setup["repo"])) | placement.device_tags(device) | result["tags"]
-    return result
+    device = torch.device(result.tags.get("device", "cpu"))
+    return dataclasses.replace(result, tags=environment(device, Path(setup["repo"])) | placement.device_tags(device)
+                               | result.tags)

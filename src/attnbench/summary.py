@@ -13,6 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from attnbench import outcome, results
+from attnbench.core.record import Record
 from attnbench.credentials import mask
 from attnbench.report import render, results_table
 
@@ -24,7 +25,7 @@ def sweep_title(config: DictConfig, sweep_dir: Path) -> str:
     return config.hydra.runtime.choices.get("experiment") or f"sweep {sweep_dir.name}"
 
 
-def summary_text(records: list[dict], title: str, show: bool) -> str:
+def summary_text(records: list[Record], title: str, show: bool) -> str:
     return render(results_table(records, title), show=show)
 
 
@@ -33,7 +34,7 @@ class SummaryCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         records = results.read_all(sweep_dir)
         for record in records:
-            outcome.record_status(record["job"], record["status"])
+            outcome.record_status(record.job, record.status)
         if records:
             text = summary_text(records, sweep_title(config, sweep_dir), show=True)
             (sweep_dir / SUMMARY_FILE).write_text(mask(text))
@@ -41,4 +42,4 @@ class SummaryCallback(Callback):
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         records = results.read_all(Path(config.hydra.runtime.output_dir))
         if records:
-            summary_text(records, records[0]["name"], show=True)
+            summary_text(records, records[0].name, show=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from attnbench import results
+from attnbench.core.record import Record
 from attnbench.credentials import HIDDEN, mask
 from attnbench.summary import summary_text, sweep_title
 from attnbench.tracking.preflight import StoreProblem, first_line, open_store
@@ -51,8 +52,8 @@ def sync(folder: Path, uri: str | None = None, experiment: str | None = None) ->
     records = results.read_all(folder)
     if not records:
         raise SyncProblem(f"no {results.RESULT_FILE} in {folder} or its job folders: nothing to sync")
-    job_config = _saved_config(Path(records[0]["dir"]))
-    uri = uri or _recorded_store(folder / PARENT_FILE, Path(records[0]["dir"]) / RUN_FILE) or tracking_uri(job_config)
+    job_config = _saved_config(Path(records[0].dir))
+    uri = uri or _recorded_store(folder / PARENT_FILE, Path(records[0].dir) / RUN_FILE) or tracking_uri(job_config)
     if HIDDEN in uri:
         raise SyncProblem(f"the sweep's store {uri} had its credentials masked: give the URI with --uri")
     experiment = experiment or job_config.tracking.experiment
@@ -66,7 +67,7 @@ def sync(folder: Path, uri: str | None = None, experiment: str | None = None) ->
         None, False)
     uploaded = already = skipped = 0
     for record in records:
-        if record["status"] == "skipped":
+        if record.status == "skipped":
             skipped += 1
         elif _upload(client, experiment_id, parent_id, record):
             uploaded += 1
@@ -120,20 +121,20 @@ def _linked_run(client, experiment_id: str, link: Path):
     return run if run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active" else None
 
 
-def _upload(client, experiment_id: str, parent_id: str | None, record: dict) -> bool:
+def _upload(client, experiment_id: str, parent_id: str | None, record: Record) -> bool:
     """Upload one result unless its run already holds it; whether it was uploaded."""
-    link = Path(record["dir"]) / RUN_FILE
+    link = Path(record.dir) / RUN_FILE
     run = _linked_run(client, experiment_id, link)
     if run is not None:
         tags = run.data.tags
         if (tags.get(RESULT_ID), tags.get("status"), run.info.status) == (
-                record["id"], record["status"], terminal_status(record["status"])):
+                record.id, record.status, terminal_status(record.status)):
             return False
         client.delete_run(run.info.run_id)  # incomplete: replaced by a complete one
-    tags = process_tags() | {k: v for k, v in record["tags"].items() if k.startswith("choice.")}
+    tags = process_tags() | {k: v for k, v in record.tags.items() if k.startswith("choice.")}
     if parent_id:
-        tags |= {"mlflow.parentRunId": parent_id, "hydra.job.num": record["job"]}
-    run_id = start_run(client, experiment_id, record["name"], {}, tags, start_ms=record["started_ms"])
+        tags |= {"mlflow.parentRunId": parent_id, "hydra.job.num": record.job}
+    run_id = start_run(client, experiment_id, record.name, {}, tags, start_ms=record.started_ms)
     finish_job_run(client, run_id, record)  # the params too, with the metrics and tags
     write_link(link, run_id, experiment_id, client.tracking_uri)
     return True

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnbench import outcome, results, resume
 from attnbench.case import case_key
+from attnbench.core.record import Record, Status
 from attnbench.credentials import mask
 from attnbench.summary import SUMMARY_FILE, summary_text, sweep_title
 from attnbench.tracking.background import Background
@@ -225,9 +226,9 @@ class MlflowTrackingCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         key = _job_key(config)
         if key not in self._tracked:
-            if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
+            if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, Record):
                 # counted even when tracking never started
-                outcome.record_status(key, job_return.return_value.get("status", "error"))
+                outcome.record_status(key, job_return.return_value.status)
             return
         self._tracked.discard(key)
         record = self._record_of(config, job_return)
@@ -239,10 +240,10 @@ class MlflowTrackingCallback(Callback):
         else:  # a worker process (joblib, submitit): the sweep may end, and read the store, once its task returns
             work()
 
-    def _record_job(self, key: str, record: dict, peaks: dict[str, str]) -> None:
+    def _record_job(self, key: str, record: Record, peaks: dict[str, str]) -> None:
         run_id = self._runs.get(key)
         if run_id is None:  # its run could not be created (said once): the result is in its job folder
-            outcome.record_status(key, record.get("status", "error"))
+            outcome.record_status(key, record.status)
             return
         try:
             finish_job_run(self._client, run_id, record)
@@ -293,27 +294,27 @@ class MlflowTrackingCallback(Callback):
             log.warning("Could not close the open MLflow runs: %s", first_line(e))
 
     # --- helpers ----------------------------------------------------------------------------
-    def _record_of(self, config: DictConfig, job_return: JobReturn) -> dict:
-        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
+    def _record_of(self, config: DictConfig, job_return: JobReturn) -> Record:
+        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, Record):
             return job_return.return_value
         # The task itself raised (the runner never does: a bug). Saved here, so that the job is not lost.
         exc = job_return._return_value
-        record = results.new_record(_job_key(config), results.run_name(config), _job_dir(config),
-                                    job_params(config), {"case": case_key(config)})
-        record = results.finish(record, {
-            "status": "error", "reason": first_line(exc) if exc else "the task returned nothing",
-            "traceback": "".join(traceback.format_exception(exc)) if isinstance(exc, BaseException) else None})
+        record = Record.begun(_job_key(config), results.run_name(config), _job_dir(config), job_params(config),
+                              {"case": case_key(config)})
+        record = record.ended(Record(
+            Status.error, first_line(exc) if exc else "the task returned nothing",
+            traceback="".join(traceback.format_exception(exc)) if isinstance(exc, BaseException) else None))
         results.write(_job_dir(config), record)
-        outcome.record_status(record["job"], "error")
+        outcome.record_status(record.job, Status.error)
         return record
 
-    def _device_peaks(self, config: DictConfig, record: dict) -> dict[str, str]:
+    def _device_peaks(self, config: DictConfig, record: Record) -> dict[str, str]:
         """The measured ceilings are a property of the machine, not of a job: params of the parent run (one set
         per GPU when the jobs were spread over GPUs)."""
-        metrics = record["metrics"]
+        metrics = record.metrics
         if self._parent_id is None or "device_peak_tflops" not in metrics:
             return {}
-        gpu = record["tags"].get("placement.gpu_index") if record["tags"].get("placement.launcher") == "gpus" else None
+        gpu = record.tags.get("placement.gpu_index") if record.tags.get("placement.launcher") == "gpus" else None
         suffix = f".gpu{gpu}" if gpu is not None else ""
         return {f"peak.matmul_tflops.{config.dtype.value}{suffix}": f"{metrics['device_peak_tflops']:.1f}",
                 f"peak.copy_gbps{suffix}": f"{metrics['device_peak_gbps']:.0f}"}

@@ -7,6 +7,7 @@ no number. A sweep's parent gets the report's summary (attnbench.sweep_report).
 
 from __future__ import annotations
 
+from attnbench.core.record import Record
 from attnbench.units import format_flops, format_time
 
 NOTE = "mlflow.note.content"
@@ -29,12 +30,12 @@ def terminal_status(status: str) -> str:
     return "KILLED" if status == "interrupted" else "FAILED"
 
 
-def job_description(record: dict) -> str:
+def job_description(record: Record) -> str:
     """`122.5 µs · 140 TFLOP/s · flash` for an ok job, said first where it is approximate (with its error against
     softmax) or contended; `unsupported: <reason>` otherwise."""
-    status, metrics, tags = record["status"], record["metrics"], record["tags"]
+    status, metrics, tags = record.status, record.metrics, record.tags
     if status != "ok":
-        reason = " ".join(str(record.get("reason") or "").split())
+        reason = " ".join(str(record.reason or "").split())
         cut = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
         return f"{status}: {cut}" if cut else status
     parts = [format_time(metrics.get("median_us")), format_flops(metrics.get("tflops")),

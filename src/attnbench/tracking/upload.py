@@ -16,6 +16,7 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig
 
+from attnbench.core.record import Record
 from attnbench.credentials import mask
 from attnbench.outcome import FAILED_STATUSES
 from attnbench.results import RESULT_FILE
@@ -65,29 +66,29 @@ def write_link(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
     path.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": mask(uri)}))
 
 
-def finish_job_run(client, run_id: str, record: dict) -> None:
+def finish_job_run(client, run_id: str, record: Record) -> None:
     """Artifacts (the raw samples among them), then params, metrics and tags in one call where MLflow's limits
     allow, then close the run: against a server, each call is a round trip and a database commit."""
-    when = record.get("ended_ms") or record["started_ms"]
-    metrics = [Metric(safe_name(k), float(v), when, 0) for k, v in record["metrics"].items()
+    when = record.ended_ms or record.started_ms
+    metrics = [Metric(safe_name(k), float(v), when, 0) for k, v in record.metrics.items()
                if v is not None and math.isfinite(float(v))]
-    job_dir = Path(record["dir"])
+    job_dir = Path(record.dir)
     for artifact in (job_dir / ".hydra", *sorted(job_dir.glob("*.log")), job_dir / RESULT_FILE):
         if artifact.is_dir():
             client.log_artifacts(run_id, str(artifact), artifact_path=artifact.name)
         elif artifact.is_file():
             client.log_artifact(run_id, str(artifact))
-    if record.get("samples"):
-        samples = {"unit": "us", "headline": record["tags"].get("timing.headline"), "samples": record["samples"]}
+    if record.samples:
+        samples = {"unit": "us", "headline": record.tags.get("timing.headline"), "samples": record.samples}
         client.log_text(run_id, json.dumps(samples), SAMPLES_FILE)
-    if record.get("traceback"):
-        client.log_text(run_id, mask(record["traceback"]), "traceback.txt")
-    tags = record["tags"] | {"reason": record["reason"], RESULT_ID: record["id"], NOTE: job_description(record)}
+    if record.traceback:
+        client.log_text(run_id, mask(record.traceback), "traceback.txt")
+    tags = record.tags | {"reason": record.reason, RESULT_ID: record.id, NOTE: job_description(record)}
     tag_list = [RunTag(safe_name(k), mask(str(v))[:MAX_TAG_VALUE]) for k, v in tags.items()]
-    for params, metric_batch, tag_batch in batches(param_list(record.get("params") or {}), metrics, tag_list,
-                                                   RunTag("status", record["status"])):
+    for params, metric_batch, tag_batch in batches(param_list(record.params), metrics, tag_list,
+                                                   RunTag("status", record.status.value)):
         client.log_batch(run_id, metrics=metric_batch, params=params, tags=tag_batch)
-    client.set_terminated(run_id, terminal_status(record["status"]), end_time=when)
+    client.set_terminated(run_id, terminal_status(record.status), end_time=when)
 
 
 def batches(params: list, metrics: list, tags: list, last_tag: RunTag) -> list[tuple[list, list, list]]:
@@ -103,19 +104,19 @@ def batches(params: list, metrics: list, tags: list, last_tag: RunTag) -> list[t
     return [*calls, ([], [], [last_tag])]
 
 
-def mark_unrecorded(client, run_id: str, record: dict, error: str) -> None:
+def mark_unrecorded(client, run_id: str, record: Record, error: str) -> None:
     """After a failure part-way: say so on the run and close it as FAILED (best effort: the store may be gone).
     Its result id is taken back, so that `attnbench sync` uploads it again even where FAILED is its usual end."""
     client.set_tag(run_id, RESULT_ID, "incomplete")
     client.set_tag(run_id, "reason", mask(f"not fully recorded ({error}); the full result is in "
-                                          f"{record['dir']}/{RESULT_FILE}: upload it with `attnbench sync`"))
-    client.set_tag(run_id, "status", record["status"])
+                                          f"{record.dir}/{RESULT_FILE}: upload it with `attnbench sync`"))
+    client.set_tag(run_id, "status", record.status.value)
     client.set_terminated(run_id, "FAILED")
 
 
-def finish_parent(client, parent_id: str, records: list[dict], summary: str) -> None:
+def finish_parent(client, parent_id: str, records: list[Record], summary: str) -> None:
     """jobs_<status> counts and the summary table on the parent, then close it by what its jobs did."""
-    counts = Counter(record["status"] for record in records)
+    counts = Counter(record.status.value for record in records)
     for status, count in counts.items():
         client.log_metric(parent_id, f"jobs_{safe_name(status)}", count)
     client.log_text(parent_id, summary, "summary.txt")

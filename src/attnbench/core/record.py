@@ -1,0 +1,98 @@
+"""A job's result: the one contract between measuring (core), running (harness), keeping (store) and reading
+(analysis). It is what `result.json` holds, what the store writes to MLflow, and what every table is made from.
+
+`run_job` returns a Record with what was measured; the harness adds who and where (job number, folder, params).
+`result.json` carries `schema`; files written before it existed (schema 1, the same keys) still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+SCHEMA = 2
+
+
+class Status(str, Enum):
+    """How a job ended (README, the status table). A str, so `record.status == "ok"` reads as it says."""
+
+    ok = "ok"  # ran the promised kernel; answer within tolerance
+    unsupported = "unsupported"  # this backend, model, device or build cannot run it
+    skipped = "skipped"  # nothing to run (a repeat of another job; resumed and already ok)
+    oom = "oom"
+    wrong = "wrong"  # ran, but the answer is not what was asked or not within tolerance
+    fallback = "fallback"  # a forced backend ran another kernel
+    invalid = "invalid"  # torch.compile recompiled while timed
+    timeout = "timeout"
+    crashed = "crashed"  # its process died
+    error = "error"  # anything unexpected
+    interrupted = "interrupted"  # a signal stopped the sweep while it ran
+    running = "running"  # not ended yet: a result saved before its job ran
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def failed(self) -> bool:
+        """The job did not do what it was asked (the command exits 1); every other status is a measurement or a
+        verdict about the kernel."""
+        return self in (Status.error, Status.timeout, Status.crashed)
+
+
+@dataclass(frozen=True)
+class Record:
+    status: Status
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # raw µs per timing method
+    traceback: str | None = None
+    # Who and where, set by the harness.
+    id: str = ""  # one execution of the job: what `attnbench sync` recognises as uploaded
+    job: str = ""  # its number in the sweep, or "run"
+    name: str = ""  # its run's name: `flash+compile`
+    dir: str = ""  # its job folder
+    params: dict[str, str] = field(default_factory=dict)  # the flattened resolved config
+    host: str = ""
+    pid: int = 0
+    started_ms: int = 0
+    ended_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))
+
+    @classmethod
+    def begun(cls, job: str, name: str, job_dir: str, params: dict[str, str], tags: dict[str, str]) -> "Record":
+        """A job's record before it runs: its identity, params and tags; status `running`."""
+        return cls(Status.running, tags=dict(tags), id=uuid.uuid4().hex, job=job, name=name, dir=str(job_dir),
+                   params=dict(params), host=socket.gethostname(), pid=os.getpid(),
+                   started_ms=int(time.time() * 1000))
+
+    def ended(self, measured: "Record") -> "Record":
+        """This record with what the job measured (its status, reason, metrics, samples, traceback; tags added)."""
+        return dataclasses.replace(self, status=measured.status, reason=measured.reason,
+                                   metrics=dict(measured.metrics), samples=dict(measured.samples),
+                                   traceback=measured.traceback, tags=self.tags | measured.tags,
+                                   ended_ms=int(time.time() * 1000))
+
+    def with_tags(self, tags: dict[str, str]) -> "Record":
+        return dataclasses.replace(self, tags=self.tags | tags)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.ok
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **dataclasses.asdict(self), "status": self.status.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Record":
+        """From `result.json` (any schema so far: version 1 has the same keys, no `schema`)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
