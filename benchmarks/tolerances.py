@@ -23,7 +23,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from attnbench.config import Mode, register_configs
+from attnbench.config import Mode, job_spec, register_configs
 from attnbench.correctness import TOLERANCE, TOLERANCE_MARGIN, check, error_class
 from attnbench.errors import Unsupported
 from attnbench.timing.profiling import profile_call
@@ -71,12 +71,12 @@ def configs(device: str, case: list[str], backend: str, dtype: str, mode: str):
 def evaluate(cfgs) -> list[dict]:
     """One build (and compile) of the backend; each input distribution checked on it."""
     torch.compiler.reset()
-    plan = validate(next(iter(cfgs.values())))
+    plan = validate(job_spec(next(iter(cfgs.values()))))
     found = []
     with plan.backend.context():
         attend = plan.backend.build(plan.problem, plan.device, plan.dtype)
         for inputs, cfg in cfgs.items():
-            plan = validate(cfg)
+            plan = validate(job_spec(cfg))
             torch.manual_seed(cfg.seed)
             fn, args = plan.model.build(attend)
             training = cfg.mode is not Mode.fwd

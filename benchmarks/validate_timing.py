@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.config import register_configs
+from attnbench.config import job_spec, register_configs
 from attnbench.job import run_job
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -38,7 +38,7 @@ TARGET = 0.03  # ±3 %, or ±3 µs where that is larger, for cases of 50 µs or 
 
 
 def job(*overrides: str) -> dict:
-    return run_job(compose("config", overrides=["device=cuda", *overrides]))
+    return run_job(job_spec(compose("config", overrides=["device=cuda", *overrides])))
 
 
 def do_bench_us(cfg_overrides: list[str], backend: SDPBackend, mode: str) -> float:

@@ -14,7 +14,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from attnbench.config import register_configs
+from attnbench.config import job_spec, register_configs
+from attnbench.core.record import Record
+from attnbench.job import run_job
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -45,6 +47,11 @@ def compose_cfg():
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def run_config(cfg, **kwargs) -> Record:
+    """The job a composed config asks for, measured in this process (as the job worker runs it)."""
+    return run_job(job_spec(cfg), **kwargs)
 
 
 def _command(args: tuple[str, ...], store: Path | None, cwd: Path, script: Path, env: dict | None):

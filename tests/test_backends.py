@@ -14,10 +14,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attnbench.backends import BACKENDS, register_backend, registered_backends
 from attnbench.backends.sdpa import Flash, Sdpa
-from attnbench.job import run_job
 from attnbench.masks import registered_masks
 from attnbench.models import registered_models
-from conftest import CONF, REPO, run_script
+from conftest import CONF, REPO, run_config, run_script
 
 
 # Nothing to time here: one sample each, so the whole matrix stays quick.
@@ -58,7 +57,7 @@ def test_every_backend_mask_and_model_runs_or_says_why_not(compose_cfg, model, b
     for mask in _masks(backend, model):
         cfg = compose_cfg(*ONE_SAMPLE, *SMALL, f"model={model}", f"backend={backend}", f"mask={mask}",
                           *MASK_FIELDS.get(mask, []))
-        result = run_job(cfg)
+        result = run_config(cfg)
         where = f"{backend} × {mask} × {model}: {result.status} {result.reason}"
         assert result.status in ("ok", "unsupported", "fallback"), where
         if result.status == "unsupported":
@@ -91,7 +90,7 @@ GQA_CASES = [(backend, shape, mask) for backend in EXACT_ON_CPU if backend != "f
 @pytest.mark.parametrize("backend, shape, mask", GQA_CASES, ids=["-".join(case) for case in GQA_CASES])
 def test_grouped_query_and_decode_outputs_equal_the_float64_reference(compose_cfg, backend, shape, mask):
     shape = GQA_SHAPES[shape]
-    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, *shape, f"backend={backend}", f"mask={mask}",
+    result = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, *shape, f"backend={backend}", f"mask={mask}",
                                  *MASK_FIELDS.get(mask, [])))
     assert result.status == "ok", result.reason
     assert result.tags["check"] == "exact" and result.metrics["max_rel_err"] < 1e-5
@@ -146,7 +145,7 @@ def _run_planted(compose_cfg, name: str) -> dict:
 
     cfg = compose_cfg(*ONE_SAMPLE, *SMALL)
     OmegaConf.update(cfg, "backend", {"name": name}, merge=False)
-    return run_job(cfg)
+    return run_config(cfg)
 
 
 def test_a_wrong_kernel_is_wrong_not_ok(compose_cfg, planted):
@@ -163,7 +162,7 @@ def test_a_few_elements_far_off_are_wrong_even_when_the_norm_hides_them(compose_
 
     cfg = compose_cfg(*ONE_SAMPLE, *SMALL, "shape.seq_len=4096")  # float32
     OmegaConf.update(cfg, "backend", {"name": planted("one_element_off", OneElementOff)}, merge=False)
-    result = run_job(cfg)
+    result = run_config(cfg)
     limits = TOLERANCE[("fused", "normal", torch.float32)]
     assert result.metrics["rel_l2_err"] < limits.rel_l2_err  # the norm alone would pass it
     assert result.status == "wrong" and "max_rel_err" in result.reason, result.reason
@@ -181,19 +180,19 @@ def test_a_flex_that_ran_unfused_is_a_fallback(compose_cfg, monkeypatch):
     import attnbench.backends.flex as flex_backend
 
     monkeypatch.setattr(flex_backend.torch, "compile", lambda fn, **kwargs: fn)
-    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "mask=causal"))
+    result = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "mask=causal"))
     assert result.status == "fallback" and "unfused" in result.reason
 
 
 def test_nn_modules_are_unsupported_for_backends_they_cannot_call(compose_cfg):
-    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.kv_heads=4", "model=multihead_attention",
+    result = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.kv_heads=4", "model=multihead_attention",
                                  "backend=flex"))
     assert result.status == "unsupported"
     assert "scaled_dot_product_attention" in result.reason and "backend=flex" in result.reason
 
 
 def test_approximate_backends_are_tagged_and_judged_against_their_own_formula(compose_cfg):
-    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=performer", "mask=causal"))
+    result = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=performer", "mask=causal"))
     assert result.status == "ok" and result.tags["check"] == "approximate"
     m = result.metrics
     assert m["max_rel_err"] > 1e-3 > 1e-5 > m["self_max_rel_err"]  # far from softmax, exact to its own formula
@@ -241,7 +240,7 @@ def test_a_broken_plugin_does_not_take_the_others_down(monkeypatch, caplog):
 @pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
 def test_linear_attentions_hold_in_half_precision_at_thousands_of_positions(compose_cfg, backend, dtype, mode):
     # float16 tops out at 65504: φ(q)·Σφ(k) passes it at ~700 positions of D 64, which zeroed rows silently
-    result = run_job(compose_cfg(*ONE_SAMPLE, "shape=tiny", "shape.batch=1", "shape.heads=1", "shape.seq_len=2048",
+    result = run_config(compose_cfg(*ONE_SAMPLE, "shape=tiny", "shape.batch=1", "shape.heads=1", "shape.seq_len=2048",
                                  "shape.head_dim=64", f"dtype={dtype}", f"mode={mode}", f"backend={backend}",
                                  "mask=causal"))
     assert result.status == "ok", result.reason
@@ -250,7 +249,7 @@ def test_linear_attentions_hold_in_half_precision_at_thousands_of_positions(comp
 
 def test_a_query_that_sees_one_key_is_judged_on_all_gradients_together(compose_cfg):
     # seq_len 1: the gradient of q is exactly zero, so an error relative to it alone would be 0 / 0
-    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.seq_len=1", "mode=fwd_bwd", "backend=linear",
+    result = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.seq_len=1", "mode=fwd_bwd", "backend=linear",
                                  "mask=causal"))
     assert result.status == "ok", result.reason
 
@@ -258,7 +257,7 @@ def test_a_query_that_sees_one_key_is_judged_on_all_gradients_together(compose_c
 @pytest.mark.parametrize("field, value", [("backend.chunk", 0), ("backend.features", 0)])
 def test_a_bad_backend_field_is_an_error_naming_it(compose_cfg, field, value):
     backend = "performer" if field == "backend.features" else "linear"
-    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, f"backend={backend}", f"{field}={value}"))
+    result = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, f"backend={backend}", f"{field}={value}"))
     assert result.status == "error" and field in result.reason and "expected" in result.reason
 
 
@@ -277,14 +276,14 @@ def test_flex_with_a_head_dim_below_16_is_unsupported_on_cuda_before_anything_co
 
 
 def test_flex_kernel_backend_is_checked_and_only_auto_runs_on_the_cpu(compose_cfg):
-    bad = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "backend.kernel_backend=TRITN"))
+    bad = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "backend.kernel_backend=TRITN"))
     assert bad.status == "error" and "backend.kernel_backend" in bad.reason
-    cpu = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "backend.kernel_backend=TRITON"))
+    cpu = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "backend.kernel_backend=TRITON"))
     assert cpu.status == "unsupported" and "CUDA" in cpu.reason
 
 
 def test_a_chunked_prefill_on_the_cpu_builds_its_causal_mask_once(compose_cfg):
-    result = run_job(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.q_len=8", "backend=math", "mask=causal"))
+    result = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, "shape.q_len=8", "backend=math", "mask=causal"))
     assert result.status == "ok" and result.tags["kernel"] == "math (dense mask)"
 
 

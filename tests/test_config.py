@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from attnbench.backends import registered_backends
-from attnbench.config import DeviceName, Dtype
+from attnbench.config import DeviceName, Dtype, job_spec
 from attnbench.errors import ConfigError
 from attnbench.validation import validate
 from conftest import CONF, REPO
@@ -139,5 +139,5 @@ def test_each_option_has_its_own_fields(compose_cfg):
 def test_cross_field_rules_fail_before_any_allocation(compose_cfg, overrides, field):
     cfg = compose_cfg("device=cpu", *overrides)
     with pytest.raises(ConfigError) as info:
-        validate(cfg)
+        validate(job_spec(cfg))
     assert info.value.field == field and field in str(info.value) and "expected" in str(info.value)

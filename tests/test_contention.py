@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from attnbench.job import run_job
 from attnbench.pivot import JobRecord, speedup, summarise
 from attnbench.placement import usable_cores
 from attnbench.timing.host import HostClock, HostUsage
+from conftest import run_config
 
 SMALL = ["shape=tiny", "device=cpu", "backend=math", "timing.warmup_s=0", "timing.min_time_s=0.3",
          "timing.min_reps=10", "timing.max_reps=2000"]
@@ -29,7 +29,7 @@ def test_a_cpu_job_starved_of_cores_is_contended_and_never_a_winner(compose_cfg)
     spin = f"import time\nend = time.time() + {BUSY_S}\nwhile time.time() < end:\n    pass"
     busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(usable_cores() + 1)]
     try:
-        results = [run_job(compose_cfg(*SMALL, f"backend={backend}")) for backend in ("math", "naive")]
+        results = [run_config(compose_cfg(*SMALL, f"backend={backend}")) for backend in ("math", "naive")]
     finally:
         for process in busy:
             process.kill()
@@ -57,9 +57,9 @@ def test_the_wait_share_is_the_threads_wait_over_their_wanted_time():
 
 
 def test_cpu_threads_are_set_for_a_cpu_job_and_refused_when_not_positive(compose_cfg):
-    result = run_job(compose_cfg(*SMALL, "timing.min_time_s=0", "timing.min_reps=1", "timing.cpu_threads=2"))
+    result = run_config(compose_cfg(*SMALL, "timing.min_time_s=0", "timing.min_reps=1", "timing.cpu_threads=2"))
     assert result.tags["threads.intra_op"] == "2" and "threads.inter_op" in result.tags
-    bad = run_job(compose_cfg(*SMALL, "timing.cpu_threads=0"))
+    bad = run_config(compose_cfg(*SMALL, "timing.cpu_threads=0"))
     assert bad.status == "error" and "timing.cpu_threads" in bad.reason
 
 

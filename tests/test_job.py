@@ -6,9 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from attnbench.job import run_job
 from attnbench.models import MODELS, register_model
-from conftest import FAST_TIMING
+from conftest import FAST_TIMING, run_config
 from failing_workloads import StubModel
 
 TINY = ["device=cpu", "shape=tiny", *FAST_TIMING]
@@ -20,7 +19,7 @@ def job(compose_cfg):
         cfg = compose_cfg(*TINY, *overrides)
         if model is not None:
             OmegaConf.update(cfg, "model.name", model)
-        return run_job(cfg)
+        return run_config(cfg)
 
     return _job
 
@@ -67,7 +66,7 @@ def test_a_kernel_pytorch_refuses_at_the_first_call_is_unsupported_with_pytorchs
         compose_cfg, efficient_without_its_declaration, compiled):
     cfg = compose_cfg(*TINY, f"compile={compiled}")
     OmegaConf.update(cfg, "backend", {"name": efficient_without_its_declaration}, merge=False)
-    result = run_job(cfg)
+    result = run_config(cfg)
     assert result.status == "unsupported" and "No viable backend" in result.reason
     assert "FakeTensor" not in result.reason  # Dynamo's wrapper is peeled off
     assert "force_disable_caches" not in result.reason  # compiler notices are not reasons

@@ -2,57 +2,29 @@
 
 Every closed choice is an Enum, so a bad value fails while Hydra composes the config, with OmegaConf's
 message naming the field, the allowed values and the value given. Rules that involve several fields or
-the machine are checked by :func:`attnbench.validation.validate` before any tensor is allocated.
+the machine are checked by :func:`attnbench.validation.validate` before any tensor is allocated. `job_spec` turns a
+composed config into the typed JobSpec the job reads (attnbench.core.spec).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Optional
 
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-
-class DeviceName(Enum):
-    auto = "auto"  # cuda, then mps, then cpu
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Dtype(Enum):
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-    float32 = "float32"
-
-
-# Functional API: torch.compile's mode names contain hyphens, which a class body cannot spell.
-CompileMode = Enum(
-    "CompileMode",
-    [(m, m) for m in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")],
+from attnbench.core.spec import (  # noqa: F401 - the closed choices, re-exported for the schema's readers
+    CompileMode,
+    DeviceName,
+    Dtype,
+    Inputs,
+    JobSpec,
+    Mode,
+    Shape,
+    Timing,
+    TimingMethod,
 )
-
-
-class TimingMethod(Enum):
-    auto = "auto"  # events (device time) plus wall on CUDA; wall elsewhere
-    events = "events"  # one torch.cuda.Event pair per call: device time
-    wall = "wall"  # host clock around blocks of calls, one synchronize per block
-    cuda_graph = "cuda_graph"  # replays of one call captured in a CUDA graph: device time without launch gaps
-    profiler = "profiler"  # torch.profiler (CUPTI): the sum of the call's kernel times
-
-
-class Inputs(Enum):
-    normal = "normal"  # q, k, v (a module's x) drawn from N(0, 1)
-    large_logits = "large_logits"  # q and k (x) scaled by 3: logits 9× larger, a peaked softmax that overflows
-    # a kernel without its running maximum
-
-
-class Mode(Enum):
-    fwd = "fwd"  # forward only, no autograd
-    bwd = "bwd"  # backward alone (forward done once, outside the timed calls)
-    fwd_bwd = "fwd_bwd"  # forward and backward together, as in a training step
 
 
 @dataclass
@@ -70,24 +42,7 @@ class ShapeConfig:
     head_dim: int = MISSING
 
 
-@dataclass
-class TimingConfig:
-    method: TimingMethod = TimingMethod.auto
-    warmup_s: float = 0.1  # steady-state warm-up after the first call
-    min_time_s: float = 0.5  # keep repeating until the timed calls add up to this...
-    min_reps: int = 10  # ...and at least this many samples were taken...
-    max_reps: int = 2000  # ...but never more than this many
-    flush_l2: bool = True  # events: overwrite a buffer of at least the L2 size before each call
-    wall_block_s: float = 0.005  # wall: target length of one block of back-to-back calls
-    profiler_reps: int = 20  # profiler: profiled calls (each its own profiling session)
-    cv_threshold: float = 0.1  # tag a method `unstable` when its samples' std / mean exceeds this
-    max_job_s: Optional[float] = 600.0  # a job still running after this many seconds is stopped (`timeout`)
-    # torch's intra-op threads for a job on the CPU; None: torch's default (one per core). One, as
-    # torch.utils.benchmark.Timer does: more threads than free cores time the scheduler (docs/timing.md).
-    cpu_threads: Optional[int] = 1
-    # The share of the timed calls' time a job's threads may wait for a core before the job is `contended` (never a
-    # winner or a speedup); 1: never.
-    max_cpu_wait: float = 0.1
+TimingConfig = Timing  # the timing group's schema is what the job reads
 
 
 @dataclass
@@ -117,11 +72,24 @@ class Config:
     resume: bool = False  # skip each job whose case already finished `ok` in the experiment
 
 
-def plain(node: Any) -> Any:
-    """A config node as its dataclass instance (or a plain container); plain values pass through."""
-    from omegaconf import DictConfig, OmegaConf
+def job_spec(cfg: DictConfig) -> JobSpec:
+    """The job a composed config asks for, typed: each chosen option as its own Config dataclass (from the
+    backend's, model's and mask's registry, so that a node replaced by a plain mapping is typed too)."""
+    from attnbench.backends import get_backend
+    from attnbench.case import case_key
+    from attnbench.masks import get_mask
+    from attnbench.models import get_model
 
-    return OmegaConf.to_object(node) if isinstance(node, DictConfig) else node
+    def option(node, get):
+        value = OmegaConf.to_object(node)
+        return value if not isinstance(value, dict) else get(value["name"]).Config(**value)
+
+    timing = OmegaConf.to_object(cfg.timing)
+    return JobSpec(
+        device=cfg.device.name, backend=option(cfg.backend, get_backend), model=option(cfg.model, get_model),
+        mask=option(cfg.mask, get_mask), shape=Shape(**OmegaConf.to_container(cfg.shape, resolve=True)),
+        timing=timing if isinstance(timing, Timing) else Timing(**timing), mode=cfg.mode, compile=cfg.compile,
+        compile_mode=cfg.compile_mode, dtype=cfg.dtype, inputs=cfg.inputs, seed=cfg.seed, case=case_key(cfg))
 
 
 def register_configs() -> None:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attnbench.backends import Backend
-from attnbench.config import Mode
+from attnbench.core.spec import Mode
 from attnbench.devices import synchronize
 from attnbench.models import CheckBlock, Model
 from attnbench.problem import Problem

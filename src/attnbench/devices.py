@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import torch
 
-from attnbench.config import DeviceName, Dtype
+from attnbench.core.spec import DeviceName, Dtype
 from attnbench.errors import Unsupported
 
 TORCH_DTYPES = {Dtype.float16: torch.float16, Dtype.bfloat16: torch.bfloat16, Dtype.float32: torch.float32}

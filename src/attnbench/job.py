@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from omegaconf import DictConfig
 
-from attnbench.case import case_key
-from attnbench.config import Mode
 from attnbench.core.record import Record, Status
+from attnbench.core.spec import JobSpec, Mode
 from attnbench.correctness import check
 from attnbench.devices import synchronize
 from attnbench.errors import ConfigError, Skipped, Unsupported
@@ -76,17 +74,17 @@ class Step:
         return lambda: torch.autograd.grad(self.forward(), self.wrt, self.grad_out)
 
 
-def run_job(cfg: DictConfig, on_phase: Callable[[str], None] = lambda phase: None) -> Record:
+def run_job(spec: JobSpec, on_phase: Callable[[str], None] = lambda phase: None) -> Record:
     """One job, measured: its Record (status, reason, metrics, tags, samples; the harness adds who and where).
     `on_phase(name)` is called as each step starts (the progress line's phase); never inside a timed loop."""
-    result = JobResult(tags={"case": case_key(cfg)})
+    result = JobResult(tags={"case": spec.case} if spec.case else {})
     started = time.perf_counter()
     try:
         on_phase("plan")
-        plan = validate(cfg)
+        plan = validate(spec)
         result.tags |= {"device": str(plan.device), "problem": plan.problem.describe(),
                         "approximate": str(plan.backend.approximate).lower()}  # ranked apart from exact ones
-        _benchmark(cfg, plan, result, on_phase)
+        _benchmark(spec, plan, result, on_phase)
     except Skipped as e:
         result.status, result.reason = "skipped", str(e)
     except Unsupported as e:
@@ -107,59 +105,59 @@ def run_job(cfg: DictConfig, on_phase: Callable[[str], None] = lambda phase: Non
     return Record(Status(result.status), result.reason, result.metrics, result.tags, result.samples, result.traceback)
 
 
-def _benchmark(cfg: DictConfig, plan: Plan, result: JobResult, on_phase: Callable[[str], None]) -> None:
+def _benchmark(spec: JobSpec, plan: Plan, result: JobResult, on_phase: Callable[[str], None]) -> None:
     on_phase("build")
-    peaks = _prepare_device(cfg, plan)
-    torch.manual_seed(cfg.seed)
-    with _threads(cfg, plan), _fresh_compiler(), torch.set_grad_enabled(cfg.mode is not Mode.fwd), \
+    peaks = _prepare_device(spec, plan)
+    torch.manual_seed(spec.seed)
+    with _threads(spec, plan), _fresh_compiler(), torch.set_grad_enabled(spec.mode is not Mode.fwd), \
             plan.backend.context():
         result.tags |= thread_tags()
-        step = _build(cfg, plan)
+        step = _build(spec, plan)
         result.tags |= plan.backend.tags()
         on_phase("first call")
-        _first_call(cfg, plan, step, result)
+        _first_call(spec, plan, step, result)
         on_phase("check")
-        _check(cfg, plan, step, result)
-        call = step.call(cfg.mode)
-        if cfg.mode is not Mode.bwd:
+        _check(spec, plan, step, result)
+        call = step.call(spec.mode)
+        if spec.mode is not Mode.bwd:
             step.out = None  # only backward alone times through it; the rest must not hold its memory
         try:
             with torch.compiler.set_stance("fail_on_recompile"):  # a recompile now would be timed: refuse it
                 on_phase("verify dispatch")
-                _verify_dispatch(cfg, plan, step, call, result)
+                _verify_dispatch(spec, plan, step, call, result)
                 on_phase("time")
-                _time(cfg, plan, call, result)
+                _time(spec, plan, call, result)
         except RuntimeError as e:
             if "fail_on_recompile" not in str(e):  # torch.compiler's own words for a recompile refused by the stance
                 raise
             result.flag("invalid", "torch.compile recompiled after the first call: " + _first_line(str(e)))
             return
-    result.metrics |= throughput(plan.model, cfg.mode, result.metrics["median_us"] / 1e6, peaks, plan.device)
+    result.metrics |= throughput(plan.model, spec.mode, result.metrics["median_us"] / 1e6, peaks, plan.device)
     result.tags["flops"] = ("its own formula's (approximate attention)" if plan.backend.approximate
                             else "useful softmax attention FLOPs")
 
 
-def _prepare_device(cfg: DictConfig, plan: Plan) -> dict[str, float]:
+def _prepare_device(spec: JobSpec, plan: Plan) -> dict[str, float]:
     """The device's ceilings and the L2 flush buffer: once per process, before the job takes memory."""
     peaks = measured_peaks(plan.device, plan.dtype)
-    if plan.device.type == "cuda" and cfg.timing.flush_l2:
+    if plan.device.type == "cuda" and spec.timing.flush_l2:
         l2_flush_buffer(plan.device)
     torch.compiler.reset()  # nothing compiled by an earlier job in this process may leak into this one
     return peaks
 
 
-def _build(cfg: DictConfig, plan: Plan) -> Step:
+def _build(spec: JobSpec, plan: Plan) -> Step:
     model, backend = plan.model, plan.backend
     log.info("Building %s <%s> through backend %s <%s> on %s: %s, %s, mode %s", model.name,
              type(model).__qualname__, backend.name, type(backend).__qualname__, plan.device,
-             plan.problem.describe(), cfg.dtype.value, cfg.mode.value)
+             plan.problem.describe(), spec.dtype.value, spec.mode.value)
     attend = backend.build(plan.problem, plan.device, plan.dtype)  # masks, features, kernels: built untimed
     fn, args = model.build(attend)
-    if cfg.mode is not Mode.fwd:
+    if spec.mode is not Mode.fwd:
         args = tuple(a.requires_grad_() for a in args)
-    if cfg.compile:
-        fn = torch.compile(fn, mode=cfg.compile_mode.value)
-    if cfg.compile and cfg.compile_mode.value == "reduce-overhead":
+    if spec.compile:
+        fn = torch.compile(fn, mode=spec.compile_mode.value)
+    if spec.compile and spec.compile_mode.value == "reduce-overhead":
         # CUDA graphs reuse their output buffers: mark each call as a new step so that a replay never
         # overwrites an output that is still in use (the reference check reads the first one).
         def forward():
@@ -171,13 +169,13 @@ def _build(cfg: DictConfig, plan: Plan) -> Step:
     return Step(forward, args, wrt=[*args, *model.parameters()])
 
 
-def _first_call(cfg: DictConfig, plan: Plan, step: Step, result: JobResult) -> None:
+def _first_call(spec: JobSpec, plan: Plan, step: Step, result: JobResult) -> None:
     """The first call (and backward) on its own: compilation, if any, stays out of the steady-state numbers."""
     graphs_before = _dynamo_graphs()
     try:
         with recorded_warnings() as warned:
             step.out, seconds = first_call(step.forward, plan.device)
-            if cfg.mode is not Mode.fwd:  # the first backward compiles the backward graph
+            if spec.mode is not Mode.fwd:  # the first backward compiles the backward graph
                 step.grad_out = torch.randn_like(step.out)
                 step.grads, backward_s = first_call(
                     lambda: torch.autograd.grad(step.out, step.wrt, step.grad_out, retain_graph=True), plan.device)
@@ -188,20 +186,20 @@ def _first_call(cfg: DictConfig, plan: Plan, step: Step, result: JobResult) -> N
             raise Unsupported(reason) from e
         raise
     result.metrics["first_call_s"] = seconds
-    if cfg.compile:
+    if spec.compile:
         result.metrics["compile_s"] = seconds
     if graphs := _dynamo_graphs() - graphs_before:
         result.metrics["dynamo_graphs"] = graphs  # evidence that something was compiled (flex always is)
 
 
-def _check(cfg: DictConfig, plan: Plan, step: Step, result: JobResult) -> None:
+def _check(spec: JobSpec, plan: Plan, step: Step, result: JobResult) -> None:
     """The output (and gradients) against a float64 reference: a verdict, not just a number."""
     args = step.args
 
     def backward(grad_out):  # through the graph the first call kept: a sampled check's own gradients
         return torch.autograd.grad(step.out, args, grad_out, retain_graph=True)
 
-    verdict = check(plan.model, plan.backend, cfg.mode, args, step.out, step.grads, step.grad_out, backward)
+    verdict = check(plan.model, plan.backend, spec.mode, args, step.out, step.grads, step.grad_out, backward)
     result.metrics |= verdict.metrics
     result.tags |= verdict.tags
     if verdict.wrong:
@@ -209,11 +207,11 @@ def _check(cfg: DictConfig, plan: Plan, step: Step, result: JobResult) -> None:
     step.grads = None
 
 
-def _verify_dispatch(cfg: DictConfig, plan: Plan, step: Step, call, result: JobResult) -> None:
+def _verify_dispatch(spec: JobSpec, plan: Plan, step: Step, call, result: JobResult) -> None:
     """Which kernel really ran (profiler names), whether it is the one the backend promised, and memory."""
     profile = profile_call(call, plan.device, calls=PROFILED_CALLS.get(plan.device.type, 1))
     # The backend shows in the forward's ops; a backward alone may run only generic kernels (math's does).
-    origin = profile_call(step.forward, plan.device) if cfg.mode is Mode.bwd else profile
+    origin = profile_call(step.forward, plan.device) if spec.mode is Mode.bwd else profile
     found = plan.backend.dispatch(origin)
     result.tags |= {"kernel": found.ran} | found.tags | plan.model.tags(origin.ops)
     if profile.kernels:
@@ -226,17 +224,17 @@ def _verify_dispatch(cfg: DictConfig, plan: Plan, step: Step, call, result: JobR
         result.metrics |= _peak_memory(call, plan.device)
 
 
-def _time(cfg: DictConfig, plan: Plan, call, result: JobResult) -> None:
-    per_call = warm_up(call, plan.device, cfg.timing.warmup_s)
+def _time(spec: JobSpec, plan: Plan, call, result: JobResult) -> None:
+    per_call = warm_up(call, plan.device, spec.timing.warmup_s)
     unstable = []
-    with watch(plan.device, cfg.timing.max_cpu_wait) as seen:  # the host's and the GPU's state over the timed calls
+    with watch(plan.device, spec.timing.max_cpu_wait) as seen:  # the host's and the GPU's state over the timed calls
         for method in plan.methods:
-            m = measure(call, plan.device, method, cfg.timing, per_call)
+            m = measure(call, plan.device, method, spec.timing, per_call)
             result.metrics |= m.stats.as_metrics(method)
             result.samples[method] = m.samples_us
             if method == "wall":
                 result.metrics["wall_calls_per_sample"] = m.calls_per_sample
-            if m.stats.cv > cfg.timing.cv_threshold:
+            if m.stats.cv > spec.timing.cv_threshold:
                 unstable.append(f"{method} cv={m.stats.cv:.3f}")
     result.metrics |= seen.metrics
     result.tags |= seen.tags
@@ -262,11 +260,11 @@ def _launch_bound(metrics: dict[str, float]) -> str | None:
 
 
 @contextlib.contextmanager
-def _threads(cfg: DictConfig, plan: Plan):
+def _threads(spec: JobSpec, plan: Plan):
     """A CPU job runs on timing.cpu_threads torch threads; the process's own setting is back afterwards."""
     before = torch.get_num_threads()
-    if plan.device.type == "cpu" and cfg.timing.cpu_threads:
-        torch.set_num_threads(cfg.timing.cpu_threads)
+    if plan.device.type == "cpu" and spec.timing.cpu_threads:
+        torch.set_num_threads(spec.timing.cpu_threads)
     try:
         yield
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.config import Mode
+from attnbench.core.spec import Mode
 from attnbench.devices import device_name
 from attnbench.peak import datasheet
 

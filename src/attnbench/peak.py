@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from attnbench.config import TimingConfig
+from attnbench.core.spec import Timing
 from attnbench.results import write_atomically
 from attnbench.timing import measure
 
@@ -39,7 +39,7 @@ def datasheet(device_name: str, dtype: torch.dtype) -> dict[str, float]:
 
 def _median_event_ms(fn, device: torch.device, reps: int = 10) -> float:
     fn()  # warm-up: cuBLAS handle and heuristics, allocator
-    cfg = TimingConfig(min_time_s=0.0, min_reps=reps, max_reps=reps, flush_l2=False)  # large: cache is moot
+    cfg = Timing(min_time_s=0.0, min_reps=reps, max_reps=reps, flush_l2=False)  # large: cache is moot
     return measure(fn, device, "events", cfg, per_call_estimate_s=1e-3).stats.median_us / 1e3
 
 

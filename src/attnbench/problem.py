@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnbench.config import Mode
+from attnbench.core.spec import Mode, Shape
 from attnbench.errors import ConfigError
 from attnbench.masks import Mask
 
@@ -37,10 +37,10 @@ class Problem:
     inputs: str = "normal"  # how q, k, v are drawn: normal | large_logits (config.Inputs)
 
     @classmethod
-    def from_config(cls, shape, mask: Mask, inputs: str = "normal") -> "Problem":
+    def from_config(cls, shape: Shape, mask: Mask, inputs: str = "normal") -> "Problem":
         for key in ("batch", "heads", "kv_heads", "seq_len", "q_len", "head_dim"):
-            if not shape[key] > 0:
-                raise ConfigError(f"shape.{key}", shape[key], "a positive int")
+            if not getattr(shape, key) > 0:
+                raise ConfigError(f"shape.{key}", getattr(shape, key), "a positive int")
         if shape.heads % shape.kv_heads:
             raise ConfigError("shape.kv_heads", shape.kv_heads, f"a divisor of shape.heads ({shape.heads})")
         if shape.q_len > shape.seq_len:

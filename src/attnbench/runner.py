@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnbench import outcome, placement, results, resume
 from attnbench.case import case_key
+from attnbench.config import job_spec
+from attnbench.core.spec import JobSpec
 from attnbench.core.record import Record, Status
 from attnbench.progress import JobLine
 from attnbench.strict import renamed_option_problem, unknown_key_problem
@@ -106,6 +108,7 @@ def _result(cfg: DictConfig, hydra: DictConfig, line: JobLine, threads: int | No
     if done_in:
         log.info("skipped: this case already finished ok in run %s", done_in)
         return _failure(Status.skipped, f"this case already finished ok in run {done_in} (resume=true)")
+    spec = job_spec(cfg)  # the one place the job's config becomes the typed JobSpec the job reads
 
     setup = {
         "logging": OmegaConf.to_container(hydra.job_logging, resolve=True),
@@ -119,7 +122,7 @@ def _result(cfg: DictConfig, hydra: DictConfig, line: JobLine, threads: int | No
     }
     limit = cfg.timing.max_job_s
     with line.running():  # the job's phases come back as notes while it runs
-        answer = _worker.run(job_in_worker, (cfg, setup), limit, on_note=line.enter)
+        answer = _worker.run(job_in_worker, (spec, setup), limit, on_note=line.enter)
     if isinstance(answer, Done):
         return answer.value
     if isinstance(answer, TimedOut):
@@ -147,7 +150,7 @@ def _failure(status: Status, reason: str, metrics: dict | None = None, trace: st
     return Record(status, reason, metrics=metrics or {}, traceback=trace)
 
 
-def job_in_worker(cfg: DictConfig, setup: dict) -> Record:
+def job_in_worker(spec: JobSpec, setup: dict) -> Record:
     """In the worker: log like a Hydra job (to the console and the job's log file), run it, note the machine."""
     import torch
 
@@ -161,7 +164,7 @@ def job_in_worker(cfg: DictConfig, setup: dict) -> Record:
     if setup["threads"]:  # workers side by side share the cores (attnbench.placement)
         torch.set_num_threads(setup["threads"])
     peak.SAVED_IN = Path(setup["sweep_dir"]) / placement.CEILINGS_DIR  # one measurement per GPU per sweep
-    result = run_job(cfg, on_phase=notify)  # each phase to the sweep process, which shows it
+    result = run_job(spec, on_phase=notify)  # each phase to the sweep process, which shows it
     device = torch.device(result.tags.get("device", "cpu"))
     return dataclasses.replace(result, tags=environment(device, Path(setup["repo"])) | placement.device_tags(device)
                                | result.tags)

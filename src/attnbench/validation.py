@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 
 from attnbench.backends import Backend, get_backend
+from attnbench.core.spec import JobSpec, Timing
 from attnbench.devices import TORCH_DTYPES, check_dtype, resolve_device
 from attnbench.errors import ConfigError, Skipped, Unsupported
 from attnbench.masks import get_mask
@@ -31,41 +31,36 @@ class Plan:
     methods: list[str]  # timing methods, headline first
 
 
-def _positive(cfg: DictConfig, group: str, key: str) -> None:
-    value = cfg[group][key]
-    if not value > 0:
-        raise ConfigError(f"{group}.{key}", value, "a positive int")
-
-
-def _check_timing(cfg: DictConfig) -> None:
+def _check_timing(timing: Timing) -> None:
     for key in ("min_reps", "max_reps"):
-        _positive(cfg, "timing", key)
+        if not getattr(timing, key) > 0:
+            raise ConfigError(f"timing.{key}", getattr(timing, key), "a positive int")
     for key in ("min_time_s", "warmup_s", "wall_block_s"):
-        if cfg.timing[key] < 0:
-            raise ConfigError(f"timing.{key}", cfg.timing[key], "a number of seconds >= 0")
-    if cfg.timing.cpu_threads is not None and not cfg.timing.cpu_threads > 0:
-        raise ConfigError("timing.cpu_threads", cfg.timing.cpu_threads, "a positive int, or null for torch's default")
-    if not 0 <= cfg.timing.max_cpu_wait <= 1:
-        raise ConfigError("timing.max_cpu_wait", cfg.timing.max_cpu_wait, "a share of time in [0, 1]")
-    if cfg.timing.max_reps < cfg.timing.min_reps:
-        raise ConfigError("timing.max_reps", cfg.timing.max_reps, f">= timing.min_reps ({cfg.timing.min_reps})")
+        if getattr(timing, key) < 0:
+            raise ConfigError(f"timing.{key}", getattr(timing, key), "a number of seconds >= 0")
+    if timing.cpu_threads is not None and not timing.cpu_threads > 0:
+        raise ConfigError("timing.cpu_threads", timing.cpu_threads, "a positive int, or null for torch's default")
+    if not 0 <= timing.max_cpu_wait <= 1:
+        raise ConfigError("timing.max_cpu_wait", timing.max_cpu_wait, "a share of time in [0, 1]")
+    if timing.max_reps < timing.min_reps:
+        raise ConfigError("timing.max_reps", timing.max_reps, f">= timing.min_reps ({timing.min_reps})")
 
 
-def validate(cfg: DictConfig) -> Plan:
-    _check_timing(cfg)
-    if cfg.compile_mode.value != "default" and not cfg.compile:
-        raise Skipped(f"compile=false: compile_mode={cfg.compile_mode.value} applies only when compiling "
+def validate(spec: JobSpec) -> Plan:
+    _check_timing(spec.timing)
+    if spec.compile_mode.value != "default" and not spec.compile:
+        raise Skipped(f"compile=false: compile_mode={spec.compile_mode.value} applies only when compiling "
                       "(the eager job is the one with compile_mode=default)")
-    mask = get_mask(cfg.mask.name)(cfg.mask, cfg.shape.q_len, cfg.shape.seq_len, cfg.seed)
-    problem = Problem.from_config(cfg.shape, mask, cfg.inputs.value)
-    backend = get_backend(cfg.backend.name)(cfg.backend)
+    mask = get_mask(spec.mask.name)(spec.mask, spec.shape.q_len, spec.shape.seq_len, spec.seed)
+    problem = Problem.from_config(spec.shape, mask, spec.inputs.value)
+    backend = get_backend(spec.backend.name)(spec.backend)
     backend.validate()
-    device, dtype = resolve_device(cfg.device.name), TORCH_DTYPES[cfg.dtype]
-    model = get_model(cfg.model.name)(cfg.model, problem, backend, dtype, device)
+    device, dtype = resolve_device(spec.device), TORCH_DTYPES[spec.dtype]
+    model = get_model(spec.model.name)(spec.model, problem, backend, dtype, device)
     model.validate()
     check_dtype(device, dtype)
-    methods = methods_for(cfg.timing.method, device)
-    reason = model.supports() or backend.supports(problem, device, dtype, cfg.mode)
+    methods = methods_for(spec.timing.method, device)
+    reason = model.supports() or backend.supports(problem, device, dtype, spec.mode)
     if reason:
         raise Unsupported(reason)
     return Plan(problem, backend, model, device, dtype, methods)

@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from attnbench.config import Mode, plain
+from attnbench.core.spec import Mode
 from attnbench.problem import Problem
 from attnbench.registry import Registry
 from attnbench.timing.profiling import Profile, compiled_region
@@ -71,7 +71,7 @@ class Backend(ABC):
     sdpa: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
-        self.config = plain(config)  # a dataclass: cheap to read inside compiled code
+        self.config = config  # its Config dataclass (attnbench.config.job_spec): cheap to read inside compiled code
 
     def validate(self) -> None:
         """Rules on this backend's own fields; raise ConfigError (the job is an `error`). No allocation here."""

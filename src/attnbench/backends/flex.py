@@ -15,7 +15,7 @@ from torch.nn.attention import flex_attention as flex
 
 from attnbench.backends import ALL_MASKS, Backend, BackendConfig, Dispatch, register_backend
 from attnbench.backends.flash_impls import importable
-from attnbench.config import Mode
+from attnbench.core.spec import Mode
 from attnbench.errors import ConfigError
 
 

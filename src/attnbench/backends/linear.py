@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from attnbench.backends import Backend, BackendConfig, register_backend
-from attnbench.config import Mode
+from attnbench.core.spec import Mode
 from attnbench.errors import ConfigError
 
 # φ is computed in float32 from half-precision inputs (exp() in bf16 is coarse). bfloat16 then runs the products on

@@ -13,7 +13,6 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from attnbench.config import plain
 from attnbench.errors import ConfigError
 from attnbench.registry import Registry
 
@@ -32,9 +31,9 @@ class Mask(ABC):
     Config: ClassVar[type] = MaskConfig
 
     def __init__(self, config: Any, q_len: int, seq_len: int, seed: int = 0) -> None:
-        # Plain dataclass, not DictConfig: a mask rule is traced by torch.compile inside FlexAttention, and
+        # Its Config dataclass, not a DictConfig: a mask rule is traced by torch.compile inside FlexAttention, and
         # Dynamo breaks its graph on OmegaConf's attribute access (flex would then run unfused).
-        self.config = plain(config)
+        self.config = config
         self.q_len, self.seq_len, self.seed = q_len, seq_len, seed
         self.offset = seq_len - q_len  # absolute position of query row 0
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 
 from attnbench.backends import Attend, Backend
-from attnbench.config import Mode, plain
+from attnbench.core.spec import Mode
 from attnbench.errors import ConfigError
 from attnbench.problem import Problem
 from attnbench.registry import Registry
@@ -68,7 +68,7 @@ class Model(ABC):
 
     def __init__(self, config: Any, problem: Problem, backend: Backend, dtype: torch.dtype,
                  device: torch.device) -> None:
-        self.config, self.problem, self.backend = plain(config), problem, backend
+        self.config, self.problem, self.backend = config, problem, backend
         self.dtype, self.device = dtype, device
 
     @property

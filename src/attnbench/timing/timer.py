@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from attnbench.config import TimingConfig, TimingMethod
+from attnbench.core.spec import Timing, TimingMethod
 from attnbench.devices import synchronize
 from attnbench.errors import Unsupported
 from attnbench.timing.stats import Stats
@@ -87,7 +87,7 @@ def warm_up(fn: Callable[[], object], device: torch.device, seconds: float) -> f
         batch *= 2
 
 
-def measure(fn: Callable[[], object], device: torch.device, method: str, cfg: TimingConfig,
+def measure(fn: Callable[[], object], device: torch.device, method: str, cfg: Timing,
             per_call_estimate_s: float) -> Measurement:
     if method == "events":
         return _measure_events(fn, device, cfg, per_call_estimate_s)
@@ -100,7 +100,7 @@ def measure(fn: Callable[[], object], device: torch.device, method: str, cfg: Ti
     raise ValueError(f"unknown timing method {method!r}")
 
 
-def _enough(samples: int, timed_s: float, cfg: TimingConfig) -> bool:
+def _enough(samples: int, timed_s: float, cfg: Timing) -> bool:
     return samples >= cfg.max_reps or (samples >= cfg.min_reps and timed_s >= cfg.min_time_s)
 
 
@@ -111,7 +111,7 @@ def l2_flush_buffer(device: torch.device) -> torch.Tensor:
     return torch.empty(nbytes // 4, dtype=torch.int32, device=device)
 
 
-def _event_samples(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> list[float]:
+def _event_samples(fn, device, cfg: Timing, per_call_estimate_s: float) -> list[float]:
     """µs between an event pair around each fn(), after an L2 flush when configured."""
     flush = l2_flush_buffer(device) if cfg.flush_l2 else None
     batch = min(MAX_EVENT_BATCH, max(1, int(EVENT_BATCH_S / max(per_call_estimate_s, 1e-9))))
@@ -133,11 +133,11 @@ def _event_samples(fn, device, cfg: TimingConfig, per_call_estimate_s: float) ->
     return samples
 
 
-def _measure_events(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> Measurement:
+def _measure_events(fn, device, cfg: Timing, per_call_estimate_s: float) -> Measurement:
     return Measurement("events", _event_samples(fn, device, cfg, per_call_estimate_s))
 
 
-def _measure_cuda_graph(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> Measurement:
+def _measure_cuda_graph(fn, device, cfg: Timing, per_call_estimate_s: float) -> Measurement:
     # Capture needs a warmed-up call on a side stream first (lazy init must not happen during capture).
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
@@ -153,7 +153,7 @@ def _measure_cuda_graph(fn, device, cfg: TimingConfig, per_call_estimate_s: floa
     return Measurement("cuda_graph", _event_samples(graph.replay, device, cfg, per_call_estimate_s))
 
 
-def _measure_profiler(fn, device, cfg: TimingConfig) -> Measurement:
+def _measure_profiler(fn, device, cfg: Timing) -> Measurement:
     from attnbench.timing.profiling import profile_call
 
     flush = l2_flush_buffer(device) if cfg.flush_l2 else None
@@ -165,7 +165,7 @@ def _measure_profiler(fn, device, cfg: TimingConfig) -> Measurement:
     return Measurement("profiler", samples)
 
 
-def _measure_wall(fn, device, cfg: TimingConfig, per_call_estimate_s: float) -> Measurement:
+def _measure_wall(fn, device, cfg: Timing, per_call_estimate_s: float) -> Measurement:
     calls = max(1, math.ceil(cfg.wall_block_s / max(per_call_estimate_s, 1e-9)))
     samples: list[float] = []
     timed_s = 0.0
