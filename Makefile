@@ -61,7 +61,7 @@ ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000, after
 # not echoed: it may hold a password (the check prints it masked).
 server: install ## a shared MLflow tracking server on 127.0.0.1:PORT (5000) [DB=postgresql://user@host/db]
 	@mkdir -p $(SERVER_STORE)/artifacts
-	@$(BIN)/python -m attnbench.tracking.serve '$(DB)' $(PORT) $(SERVER_STORE)/artifacts
+	@$(BIN)/python -m attnbench.store.tracking.serve '$(DB)' $(PORT) $(SERVER_STORE)/artifacts
 	@MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec $(BIN)/mlflow server --host 127.0.0.1 --port $(PORT) --workers 1 \
 	  --backend-store-uri '$(DB)' --serve-artifacts --artifacts-destination $(SERVER_STORE)/artifacts
 

@@ -6,18 +6,18 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from attnbench import outcome
-from attnbench.config import register_configs
-from attnbench.credentials import hide_in_arguments, mask_log_records
-from attnbench.runner import run, start_worker
+from attnbench.harness import outcome
+from attnbench.harness.config import register_configs
+from attnbench.harness.runner import run, start_worker
+from attnbench.store.credentials import hide_in_arguments, mask_log_records
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    # The job runs in a worker process under its time limit (attnbench.runner); its result is saved in its job
-    # folder, then the callbacks in conf/config.yaml track it in MLflow and print the table.
+    # The job runs in a worker process under its time limit (attnbench.harness.runner); its result is saved in its
+    # job folder, then the callbacks in conf/config.yaml track it in MLflow and print the table.
     return run(cfg)
 
 
@@ -35,5 +35,5 @@ if __name__ == "__main__":
     # Nothing is left to collect: skip the final garbage collection over torch's and MLflow's millions of
     # objects, which costs ~1 s per command on a 2-core machine (atexit handlers and flushing still happen).
     gc.freeze()
-    # Whatever the callbacks did, the exit code says how the jobs and the tracking went (attnbench.outcome).
+    # Whatever the callbacks did, the exit code says how the jobs and the tracking went (attnbench.harness.outcome).
     sys.exit(outcome.outcome.exit_code())

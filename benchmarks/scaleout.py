@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-from attnbench.results import read_all
-from attnbench.units import format_time
+from attnbench.analysis.units import format_time
+from attnbench.store.results import read_all
 
 
 def _label(record: dict) -> str:

@@ -1,12 +1,13 @@
 """The real error of every backend against float64, per error class, input distribution and dtype: the evidence
-behind attnbench.correctness.TOLERANCE.
+behind attnbench.core.correctness.TOLERANCE.
 
 Each backend runs each case (the experiments' shapes on CUDA; CPU-sized ones on a CPU) in each dtype, forward
 and forward+backward, on normal and on large-logit inputs, and is checked exactly as a job is
-(attnbench.correctness.check, whole output or its recorded sample). Kernels are built and compiled once per backend,
-case, dtype and mode (both input distributions reuse them), and the kernel that ran is read from a profile: a
-fallback (flash asked, math ran) is reported, never counted as the backend's error. Prints, per input distribution
-and dtype, the worst of each error over all backends and cases, who made it, and TOLERANCE_MARGIN × that.
+(attnbench.core.correctness.check, whole output or its recorded sample). Kernels are built and compiled once per
+backend, case, dtype and mode (both input distributions reuse them), and the kernel that ran is read from a
+profile: a fallback (flash asked, math ran) is reported, never counted as the backend's error. Prints, per input
+distribution and dtype, the worst of each error over all backends and cases, who made it, and TOLERANCE_MARGIN ×
+that.
 
     python benchmarks/tolerances.py [--device cuda] [--out errors.jsonl]
 """
@@ -23,11 +24,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from attnbench.config import Mode, job_spec, register_configs
-from attnbench.correctness import TOLERANCE, TOLERANCE_MARGIN, check, error_class
-from attnbench.errors import Unsupported
-from attnbench.timing.profiling import profile_call
-from attnbench.validation import validate
+from attnbench.core.correctness import TOLERANCE, TOLERANCE_MARGIN, check, error_class
+from attnbench.core.errors import Unsupported
+from attnbench.core.timing.profiling import profile_call
+from attnbench.core.validation import validate
+from attnbench.harness.config import Mode, job_spec, register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CUDA_BACKENDS = ["default", "math", "flash", "efficient", "cudnn", "flex", "naive", "linear", "performer"]

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.config import job_spec, register_configs
-from attnbench.job import run_job
+from attnbench.core.job import run_job
+from attnbench.harness.config import job_spec, register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CASES = {

@@ -14,9 +14,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from attnbench.config import job_spec, register_configs
+from attnbench.core.job import run_job
 from attnbench.core.record import Record
-from attnbench.job import run_job
+from attnbench.harness.config import job_spec, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

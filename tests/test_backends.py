@@ -12,12 +12,11 @@ import torch
 from hydra.errors import ConfigCompositionException
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.backends import BACKENDS, register_backend, registered_backends
-from attnbench.backends.sdpa import Flash, Sdpa
-from attnbench.masks import registered_masks
-from attnbench.models import registered_models
+from attnbench.core.backends import BACKENDS, register_backend, registered_backends
+from attnbench.core.backends.sdpa import Flash, Sdpa
+from attnbench.core.masks import registered_masks
+from attnbench.core.models import registered_models
 from conftest import CONF, REPO, run_config, run_script
-
 
 # Nothing to time here: one sample each, so the whole matrix stays quick.
 ONE_SAMPLE = ["device=cpu", "timing.warmup_s=0", "timing.min_time_s=0", "timing.min_reps=1", "timing.max_reps=1"]
@@ -158,7 +157,7 @@ def test_a_wrong_kernel_is_wrong_not_ok(compose_cfg, planted):
 def test_a_few_elements_far_off_are_wrong_even_when_the_norm_hides_them(compose_cfg, planted):
     from omegaconf import OmegaConf
 
-    from attnbench.correctness import TOLERANCE
+    from attnbench.core.correctness import TOLERANCE
 
     cfg = compose_cfg(*ONE_SAMPLE, *SMALL, "shape.seq_len=4096")  # float32
     OmegaConf.update(cfg, "backend", {"name": planted("one_element_off", OneElementOff)}, merge=False)
@@ -177,7 +176,7 @@ def test_a_silent_fallback_is_fallback_with_both_names(compose_cfg, planted):
 
 def test_a_flex_that_ran_unfused_is_a_fallback(compose_cfg, monkeypatch):
     """Uncompiled flex materialises the scores: its profile must not pass for the fused kernel."""
-    import attnbench.backends.flex as flex_backend
+    import attnbench.core.backends.flex as flex_backend
 
     monkeypatch.setattr(flex_backend.torch, "compile", lambda fn, **kwargs: fn)
     result = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, "backend=flex", "mask=causal"))
@@ -221,7 +220,7 @@ def test_an_installed_plugin_package_adds_a_backend(tmp_path, store, compose_cfg
 
 
 def test_a_broken_plugin_does_not_take_the_others_down(monkeypatch, caplog):
-    import attnbench.backends as backends
+    import attnbench.core.backends as backends
 
     class Broken:
         name, value = "broken_plugin", "nowhere:Nothing"
@@ -264,8 +263,8 @@ def test_a_bad_backend_field_is_an_error_naming_it(compose_cfg, field, value):
 def test_flex_with_a_head_dim_below_16_is_unsupported_on_cuda_before_anything_compiles(compose_cfg):
     # On an H200, shape=tiny (head_dim 8) ended in an Inductor error ("embedding dimension ... must be at least
     # 16") after compiling, as status `error`; the CPU kernels take it.
-    from attnbench.config import Mode
-    from attnbench.problem import Problem
+    from attnbench.core.problem import Problem
+    from attnbench.harness.config import Mode
 
     flex = registered_backends()["flex"](compose_cfg("backend=flex").backend)
     narrow, wide = (Problem(2, 2, 2, 16, 16, head_dim, mask=None) for head_dim in (8, 16))
@@ -288,7 +287,7 @@ def test_a_chunked_prefill_on_the_cpu_builds_its_causal_mask_once(compose_cfg):
 
 
 def test_a_plugin_with_a_config_that_is_not_a_backend_config_is_skipped(monkeypatch, caplog):
-    import attnbench.backends as backends
+    import attnbench.core.backends as backends
 
     class Strange(backends.Backend):
         Config = type("Config", (), {})  # takes no `name`: storing it would crash every command

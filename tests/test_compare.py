@@ -10,9 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from attnbench import cli
+from attnbench.analysis.compare import compare_runs
 from attnbench.core.record import Record
-from attnbench.compare import compare_runs
-from attnbench.tracking.upload import finish_job_run, start_run
+from attnbench.store.tracking.upload import finish_job_run, start_run
 
 H100 = {"env.device_name": "NVIDIA H100 80GB HBM3", "env.torch": "2.13.0", "env.git_commit": "aaa"}
 H200 = {"env.device_name": "NVIDIA H200", "env.torch": "2.14.0", "env.git_commit": "bbb"}

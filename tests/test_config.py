@@ -6,10 +6,10 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from attnbench.backends import registered_backends
-from attnbench.config import DeviceName, Dtype, job_spec
-from attnbench.errors import ConfigError
-from attnbench.validation import validate
+from attnbench.core.backends import registered_backends
+from attnbench.core.errors import ConfigError
+from attnbench.core.validation import validate
+from attnbench.harness.config import DeviceName, Dtype, job_spec
 from conftest import CONF, REPO
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from attnbench.pivot import JobRecord, speedup, summarise
-from attnbench.placement import usable_cores
-from attnbench.timing.host import HostClock, HostUsage
+from attnbench.analysis.pivot import JobRecord, speedup, summarise
+from attnbench.core.timing.host import HostClock, HostUsage
+from attnbench.harness.placement import usable_cores
 from conftest import run_config
 
 SMALL = ["shape=tiny", "device=cpu", "backend=math", "timing.warmup_s=0", "timing.min_time_s=0.3",
@@ -53,7 +53,8 @@ def test_the_wait_share_is_the_threads_wait_over_their_wanted_time():
     assert usage.wait_share == pytest.approx(0.25) and usage.cpu_s == 1.5
     assert "25%" in usage.contended(threads=2, max_wait=0.1) and usage.contended(threads=2, max_wait=0.3) is None
     unknown = HostUsage.between(HostClock(0.0, 0.0, None, None), HostClock(1.0, 1.0, None, None))
-    assert unknown.wait_share is None and unknown.contended(1, 0.1) is None and "cpu_wait_share" not in unknown.metrics()
+    assert unknown.wait_share is None and unknown.contended(1, 0.1) is None
+    assert "cpu_wait_share" not in unknown.metrics()
 
 
 def test_cpu_threads_are_set_for_a_cpu_job_and_refused_when_not_positive(compose_cfg):
@@ -64,7 +65,7 @@ def test_cpu_threads_are_set_for_a_cpu_job_and_refused_when_not_positive(compose
 
 
 def test_a_gpu_whose_clock_fell_or_that_another_process_used_is_said(monkeypatch):
-    from attnbench.timing import gpu_clock
+    from attnbench.core.timing import gpu_clock
 
     monkeypatch.setattr(gpu_clock, "_clock_samples", lambda gpu, since_us: [1900, 1690])  # the driver's, in between
     start = gpu_clock.GpuState(1980, 1980, 300.0, 45, processes=1, timestamp_us=10)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnbench import correctness
-from attnbench.backends import registered_backends
-from attnbench.config import Mode
-from attnbench.correctness import check, rows_to_check
-from attnbench.masks import get_mask
-from attnbench.models import get_model
-from attnbench.problem import Problem
+from attnbench.core import correctness
+from attnbench.core.backends import registered_backends
+from attnbench.core.correctness import check, rows_to_check
+from attnbench.core.masks import get_mask
+from attnbench.core.models import get_model
+from attnbench.core.problem import Problem
+from attnbench.harness.config import Mode
 from conftest import FAST_TIMING, FIXTURES, NEVER_CONTENDED, run_script
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from attnbench import outcome, results
+from attnbench.harness import outcome
+from attnbench.store import results
 from conftest import FAST_TIMING, FIXTURES, job_is_running, run_script, start_script, tracked_runs, wait_until
 
 pytestmark = pytest.mark.slow

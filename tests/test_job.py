@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from failing_workloads import StubModel
 from omegaconf import OmegaConf
 
-from attnbench.models import MODELS, register_model
+from attnbench.core.models import MODELS, register_model
 from conftest import FAST_TIMING, run_config
-from failing_workloads import StubModel
 
 TINY = ["device=cpu", "shape=tiny", *FAST_TIMING]
 
@@ -53,8 +53,8 @@ def test_efficient_on_cpu_is_unsupported_before_anything_is_allocated(job, monke
 @pytest.fixture
 def efficient_without_its_declaration():
     """Forced efficient attention that does not declare its CUDA-only rule: PyTorch refuses it at the first call."""
-    from attnbench.backends import BACKENDS, register_backend
-    from attnbench.backends.sdpa import Efficient, Sdpa
+    from attnbench.core.backends import BACKENDS, register_backend
+    from attnbench.core.backends.sdpa import Efficient, Sdpa
 
     register_backend("undeclared_efficient")(type("UndeclaredEfficient", (Efficient,), {"supports": Sdpa.supports}))
     yield "undeclared_efficient"
@@ -244,7 +244,7 @@ def test_a_job_keeps_its_raw_samples_and_its_case(job):
 def test_the_headline_median_is_its_methods_median_to_the_last_digit(job, monkeypatch):
     # 62.077946495264776 µs / 1e6 * 1e6 is 62.07794649526478: the summary then showed a `wall` column beside an
     # identical-looking median (a real sweep's two samples averaged to it).
-    import attnbench.timing.stats as stats
+    import attnbench.core.timing.stats as stats
 
     monkeypatch.setattr(stats.statistics, "median", lambda samples: 62.077946495264776)
     metrics = job().metrics

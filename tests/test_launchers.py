@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnbench import placement
-from attnbench.tracking.upload import PARENT_FILE
+from attnbench.harness import placement
+from attnbench.store.tracking.upload import PARENT_FILE
 from conftest import REPO, _command, run_script, tracked_runs, wait_until
 from servers import mlflow_server
 
@@ -143,8 +143,8 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatc
 
 HOLD_A_GPU = """
 import sys, time
-from attnbench import placement
-from attnbench.tracking.upload import PARENT_FILE
+from attnbench.harness import placement
+from attnbench.store.tracking.upload import PARENT_FILE
 placement.host_gpus = lambda: (("0", "GPU-aaaa"), ("1", "GPU-bbbb"))
 placement.LOCK_DIR = placement.Path(sys.argv[1])
 print(placement._hold_a_gpu()[1], flush=True)
@@ -185,7 +185,7 @@ def test_jobs_side_by_side_are_counted_at_their_most(tmp_path: Path, monkeypatch
 
 
 def test_a_gpus_ceilings_are_measured_once_per_sweep_and_read_by_every_later_process(tmp_path, monkeypatch):
-    from attnbench import peak
+    from attnbench.core import peak
 
     measured = []
 

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from attnbench.timing.noise import compare, median_interval
+from attnbench.core.timing.noise import compare, median_interval
 
 
 def _samples(center: float, spread: float, n: int = 200, seed: int = 0) -> list[float]:

@@ -7,7 +7,7 @@ import io
 import random
 import re
 
-from attnbench.pivot import JobRecord, markdown, summarise, to_csv
+from attnbench.analysis.pivot import JobRecord, markdown, summarise, to_csv
 
 
 def _job(backend: str, seq_len: int, median: float, spread: float = 1.0, status: str = "ok", compile: bool = False,
@@ -60,7 +60,7 @@ def test_the_csv_has_one_row_per_job_with_the_varied_params_and_every_metric():
 
 
 def test_plots_are_drawn_for_what_varied(tmp_path):
-    from attnbench.plots import numeric_axis, plot_sweep
+    from attnbench.analysis.plots import numeric_axis, plot_sweep
 
     over_lengths = [_job(b, s, 10.0 * s / 512 * (1 if b == "flash" else 3), seed=i)
                     for i, (b, s) in enumerate((b, s) for b in ("flash", "math") for s in (512, 1024, 2048))]
@@ -78,7 +78,7 @@ def test_plots_are_drawn_for_what_varied(tmp_path):
 
 
 def test_a_backends_own_field_is_no_variation_unless_it_varies_among_its_jobs():
-    from attnbench.pivot import varied
+    from attnbench.analysis.pivot import varied
 
     flex = _job("flex", 512, 80)
     flex.params["backend.block_size"] = "128"
@@ -104,7 +104,7 @@ def test_a_launch_bound_problem_is_compared_by_wall_time_with_the_kernels_beside
 
 
 def test_approximate_and_contended_jobs_are_never_winners_nor_speedups():
-    from attnbench.pivot import ratio, speedup, winners_line
+    from attnbench.analysis.pivot import ratio, speedup, winners_line
 
     math, flash = _job("math", 512, 1000, seed=1), _job("flash", 512, 300, seed=2)
     linear = _job("linear", 512, 100, seed=3)  # the fastest: not softmax attention

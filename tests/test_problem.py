@@ -7,13 +7,13 @@ import itertools
 import pytest
 import torch
 
-from attnbench.config import Mode
-from attnbench.errors import ConfigError
-from attnbench.masks import registered_masks
-from attnbench.masks.document import DocumentConfig, DocumentLengths
-from attnbench.masks.prefix_lm import PrefixLMConfig
-from attnbench.masks.sliding_window import SlidingWindowConfig
-from attnbench.problem import Problem
+from attnbench.core.errors import ConfigError
+from attnbench.core.masks import registered_masks
+from attnbench.core.masks.document import DocumentConfig, DocumentLengths
+from attnbench.core.masks.prefix_lm import PrefixLMConfig
+from attnbench.core.masks.sliding_window import SlidingWindowConfig
+from attnbench.core.problem import Problem
+from attnbench.harness.config import Mode
 
 CONFIGS = {
     "none": None,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from attnbench import results
 from attnbench.core.record import SCHEMA, Record, Status
+from attnbench.store import results
 
 OLD_RESULT = {  # a result.json as attnbench wrote it before the schema field (schema 1)
     "id": "abc", "job": "0", "name": "math", "dir": "/somewhere/0", "host": "h", "pid": 1, "started_ms": 1,

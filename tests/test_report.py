@@ -13,7 +13,7 @@ import pytest
 
 from attnbench import cli
 from attnbench.core.record import Record
-from attnbench.tracking.describe import job_description, terminal_status
+from attnbench.store.tracking.describe import job_description, terminal_status
 from conftest import SMALL_SWEEP, run_script, tracked_runs
 
 SWEEP = SMALL_SWEEP
@@ -180,8 +180,9 @@ def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_noth
                                                                                       monkeypatch, caplog):
     from omegaconf import open_dict
 
-    from attnbench import outcome, sweep_report
-    from attnbench.tracking.callback import MlflowTrackingCallback
+    from attnbench.analysis import sweep_report
+    from attnbench.harness import outcome
+    from attnbench.store.tracking.callback import MlflowTrackingCallback
 
     monkeypatch.setattr(outcome, "outcome", outcome.Outcome())
     cfg = compose_cfg(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", return_hydra_config=True)
@@ -202,8 +203,8 @@ def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_noth
 
 
 def test_a_summary_too_long_for_a_description_keeps_the_answer():
-    from attnbench.pivot import Problem
-    from attnbench.sweep_report import _fit
+    from attnbench.analysis.pivot import Problem
+    from attnbench.analysis.sweep_report import _fit
 
     problems = [Problem("seq_len=512", [], None, "flash (2× over math)")]
     note = _fit("**Winner: flash (2× over math)**\n" + "| row |\n" * 2000, problems)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from attnbench import cli, results
+from attnbench import cli
+from attnbench.store import results
 from conftest import FAST_TIMING, run_script, tracked_runs
 
 pytestmark = pytest.mark.slow

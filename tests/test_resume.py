@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from attnbench import results
-from attnbench.resume import sweep_key
+from attnbench.harness.resume import sweep_key
+from attnbench.store import results
 from conftest import FAST_TIMING, run_script, tracked_runs
 
 TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]

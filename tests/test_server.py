@@ -14,11 +14,12 @@ import requests
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from attnbench import cli, results
+from attnbench import cli
 from attnbench.core.record import Record
-from attnbench.tracking import sweeps
-from attnbench.tracking.serve import problem
-from attnbench.tracking.upload import (
+from attnbench.store import results
+from attnbench.store.tracking import sweeps
+from attnbench.store.tracking.serve import problem
+from attnbench.store.tracking.upload import (
     MAX_METRICS_PER_BATCH,
     MAX_TAGS_PER_BATCH,
     SAMPLES_FILE,
@@ -124,7 +125,7 @@ def _count_requests(monkeypatch) -> collections.Counter:
 
 
 def test_a_job_costs_the_server_one_call_per_step_and_one_per_file(sqlite_server, tmp_path, monkeypatch):
-    from attnbench.tracking.preflight import apply_mlflow_settings
+    from attnbench.store.tracking.preflight import apply_mlflow_settings
 
     apply_mlflow_settings()  # as every attnbench client is set up (alone, this test ran without it: one more GET)
     url, _ = sqlite_server

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from attnbench.credentials import hide_in_arguments, mask, real_uri
-from attnbench.safety import UnsafeExperiment, load_experiment
+from attnbench.harness.safety import UnsafeExperiment, load_experiment
+from attnbench.store.credentials import hide_in_arguments, mask, real_uri
 from conftest import FAST_TIMING, FIXTURES, REPO, run_script
 from servers import mlflow_server
 

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from attnbench.tracking.preflight import StoreProblem, open_store
+from attnbench.store.tracking.preflight import StoreProblem, open_store
 from conftest import FAST_TIMING, run_script, start_script, tracked_runs
 
 TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]

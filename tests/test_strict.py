@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 from hydra.core.config_store import ConfigStore
 
-from attnbench import results
-from attnbench.strict import unknown_key_problem
+from attnbench.harness.strict import unknown_key_problem
+from attnbench.store import results
 from conftest import FAST_TIMING, REPO, run_script
 
 TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
@@ -53,7 +53,7 @@ def test_a_sweep_with_an_unknown_key_stops_before_any_job(store, tmp_path):
 
 @pytest.mark.parametrize("chosen, renamed", [("backend=flash", "backend.name=math"), ("mask=none", "mask.name=causal")])
 def test_renaming_the_option_chosen_is_refused(compose_cfg, chosen, renamed):
-    from attnbench.strict import renamed_option_problem
+    from attnbench.harness.strict import renamed_option_problem
 
     group, option = chosen.split("=")
     name = renamed.split("=")[1]

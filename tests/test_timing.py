@@ -8,11 +8,10 @@ import math
 import pytest
 import torch
 
-from attnbench.config import TimingConfig, TimingMethod
-from attnbench.errors import Unsupported
-from attnbench.timing import Stats, first_call, measure, methods_for
-from attnbench.timing import timer
-from attnbench.timing.timer import warm_up
+from attnbench.core.errors import Unsupported
+from attnbench.core.timing import Stats, first_call, measure, methods_for, timer
+from attnbench.core.timing.timer import warm_up
+from attnbench.harness.config import TimingConfig, TimingMethod
 
 CPU = torch.device("cpu")
 

@@ -15,10 +15,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from attnbench import outcome, results
 from attnbench.core.record import Record
-from attnbench.tracking import callback as callback_module
-from attnbench.tracking.callback import MlflowTrackingCallback
+from attnbench.harness import outcome
+from attnbench.store import results
+from attnbench.store.tracking import callback as callback_module
+from attnbench.store.tracking.callback import MlflowTrackingCallback
 
 
 @pytest.fixture(autouse=True)

@@ -7,11 +7,11 @@ import statistics
 import pytest
 import torch
 
-from attnbench.backends.sdpa import is_no_kernel_error, kernel_family
-from attnbench.correctness import compare
-from attnbench.metrics import tflops_per_s
-from attnbench.timing import Stats
-from attnbench.tracking.store import MAX_PARAM_VALUE, chunks, flatten, safe_name
+from attnbench.core.backends.sdpa import is_no_kernel_error, kernel_family
+from attnbench.core.correctness import compare
+from attnbench.core.metrics import tflops_per_s
+from attnbench.core.timing import Stats
+from attnbench.store.tracking.store import MAX_PARAM_VALUE, chunks, flatten, safe_name
 
 
 def test_tflops_per_s():
@@ -101,7 +101,7 @@ def test_no_kernel_errors_are_recognised_through_wrapping():
 def test_recorded_warnings_survive_the_exception_they_explain():
     import warnings
 
-    from attnbench.pytorch_warnings import recorded_warnings
+    from attnbench.core.pytorch_warnings import recorded_warnings
 
     with pytest.raises(RuntimeError):
         with recorded_warnings() as warned:
@@ -112,7 +112,7 @@ def test_recorded_warnings_survive_the_exception_they_explain():
 
 
 def test_a_relative_sqlite_store_gets_an_absolute_artifact_folder(tmp_path, monkeypatch):
-    from attnbench.tracking.store import artifact_location
+    from attnbench.store.tracking.store import artifact_location
 
     monkeypatch.chdir(tmp_path)
     assert artifact_location(None, "sqlite:///mlflow.db") == (tmp_path / "artifacts").as_uri()
@@ -120,7 +120,7 @@ def test_a_relative_sqlite_store_gets_an_absolute_artifact_folder(tmp_path, monk
 
 
 def test_a_case_ignores_timing_and_tracking_but_not_what_is_measured(compose_cfg):
-    from attnbench.case import case_key
+    from attnbench.harness.case import case_key
 
     base = case_key(compose_cfg("shape=tiny"))
     assert case_key(compose_cfg("shape=tiny", "timing.min_reps=99", "tracking.experiment=other")) == base
@@ -131,7 +131,7 @@ def test_a_case_ignores_timing_and_tracking_but_not_what_is_measured(compose_cfg
 
 
 def test_a_copy_on_another_host_is_told_its_commit(monkeypatch, tmp_path):
-    from attnbench import environment
+    from attnbench.core import environment
 
     environment.git_commit.cache_clear()
     monkeypatch.setenv("ATTNBENCH_GIT_COMMIT", "abc1234")
@@ -143,7 +143,7 @@ def test_a_copy_on_another_host_is_told_its_commit(monkeypatch, tmp_path):
 
 
 def test_a_call_whose_events_far_exceed_its_kernels_is_launch_bound():
-    from attnbench.job import _launch_bound
+    from attnbench.core.job import _launch_bound
 
     assert _launch_bound({"events_median_us": 136.0, "kernel_us": 28.0, "wall_median_us": 122.0}) == (
         "events 136.0 µs against 28.0 µs of kernels, 122.0 µs per call in a Python loop (wall): launch-bound")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from attnbench.worker import Died, Done, Failed, TimedOut, Worker, notify
+from attnbench.harness.worker import Died, Done, Failed, TimedOut, Worker, notify
 
 
 def pid() -> int:
@@ -88,7 +88,7 @@ def test_notes_come_in_order_and_all_output_passes_through_the_sweep_process(wor
 
 
 def test_a_preload_entry_can_warm_the_worker_up_before_it_is_ready():
-    from attnbench.worker import Done, Worker
+    from attnbench.harness.worker import Done, Worker
 
     worker = Worker(preload=("os:getpid",))  # "module:function": imported, then called, before any task
     try:
@@ -100,7 +100,7 @@ def test_a_preload_entry_can_warm_the_worker_up_before_it_is_ready():
 
 def test_a_closed_worker_leaves_no_lock_for_the_resource_tracker_to_report():
     # Otherwise every compiled sweep ends with "resource_tracker: There appear to be 1 leaked semaphore objects".
-    script = ("from attnbench.worker import Done, Worker\n"
+    script = ("from attnbench.harness.worker import Done, Worker\n"
               "from test_worker import hold_a_multiprocessing_lock\n"
               "worker = Worker()\n"
               "assert isinstance(worker.run(hold_a_multiprocessing_lock, (), 60), Done)\n"

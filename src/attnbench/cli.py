@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from attnbench.credentials import hide_in_arguments, mask
+from attnbench.store.credentials import hide_in_arguments, mask
 
 # Exit codes of the store-reading commands (README: Reports, comparisons and the UI).
 EXIT_REFUSED = 1  # a run that is not there or not what was asked for, a store that cannot be read, a bad value
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from attnbench.credentials import real_uri
-    from attnbench.sync import SyncProblem, sync
+    from attnbench.store.credentials import real_uri
+    from attnbench.store.sync import SyncProblem, sync
 
     try:
         done = sync(args.folder, real_uri(args.uri) if args.uri else None, args.experiment)
@@ -77,8 +77,8 @@ def _reading(name: str, work) -> int:
     store fails part-way."""
     from mlflow.exceptions import MlflowException
 
-    from attnbench.tracking.preflight import first_line
-    from attnbench.tracking.sweeps import SweepProblem
+    from attnbench.store.tracking.preflight import first_line
+    from attnbench.store.tracking.sweeps import SweepProblem
 
     try:
         return work()
@@ -92,16 +92,16 @@ def _reading(name: str, work) -> int:
 
 
 def _client(args: argparse.Namespace):
-    from attnbench.credentials import real_uri
-    from attnbench.tracking.store import default_uri
-    from attnbench.tracking.sweeps import open_client
+    from attnbench.store.credentials import real_uri
+    from attnbench.store.tracking.store import default_uri
+    from attnbench.store.tracking.sweeps import open_client
 
     return open_client(real_uri(args.uri) if args.uri else default_uri())
 
 
 def _report(args: argparse.Namespace) -> int:
     def work() -> int:
-        from attnbench.sweep_report import report_sweep
+        from attnbench.analysis.sweep_report import report_sweep
 
         done = report_sweep(_client(args), args.run, args.out, args.baseline, args.experiment)
         print(done.summary)
@@ -117,7 +117,7 @@ def _compare(args: argparse.Namespace) -> int:
     def work() -> int:
         from rich.console import Console
 
-        from attnbench import compare
+        from attnbench.analysis import compare
 
         client = _client(args)
         if args.rerun:
@@ -148,9 +148,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _url(args: argparse.Namespace) -> int:
     def work() -> int:
-        from attnbench.tracking import view
-        from attnbench.tracking.store import default_uri
-        from attnbench.tracking.sweeps import sweep_of
+        from attnbench.store.tracking import view
+        from attnbench.store.tracking.store import default_uri
+        from attnbench.store.tracking.sweeps import sweep_of
 
         client = _client(args)
         parent, runs = sweep_of(client, args.run)

@@ -1,5 +1,6 @@
-"""What one job is asked to do, typed: built once from Hydra's config at the edge (attnbench.config.job_spec) and
-all that the measuring code reads. The closed choices are Enums, shared with the config schema.
+"""What one job is asked to do, typed: built once from Hydra's config at the edge
+(attnbench.harness.config.job_spec), and all that the measuring code reads. The closed choices are Enums, shared
+with the config schema.
 """
 
 from __future__ import annotations
@@ -86,9 +87,9 @@ class JobSpec:
     """One job. `backend`, `model` and `mask` are the chosen options' own Config dataclasses."""
 
     device: DeviceName
-    backend: Any  # attnbench.backends.BackendConfig (a subclass)
-    model: Any  # attnbench.models.ModelConfig (a subclass)
-    mask: Any  # attnbench.masks.MaskConfig (a subclass)
+    backend: Any  # attnbench.core.backends.BackendConfig (a subclass)
+    model: Any  # attnbench.core.models.ModelConfig (a subclass)
+    mask: Any  # attnbench.core.masks.MaskConfig (a subclass)
     shape: Shape
     timing: Timing
     mode: Mode = Mode.fwd
@@ -97,4 +98,4 @@ class JobSpec:
     dtype: Dtype = Dtype.float16
     inputs: Inputs = Inputs.normal
     seed: int = 0
-    case: str = ""  # what was measured, as a key (attnbench.case): tagged on the job's record
+    case: str = ""  # what was measured, as a key (attnbench.harness.case): tagged on the job's record

@@ -2,7 +2,7 @@
 
 Hydra loads every config through a ConfigSource chosen by the scheme of a search-path entry. Experiment files
 come through this one (scheme `attnbench-experiments://FOLDER`), which refuses a file that could run code or
-redirect results (attnbench.safety) before Hydra composes, instantiates or logs anything; an unparsable file is
+redirect results (attnbench.harness.safety) before Hydra composes, instantiates or logs anything; an unparsable file is
 one line with its file and line. The search-path plugin below adds the project's experiments/ folder (beside
 conf/) to every attnbench command; `hydra.searchpath=[attnbench-experiments:///other/folder]` adds more.
 """
@@ -34,7 +34,7 @@ class ExperimentsConfigSource(ConfigSource):
         return Path(self.path) / self._normalize_file_name(name)
 
     def load_config(self, config_path: str) -> ConfigResult:
-        from attnbench.safety import load_experiment  # here, not at the plugin scan: it imports attnbench
+        from attnbench.harness.safety import load_experiment  # here, not at the plugin scan: it imports attnbench
 
         file = self._file(config_path)
         if file is None or not file.is_file():

@@ -8,7 +8,7 @@ composition: in memory with Hydra's basic launcher (jobs in this process), throu
 for launchers whose workers compose (joblib, submitit; a worker that finds no file composes). Jobs that differ
 only in values, not in config-group options, are made from one composition (templates.py). Validation is
 unchanged: a batch with one bad job still fails before any job starts. It is also stricter: a key that no schema
-declares (`+shape.seqlen=8`) fails the batch too (attnbench.strict).
+declares (`+shape.seqlen=8`) fails the batch too (attnbench.harness.strict).
 
 Plugins must live under the `hydra_plugins` namespace package for Hydra to find them; selected in
 conf/config.yaml with `override hydra/sweeper: compose_once`.
@@ -35,10 +35,9 @@ from hydra.plugins.config_source import ConfigSource
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig
 
-from attnbench.progress import set_sweep_size
-from attnbench.strict import renamed_option_problem, unknown_key_problem
+from attnbench.harness.progress import set_sweep_size
+from attnbench.harness.strict import renamed_option_problem, unknown_key_problem
 from hydra_plugins.attnbench_sweeper import templates
-
 
 SLURM_LAUNCHERS = ("slurm", "submitit_slurm")
 HANDOFF_DIR = ".configs"  # in the sweep folder: validated configs for worker processes, each file taken once

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.backends import ALL_MASKS, Backend, BackendConfig
+from attnbench.core.backends import ALL_MASKS, Backend, BackendConfig
 
 
 @dataclass

@@ -1,0 +1,31 @@
+"""Causal sliding window: a query sees the last `window` positions, its own included (Mistral-style local attention)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from attnbench.core.masks import Mask, MaskConfig, register_mask
+
+
+@dataclass
+class SlidingWindowConfig(MaskConfig):
+    name: str = "sliding_window"
+    window: int = 256  # keys each query sees, its own position included
+
+
+@register_mask("sliding_window")
+class SlidingWindow(Mask):
+    Config = SlidingWindowConfig
+
+    def validate(self):
+        self._require("window", self.config.window >= 1, "a positive number of keys")
+
+    def keep(self, q_idx, kv_idx):
+        distance = q_idx + self.offset - kv_idx
+        return (distance >= 0) & (distance < self.config.window)
+
+    def row_counts(self):
+        return (self.positions() + 1).clamp(max=self.config.window)
+
+    def describe(self):
+        return f"sliding_window({self.config.window})"

@@ -1,0 +1,61 @@
+"""The bare attention call on random q (B, H, Sq, D), k and v (B, Hkv, S, D): one backend, nothing around it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from attnbench.core.models import CheckBlock, Model, ModelConfig, Piece, register_model
+
+
+@dataclass
+class AttentionConfig(ModelConfig):
+    name: str = "attention"
+
+
+@register_model("attention")
+class Attention(Model):
+    Config = AttentionConfig
+    samples_rows = True
+    input_count = 3
+    own_layers = False
+
+    def build(self, attend):
+        p = self.problem
+        q = torch.randn(p.q_shape, device=self.device, dtype=self.dtype) * p.input_scale  # (B, H, Sq, D)
+        k = torch.randn(p.kv_shape, device=self.device, dtype=self.dtype) * p.input_scale  # (B, Hkv, S, D)
+        v = torch.randn(p.kv_shape, device=self.device, dtype=self.dtype)
+        return attend, (q, k, v)
+
+    def output_shape(self):
+        return self.problem.q_shape
+
+    def check_blocks(self, rows, budget):
+        """Blocks of whole batch elements where they fit the budget, else of key/value heads (each with its query
+        heads) of one batch element; inside a block, pieces of query rows."""
+        p = self.problem
+        rows = rows or [slice(0, p.q_len)]
+        checked = sum(r.stop - r.start for r in rows)
+        per_pair_row = p.group * p.seq_len  # scores of one key/value head's query heads, per query row
+        rows_per_piece = max(1, budget // per_pair_row)
+        pairs = max(1, budget // (per_pair_row * checked)) if rows_per_piece >= checked else 1
+        if pairs >= p.kv_heads:  # whole batch elements
+            blocks = [(slice(b, b + pairs // p.kv_heads), slice(None), slice(None))
+                      for b in range(0, p.batch, pairs // p.kv_heads)]
+        else:
+            blocks = [(slice(b, b + 1), slice(h * p.group, (h + pairs) * p.group), slice(h, h + pairs))
+                      for b in range(p.batch) for h in range(0, p.kv_heads, pairs)]
+        for batch, q_heads, kv_heads in blocks:
+            pieces = tuple(Piece(slice(start, min(start + rows_per_piece, r.stop)),
+                                 (batch, q_heads, slice(start, min(start + rows_per_piece, r.stop))))
+                           for r in rows for start in range(r.start, r.stop, rows_per_piece))
+            q_index = (batch, q_heads, slice(None))
+            kv_index = (batch, kv_heads, slice(None))
+            yield CheckBlock(inputs=(q_index, kv_index, kv_index), pieces=pieces)
+
+    def reference(self, attend):
+        def rows_of(q, k, v, rows):
+            return attend(q[:, :, rows], k, v, rows=rows)
+
+        return rows_of

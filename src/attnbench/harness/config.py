@@ -1,0 +1,122 @@
+"""Structured-config schemas: the single source of truth for what a job can be asked to do.
+
+Every closed choice is an Enum, so a bad value fails while Hydra composes the config, with OmegaConf's
+message naming the field, the allowed values and the value given. Rules that involve several fields or
+the machine are checked by :func:`attnbench.core.validation.validate` before any tensor is allocated. `job_spec` turns a
+composed config into the typed JobSpec the job reads (attnbench.core.spec).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import II, MISSING, DictConfig, OmegaConf
+
+from attnbench.core.spec import (  # noqa: F401 - the closed choices, re-exported for the schema's readers
+    CompileMode,
+    DeviceName,
+    Dtype,
+    Inputs,
+    JobSpec,
+    Mode,
+    Shape,
+    Timing,
+    TimingMethod,
+)
+
+
+@dataclass
+class DeviceConfig:
+    name: DeviceName = DeviceName.auto
+
+
+@dataclass
+class ShapeConfig:
+    batch: int = MISSING
+    heads: int = MISSING  # query heads
+    kv_heads: int = II(".heads")  # key/value heads: fewer is grouped-query attention (1: multi-query)
+    seq_len: int = MISSING  # keys and values (the KV cache when q_len < seq_len)
+    q_len: int = II(".seq_len")  # queries, the last q_len positions: 1 is one decode step
+    head_dim: int = MISSING
+
+
+TimingConfig = Timing  # the timing group's schema is what the job reads
+
+
+@dataclass
+class TrackingConfig:
+    # None: $MLFLOW_TRACKING_URI if set, else sqlite:///<repo>/mlruns/mlflow.db
+    uri: Optional[str] = None
+    experiment: str = "attnbench"
+
+
+@dataclass
+class Config:
+    device: DeviceConfig = MISSING
+    # Each backend, model and mask option carries its own schema (its Config dataclass, registered below), so
+    # these fields are open here and closed in each option.
+    backend: Any = MISSING
+    model: Any = MISSING
+    shape: ShapeConfig = MISSING
+    mask: Any = MISSING
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    mode: Mode = Mode.fwd
+    compile: bool = False
+    compile_mode: CompileMode = CompileMode["default"]  # type: ignore[valid-type]
+    dtype: Dtype = Dtype.float16
+    inputs: Inputs = Inputs.normal
+    seed: int = 0
+    resume: bool = False  # skip each job whose case already finished `ok` in the experiment
+
+
+def job_spec(cfg: DictConfig) -> JobSpec:
+    """The job a composed config asks for, typed: each chosen option as its own Config dataclass (from the
+    backend's, model's and mask's registry, so that a node replaced by a plain mapping is typed too)."""
+    from attnbench.core.backends import get_backend
+    from attnbench.core.masks import get_mask
+    from attnbench.core.models import get_model
+    from attnbench.harness.case import case_key
+
+    def option(node, get):
+        value = OmegaConf.to_object(node)
+        return value if not isinstance(value, dict) else get(value["name"]).Config(**value)
+
+    timing = OmegaConf.to_object(cfg.timing)
+    return JobSpec(
+        device=cfg.device.name, backend=option(cfg.backend, get_backend), model=option(cfg.model, get_model),
+        mask=option(cfg.mask, get_mask), shape=Shape(**OmegaConf.to_container(cfg.shape, resolve=True)),
+        timing=timing if isinstance(timing, Timing) else Timing(**timing), mode=cfg.mode, compile=cfg.compile,
+        compile_mode=cfg.compile_mode, dtype=cfg.dtype, inputs=cfg.inputs, seed=cfg.seed, case=case_key(cfg))
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore. Called once, by the entry point and the tests.
+
+    Every backend, model and mask gets `schema/<group>/<name>`, which its YAML option in conf/<group>/ extends.
+    A plugin's backend brings no YAML: its schema is stored as the option `backend/<name>` itself.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from attnbench.core.backends import plugin_backends, registered_backends
+    from attnbench.core.masks import registered_masks
+    from attnbench.core.models import registered_models
+
+    cs = ConfigStore.instance()
+    cs.store(name="attnbench_schema", node=Config)
+    backends = registered_backends()  # loads the plugins, so that plugin_backends() knows them
+    plugins = plugin_backends()
+    for group, registry in (("backend", backends), ("model", registered_models()), ("mask", registered_masks())):
+        for name, cls in registry.items():
+            try:
+                node = cls.Config(name=name)
+            except Exception as e:  # noqa: BLE001 - a plugin's broken schema must not stop attnbench
+                if name not in plugins:
+                    raise
+                logging.getLogger(__name__).warning("backend plugin %s has an unusable Config: %s", name, e)
+                continue
+            cs.store(group=f"schema/{group}", name=name, node=node)
+            if name in plugins and group == "backend":  # no YAML of its own: the schema is the option
+                cs.store(group="backend", name=name, node=node)

@@ -1,0 +1,154 @@
+"""A shared experiment file may choose what is measured, and nothing that executes code or redirects results.
+
+An experiment file (experiments/NAME.yaml) is merged into the config with Hydra's full power: `hydra.callbacks`
+with a `_target_` runs any function when Hydra starts, a `hydra.job_logging` handler writes any file,
+`${oc.env:...}` copies secrets into names, params and artifacts, `tracking.uri` sends the results elsewhere.
+So a file is checked before Hydra sees it, against what a sweep definition needs:
+- `# @package _global_` as its header (another package could place its keys under `hydra`);
+- `defaults`: `_self_` and `override /GROUP: OPTION` for attnbench's own config groups;
+- keys of the config schema, except `tracking` (where results go is the user's choice);
+- under `hydra`, only `sweeper.params`, whose keys are schema fields or groups;
+- no `_target_` (or any `_name_` instantiation key) anywhere, no interpolation that calls a resolver
+  (`${oc.env:...}`, `${now:...}`, custom ones) or reads `hydra`/`tracking`.
+Command-line overrides are not checked: they are the user's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+from typing import Any
+
+import yaml
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from attnbench.harness.config import Config
+
+NOT_SHAREABLE = {"tracking": "sets where results are recorded: choose the store on the command line"}
+HYDRA_SETTINGS = {  # why each of Hydra's own settings is the user's alone
+    "callbacks": "instantiates objects (any importable function) when Hydra starts",
+    "job_logging": "configures log handlers, which can write any file",
+    "hydra_logging": "configures log handlers, which can write any file",
+    "job": "sets or copies environment variables into the job and its saved config",
+    "launcher": "decides what runs the jobs",
+    "sweep": "moves the sweep's output folder",
+    "run": "moves the run's output folder",
+    "searchpath": "loads configs from other places",
+}
+RESOLVER = re.compile(r"\$\{\s*[\w.\-]*\s*:")  # ${name:...}: a resolver call (oc.env, oc.decode, now, custom)
+NODE_REFERENCE = re.compile(r"\$\{\s*\.*([\w\-]+)")
+INSTANTIATION_KEY = re.compile(r"^_\w+_$")  # _target_, _args_, _partial_, _recursive_, _convert_
+OVERRIDE_PREFIX = re.compile(r"^(\+\+|\+|~)")
+OPTION = re.compile(r"^[\w.\-]+$")
+
+
+class UnsafeExperiment(ConfigCompositionException):
+    """An experiment file that cannot be used: one line with the file, the key and why (Hydra prints no trace)."""
+
+
+def schema_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def load_experiment(text: str, file: str) -> Any:
+    """The parsed file, after every check; UnsafeExperiment naming the file (and line) if one fails."""
+    try:
+        config = OmegaConf.load(io.StringIO(text))  # as Hydra parses it
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UnsafeExperiment(f"{file}{where}: not valid YAML: {e.problem or e.context}") from None
+    except (yaml.YAMLError, ValueError) as e:
+        raise UnsafeExperiment(f"{file}: not valid YAML: {str(e).splitlines()[0]}") from None
+    check_experiment(OmegaConf.to_container(config, resolve=False), _package(text), file)
+    return config
+
+
+def _package(text: str) -> str | None:
+    match = re.search(r"^\s*#\s*@package\s+(\S+)", text.split("\n\n")[0], re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def check_experiment(tree: Any, package: str | None, file: str) -> None:
+    def refuse(key: str, why: str) -> None:
+        raise UnsafeExperiment(f"{file}: {key}: {why}; an experiment file may set config groups, the schema's "
+                               "fields and hydra.sweeper.params")
+
+    if package != "_global_":
+        refuse("# @package", f"the header must be `# @package _global_`, not {package!r}")
+    if not isinstance(tree, dict):
+        refuse("(top level)", "expected a mapping of keys to values")
+    _check_values(tree, "", refuse)
+    allowed = schema_keys()
+    for key, value in tree.items():
+        if key == "defaults":
+            _check_defaults(value, allowed, refuse)
+        elif key == "hydra":
+            _check_hydra(value, allowed, refuse)
+        elif key in NOT_SHAREABLE:
+            refuse(key, NOT_SHAREABLE[key])
+        elif key not in allowed:
+            refuse(str(key), f"not a setting of attnbench (it takes {', '.join(allowed)})")
+
+
+def _check_values(node: Any, path: str, refuse) -> None:
+    """No instantiation key and no resolver or reference to hydra/tracking, at any depth."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            full = f"{path}.{key}" if path else str(key)
+            if INSTANTIATION_KEY.match(str(key)):
+                refuse(full, f"{key} makes Hydra import and call code")
+            _check_values(value, full, refuse)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_values(value, f"{path}[{i}]", refuse)
+    elif isinstance(node, str):
+        _check_text(node, path, refuse)
+
+
+def _check_text(text: str, key: str, refuse) -> None:
+    if RESOLVER.search(text):
+        refuse(key, f"{text!r} calls a resolver (it can read the environment or run code)")
+    for root in NODE_REFERENCE.findall(text):
+        if root in ("hydra", *NOT_SHAREABLE):
+            refuse(key, f"{text!r} reads {root}")
+
+
+def _check_defaults(entries: Any, allowed: list[str], refuse) -> None:
+    if not isinstance(entries, list):
+        refuse("defaults", "expected a list")
+    for i, entry in enumerate(entries):
+        if entry == "_self_":
+            continue
+        if not isinstance(entry, dict) or len(entry) != 1:
+            refuse(f"defaults[{i}]", f"{entry!r}: expected `override /GROUP: OPTION`")
+        (target, option), = entry.items()
+        group = str(target).removeprefix("override").strip().lstrip("/")
+        if group not in allowed or group in NOT_SHAREABLE or "@" in group:
+            refuse(f"defaults[{i}]", f"{target!r}: not one of attnbench's config groups")
+        if option is not None and not (isinstance(option, str) and OPTION.match(option)):
+            refuse(f"defaults[{i}]", f"{option!r}: expected an option name")
+
+
+def _check_hydra(node: Any, allowed: list[str], refuse) -> None:
+    node = node or {}
+    if not isinstance(node, dict):
+        refuse("hydra", "expected a mapping")
+    for key in node:
+        if key != "sweeper":
+            refuse(f"hydra.{key}", HYDRA_SETTINGS.get(key, "one of Hydra's own settings, which are the user's"))
+    sweeper = node.get("sweeper") or {}
+    if not isinstance(sweeper, dict):
+        refuse("hydra.sweeper", "expected a mapping")
+    for key in sweeper:
+        if key != "params":
+            refuse(f"hydra.sweeper.{key}", "only hydra.sweeper.params can be shared")
+    for key, values in (sweeper.get("params") or {}).items():
+        full = f"hydra.sweeper.params.{key}"
+        root = OVERRIDE_PREFIX.sub("", str(key)).split(".")[0].split("@")[0]
+        if root not in allowed or root in NOT_SHAREABLE:
+            refuse(full, f"{root!r} is not something a sweep may vary")
+        if isinstance(values, (dict, list)):
+            refuse(full, "expected a comma-separated list of values")

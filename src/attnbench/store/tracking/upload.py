@@ -1,0 +1,125 @@
+"""Saved results into MLflow runs: the same steps while a sweep runs (the callback) and later (`attnbench sync`).
+
+A job's run gets its status tag last, with the result's id, and is closed only after that: a run that could not
+be fully logged never looks finished. Every name and value goes through `mask`, so no credential is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from collections import Counter
+from itertools import zip_longest
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from omegaconf import DictConfig
+
+from attnbench.core.record import Record
+from attnbench.harness.outcome import FAILED_STATUSES
+from attnbench.harness.resume import sweep_key
+from attnbench.store.credentials import mask
+from attnbench.store.results import RESULT_FILE
+from attnbench.store.tracking.describe import NOTE, job_description, terminal_status
+from attnbench.store.tracking.stale import process_tags
+from attnbench.store.tracking.store import MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE, chunks, flatten, safe_name
+
+PARENT_FILE = "mlflow_parent_run.json"  # in the sweep folder: the parent run, for workers and `attnbench sync`
+RUN_FILE = "mlflow_run.json"  # in a job folder: the run of that job, for `attnbench sync`
+RESULT_ID = "attnbench.result_id"  # the result a run holds: `attnbench sync` uploads each result once
+COMMAND = "attnbench.command"  # on a parent: the command that ran the sweep (`attnbench compare --rerun`)
+SAMPLES_FILE = "samples.json"  # a job's raw samples: the report and `attnbench compare` judge noise from them
+MAX_TAGS_PER_BATCH = 100  # MLflow's limit; a batch holds at most 1000 entities
+MAX_METRICS_PER_BATCH = 1000 - MAX_PARAMS_PER_BATCH - MAX_TAGS_PER_BATCH
+
+
+def start_run(client, experiment_id: str, name: str, params: dict[str, str], tags: dict[str, str],
+              start_ms: int | None = None) -> str:
+    """A RUNNING run with its name and tags (one call), and its params if any are given (a job's params come with
+    its results instead, in finish_job_run: one call fewer per job)."""
+    run = client.create_run(experiment_id, start_time=start_ms, run_name=mask(name),
+                            tags={safe_name(k): mask(str(v))[:MAX_TAG_VALUE] for k, v in tags.items()})
+    for batch in chunks(param_list(params), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run.info.run_id, params=batch)
+    return run.info.run_id
+
+
+def param_list(params: dict[str, str]) -> list[Param]:
+    return [Param(safe_name(k), mask(str(v))) for k, v in params.items()]
+
+
+def start_parent(client, experiment_id: str, master: DictConfig, title: str, sweep_dir: Path) -> str:
+    """A sweep's parent run: the sweep's parameters as params, the command as a tag and, until the report replaces
+    it with the answer, as its description."""
+    overrides = " ".join(master.hydra.overrides.task)
+    sweep = {str(k): str(v) for k, v in (master.hydra.sweeper.get("params") or {}).items()}
+    command = shlex.join(["python", "run.py", "-m", *master.hydra.overrides.task])
+    return start_run(client, experiment_id, title, params=flatten({"sweep": sweep | {"overrides": overrides or "(none)"}}),
+                     tags=process_tags() | {"sweep.dir": str(sweep_dir), "sweep.key": sweep_key(master),
+                                            COMMAND: command, NOTE: f"`{command}`: no report yet (written when the "
+                                                                    "sweep ends, or by `attnbench report`)"})
+
+
+def write_link(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
+    """Which run holds a folder's result (PARENT_FILE, RUN_FILE)."""
+    path.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": mask(uri)}))
+
+
+def finish_job_run(client, run_id: str, record: Record) -> None:
+    """Artifacts (the raw samples among them), then params, metrics and tags in one call where MLflow's limits
+    allow, then close the run: against a server, each call is a round trip and a database commit."""
+    when = record.ended_ms or record.started_ms
+    metrics = [Metric(safe_name(k), float(v), when, 0) for k, v in record.metrics.items()
+               if v is not None and math.isfinite(float(v))]
+    job_dir = Path(record.dir)
+    for artifact in (job_dir / ".hydra", *sorted(job_dir.glob("*.log")), job_dir / RESULT_FILE):
+        if artifact.is_dir():
+            client.log_artifacts(run_id, str(artifact), artifact_path=artifact.name)
+        elif artifact.is_file():
+            client.log_artifact(run_id, str(artifact))
+    if record.samples:
+        samples = {"unit": "us", "headline": record.tags.get("timing.headline"), "samples": record.samples}
+        client.log_text(run_id, json.dumps(samples), SAMPLES_FILE)
+    if record.traceback:
+        client.log_text(run_id, mask(record.traceback), "traceback.txt")
+    tags = record.tags | {"reason": record.reason, RESULT_ID: record.id, NOTE: job_description(record)}
+    tag_list = [RunTag(safe_name(k), mask(str(v))[:MAX_TAG_VALUE]) for k, v in tags.items()]
+    for params, metric_batch, tag_batch in batches(param_list(record.params), metrics, tag_list,
+                                                   RunTag("status", record.status.value)):
+        client.log_batch(run_id, metrics=metric_batch, params=params, tags=tag_batch)
+    client.set_terminated(run_id, terminal_status(record.status), end_time=when)
+
+
+def batches(params: list, metrics: list, tags: list, last_tag: RunTag) -> list[tuple[list, list, list]]:
+    """log_batch calls within MLflow's limits (100 params, 100 tags, 1000 entities each), last_tag in the last one.
+
+    A run's status tag is its last write: a run with a status has everything. MLflow's SQL store (a server's too)
+    commits a batch's params, then its metrics, then all its tags at once, so the status may share their batch."""
+    calls = list(zip_longest(chunks(params, MAX_PARAMS_PER_BATCH), chunks(metrics, MAX_METRICS_PER_BATCH),
+                             chunks(tags, MAX_TAGS_PER_BATCH), fillvalue=[]))
+    if calls and len(calls[-1][2]) < MAX_TAGS_PER_BATCH:
+        params, metrics, tags = calls.pop()
+        return [*calls, (params, metrics, [*tags, last_tag])]
+    return [*calls, ([], [], [last_tag])]
+
+
+def mark_unrecorded(client, run_id: str, record: Record, error: str) -> None:
+    """After a failure part-way: say so on the run and close it as FAILED (best effort: the store may be gone).
+    Its result id is taken back, so that `attnbench sync` uploads it again even where FAILED is its usual end."""
+    client.set_tag(run_id, RESULT_ID, "incomplete")
+    client.set_tag(run_id, "reason", mask(f"not fully recorded ({error}); the full result is in "
+                                          f"{record.dir}/{RESULT_FILE}: upload it with `attnbench sync`"))
+    client.set_tag(run_id, "status", record.status.value)
+    client.set_terminated(run_id, "FAILED")
+
+
+def finish_parent(client, parent_id: str, records: list[Record], summary: str) -> None:
+    """jobs_<status> counts and the summary table on the parent, then close it by what its jobs did."""
+    counts = Counter(record.status.value for record in records)
+    for status, count in counts.items():
+        client.log_metric(parent_id, f"jobs_{safe_name(status)}", count)
+    client.log_text(parent_id, summary, "summary.txt")
+    statuses = set(counts)
+    final = "KILLED" if "interrupted" in statuses else "FAILED" if statuses & set(FAILED_STATUSES) else "FINISHED"
+    client.set_terminated(parent_id, final)

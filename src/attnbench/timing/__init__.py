@@ -1,6 +1,0 @@
-"""Timing: how a callable's latency is measured (timer) and summarised (stats)."""
-
-from attnbench.timing.stats import Stats
-from attnbench.timing.timer import Measurement, first_call, measure, methods_for
-
-__all__ = ["Measurement", "Stats", "first_call", "measure", "methods_for"]
