@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-from attnbench.analysis.units import format_time
+from attnbench.core.units import format_time
 from attnbench.store.results import read_all
 
 

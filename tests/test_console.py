@@ -10,7 +10,7 @@ import pytest
 
 from attnbench.analysis.pivot import JobRecord
 from attnbench.analysis.report import WIDTH, jobs_table, render
-from attnbench.analysis.units import format_memory, format_tflops, format_time
+from attnbench.core.units import format_memory, format_tflops, format_time
 from conftest import SMALL_SWEEP
 
 LONG_REASON = ("backend=cudnn: Flash attention kernel not used because: the head dimension is not a multiple of "

@@ -3,7 +3,6 @@ crashing jobs, a job that could not be fully logged, a failing job with the MLfl
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 from dataclasses import dataclass

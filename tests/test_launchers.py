@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from attnbench.harness import placement
-from attnbench.store.tracking.upload import PARENT_FILE
+from attnbench.store.tracking.names import PARENT_FILE
 from conftest import REPO, _command, run_script, tracked_runs, wait_until
 from servers import mlflow_server
 
@@ -144,7 +144,7 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatc
 HOLD_A_GPU = """
 import sys, time
 from attnbench.harness import placement
-from attnbench.store.tracking.upload import PARENT_FILE
+from attnbench.store.tracking.names import PARENT_FILE
 placement.host_gpus = lambda: (("0", "GPU-aaaa"), ("1", "GPU-bbbb"))
 placement.LOCK_DIR = placement.Path(sys.argv[1])
 print(placement._hold_a_gpu()[1], flush=True)

@@ -182,7 +182,7 @@ def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_noth
 
     from attnbench.analysis import sweep_report
     from attnbench.harness import outcome
-    from attnbench.store.tracking.callback import MlflowTrackingCallback
+    from attnbench.harness.tracking import MlflowTrackingCallback
 
     monkeypatch.setattr(outcome, "outcome", outcome.Outcome())
     cfg = compose_cfg(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", return_hydra_config=True)

@@ -18,11 +18,11 @@ from attnbench import cli
 from attnbench.core.record import Record
 from attnbench.store import results
 from attnbench.store.tracking import sweeps
+from attnbench.store.tracking.names import SAMPLES_FILE
 from attnbench.store.tracking.serve import problem
 from attnbench.store.tracking.upload import (
     MAX_METRICS_PER_BATCH,
     MAX_TAGS_PER_BATCH,
-    SAMPLES_FILE,
     batches,
     finish_job_run,
     start_run,

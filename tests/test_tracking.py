@@ -17,9 +17,9 @@ from omegaconf import open_dict
 
 from attnbench.core.record import Record
 from attnbench.harness import outcome
+from attnbench.harness import tracking as callback_module
+from attnbench.harness.tracking import MlflowTrackingCallback
 from attnbench.store import results
-from attnbench.store.tracking import callback as callback_module
-from attnbench.store.tracking.callback import MlflowTrackingCallback
 
 
 @pytest.fixture(autouse=True)

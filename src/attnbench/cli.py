@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    from attnbench.harness.sync import SyncProblem, sync
     from attnbench.store.credentials import real_uri
-    from attnbench.store.sync import SyncProblem, sync
 
     try:
         done = sync(args.folder, real_uri(args.uri) if args.uri else None, args.experiment)
@@ -148,7 +148,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _url(args: argparse.Namespace) -> int:
     def work() -> int:
-        from attnbench.store.tracking import view
+        from attnbench.analysis import view
         from attnbench.store.tracking.store import default_uri
         from attnbench.store.tracking.sweeps import sweep_of
 

@@ -18,10 +18,10 @@ from functools import cached_property
 from pathlib import Path
 
 from attnbench.analysis.pivot import JobRecord, compare_by_wall, problem_keys, problem_of
-from attnbench.analysis.units import format_time
+from attnbench.core.units import format_time
 from attnbench.store.tracking.describe import NOTE
+from attnbench.store.tracking.names import COMMAND
 from attnbench.store.tracking.sweeps import SWEEP_TAG, SweepProblem, get_run, jobs_of, one_per_case, records
-from attnbench.store.tracking.upload import COMMAND
 
 # What makes two times incomparable: another card, another torch, CUDA or cuDNN, other torch threads. Compare
 # refuses these unless forced (--force), and says which.
@@ -89,8 +89,8 @@ def compare_runs(client, a_id: str, b_id: str) -> SweepComparison:
         raise SweepProblem(f"runs {a_id} and {b_id} have no case in common ({len(a_cases)} and {len(b_cases)} "
                            "cases): a case is what was measured (shape, mask, dtype, backend, model, compile, "
                            "device choice, seed); compare two sweeps of the same command")
-    a_jobs = dict(zip(common, records(client, [a_cases[c] for c in common])))
-    b_jobs = dict(zip(common, records(client, [b_cases[c] for c in common])))
+    a_jobs = dict(zip(common, map(JobRecord.of, records(client, [a_cases[c] for c in common]))))
+    b_jobs = dict(zip(common, map(JobRecord.of, records(client, [b_cases[c] for c in common]))))
     keys = problem_keys([*a_jobs.values(), *b_jobs.values()])
     pairs = []
     for case in common:

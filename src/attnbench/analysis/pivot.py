@@ -18,7 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from attnbench.analysis.units import format_time
+from attnbench.core.record import Record
+from attnbench.core.units import format_time
 
 if TYPE_CHECKING:  # noise imports torch: only when a verdict is needed, not for the sweep process's start-up
     from attnbench.core.timing.noise import Comparison
@@ -37,6 +38,12 @@ class JobRecord:
     samples: dict[str, list[float]] = field(default_factory=dict)  # raw µs per timing method
     # What its time is compared by: the headline method, or "wall" in a launch-bound problem (summarise).
     basis: str = "headline"
+
+    @classmethod
+    def of(cls, record: Record) -> "JobRecord":
+        """A job's record as the tables read it: its status and reason among its tags."""
+        tags = record.tags | {"status": record.status.value, "reason": record.reason}
+        return cls(record.name, record.params, record.metrics, tags, record.samples)
 
     @property
     def status(self) -> str:

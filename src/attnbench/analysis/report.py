@@ -20,8 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from attnbench.analysis.pivot import JobRecord, short, speedup, summarise, varied
-from attnbench.analysis.units import format_memory, format_tflops, format_time
 from attnbench.core.record import Record
+from attnbench.core.units import format_memory, format_tflops, format_time
 
 WIDTH = 100  # where the output is not a terminal (a CI log, a pipe), and in summary.txt
 NAMED_BY_THE_RUN = ("backend.name", "compile", "compile_mode")  # the run's name says them: `flash+compile`
@@ -40,17 +40,12 @@ def job_of_run(run: Run) -> JobRecord:
     return JobRecord(run.info.run_name or run.info.run_id[:8], run.data.params, run.data.metrics, run.data.tags)
 
 
-def job_of_result(record: Record) -> JobRecord:
-    tags = record.tags | {"status": record.status.value, "reason": record.reason}
-    return JobRecord(record.name, record.params, record.metrics, tags, record.samples)
-
-
 def summary_table(runs: list[Run], title: str) -> RenderableType:
     return jobs_table([job_of_run(r) for r in sorted(runs, key=lambda r: r.info.start_time or 0)], title)
 
 
 def results_table(records: list[Record], title: str) -> RenderableType:
-    return jobs_table([job_of_result(r) for r in records], title)
+    return jobs_table([JobRecord.of(r) for r in records], title)
 
 
 def jobs_table(jobs: list[JobRecord], title: str) -> RenderableType:

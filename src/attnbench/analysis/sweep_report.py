@@ -23,9 +23,9 @@ from attnbench.analysis.pivot import (
     winners_line,
 )
 from attnbench.store.tracking.describe import NOTE
+from attnbench.store.tracking.names import COMMAND
 from attnbench.store.tracking.store import MAX_TAG_VALUE
 from attnbench.store.tracking.sweeps import SweepProblem, one_per_case, records, sweep_of
-from attnbench.store.tracking.upload import COMMAND
 
 CSV_FILE, MARKDOWN_FILE = "summary.csv", "summary.md"
 PLOT_TITLES = {"latency.png": "latency", "tflops.png": "useful TFLOP/s", "memory.png": "peak memory"}
@@ -43,7 +43,7 @@ def report_sweep(client, run_id: str | None, out_dir: Path | None = None, baseli
                  experiment: str | None = None) -> Report:
     """Write the report of a sweep (the latest one when run_id is None) and log it to its parent run."""
     parent, runs = sweep_of(client, run_id, experiment)
-    jobs = records(client, one_per_case(runs))
+    jobs = [JobRecord.of(record) for record in records(client, one_per_case(runs))]
     _check_baseline(jobs, baseline)
     title = parent.info.run_name or f"sweep {parent.info.run_id[:8]}"
     out_dir = Path(out_dir) if out_dir is not None else default_folder(parent)

@@ -27,7 +27,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from attnbench.store.results import write_atomically
+from attnbench.core.files import write_atomically
 
 LOCK_DIR = Path(tempfile.gettempdir()) / "attnbench-gpus"
 JOBS_DIR = ".placement/jobs"  # in the sweep folder: one file per job, its host and its start and end times

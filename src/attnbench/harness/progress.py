@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from attnbench.analysis.units import format_time
+from attnbench.core.units import format_time
 
 # attnbench.core.job's steps, as a reader wants them named.
 PHASES = {"plan": "planning", "build": "building", "first call": "first call", "check": "checking the output",

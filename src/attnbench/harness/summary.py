@@ -15,15 +15,11 @@ from omegaconf import DictConfig
 from attnbench.analysis.report import render, results_table
 from attnbench.core.record import Record
 from attnbench.harness import outcome
+from attnbench.harness.sweep import sweep_title
 from attnbench.store import results
 from attnbench.store.credentials import mask
 
 SUMMARY_FILE = "summary.txt"
-
-
-def sweep_title(config: DictConfig, sweep_dir: Path) -> str:
-    """The parent run's name: the experiment file's, else the sweep folder's."""
-    return config.hydra.runtime.choices.get("experiment") or f"sweep {sweep_dir.name}"
 
 
 def summary_text(records: list[Record], title: str, show: bool) -> str:

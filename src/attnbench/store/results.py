@@ -8,11 +8,11 @@ files, and `attnbench sync` uploads them to a store later, so a tracking store t
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from attnbench.core.files import write_atomically
 from attnbench.core.record import Record
 from attnbench.store.credentials import mask
 
@@ -37,14 +37,6 @@ def write(job_dir: Path, record: Record) -> Path:
     path = job_dir / RESULT_FILE
     write_atomically(path, mask(json.dumps(record.to_json(), indent=1)))
     return path
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """A reader (another process, or anyone after a crash) sees the file's old text or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def read(job_dir: Path) -> Record | None:

@@ -7,8 +7,8 @@ no number. A sweep's parent gets the report's summary (attnbench.analysis.sweep_
 
 from __future__ import annotations
 
-from attnbench.analysis.units import format_flops, format_time
 from attnbench.core.record import Record
+from attnbench.core.units import format_flops, format_time
 
 NOTE = "mlflow.note.content"
 MAX_REASON = 300  # the Description column shows the start; the full reason is the `reason` tag

@@ -14,13 +14,12 @@ from pathlib import Path
 
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
-from attnbench.analysis.pivot import JobRecord
+from attnbench.core.record import Record, Status
 from attnbench.store.credentials import mask, real_uri
+from attnbench.store.results import RESULT_FILE
+from attnbench.store.tracking.names import PARENT_TAG, SAMPLES_FILE, SWEEP_TAG
 from attnbench.store.tracking.preflight import apply_mlflow_settings, first_line, sqlite_path
-from attnbench.store.tracking.upload import RESULT_FILE, SAMPLES_FILE
 
-PARENT_TAG = "mlflow.parentRunId"
-SWEEP_TAG = "sweep.key"  # every sweep's parent run has it (attnbench.store.tracking.upload.start_parent)
 MAX_RUNS = 5000
 
 
@@ -129,12 +128,14 @@ def _rank(run) -> tuple[bool, int]:
     return run.data.tags.get("status") == "ok", run.info.start_time or 0
 
 
-def records(client, runs: list) -> list[JobRecord]:
-    """Job records with the raw samples of every ok job (the only ones the verdicts read)."""
+def records(client, runs: list) -> list[Record]:
+    """The jobs' Records as their runs hold them, with the raw samples of every ok job (the only ones the verdicts
+    read). A run with no status tag yet is `running`."""
     with tempfile.TemporaryDirectory(prefix="attnbench-samples-") as scratch:
-        return [JobRecord(name=run.info.run_name or run.info.run_id[:8], params=dict(run.data.params),
-                          metrics=dict(run.data.metrics), tags=dict(run.data.tags),
-                          samples=_samples(client, run, Path(scratch)) if run.data.tags.get("status") == "ok" else {})
+        return [Record(run.data.tags.get("status") or Status.running, run.data.tags.get("reason", ""),
+                       name=run.info.run_name or run.info.run_id[:8], params=dict(run.data.params),
+                       metrics=dict(run.data.metrics), tags=dict(run.data.tags),
+                       samples=_samples(client, run, Path(scratch)) if run.data.tags.get("status") == "ok" else {})
                 for run in runs]
 
 

@@ -10,26 +10,20 @@ import json
 import math
 import shlex
 from collections import Counter
+from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
-from omegaconf import DictConfig
 
-from attnbench.core.record import Record
-from attnbench.harness.outcome import FAILED_STATUSES
-from attnbench.harness.resume import sweep_key
+from attnbench.core.record import Record, Status
 from attnbench.store.credentials import mask
 from attnbench.store.results import RESULT_FILE
 from attnbench.store.tracking.describe import NOTE, job_description, terminal_status
+from attnbench.store.tracking.names import COMMAND, RESULT_ID, SAMPLES_FILE, SWEEP_TAG
 from attnbench.store.tracking.stale import process_tags
 from attnbench.store.tracking.store import MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE, chunks, flatten, safe_name
 
-PARENT_FILE = "mlflow_parent_run.json"  # in the sweep folder: the parent run, for workers and `attnbench sync`
-RUN_FILE = "mlflow_run.json"  # in a job folder: the run of that job, for `attnbench sync`
-RESULT_ID = "attnbench.result_id"  # the result a run holds: `attnbench sync` uploads each result once
-COMMAND = "attnbench.command"  # on a parent: the command that ran the sweep (`attnbench compare --rerun`)
-SAMPLES_FILE = "samples.json"  # a job's raw samples: the report and `attnbench compare` judge noise from them
 MAX_TAGS_PER_BATCH = 100  # MLflow's limit; a batch holds at most 1000 entities
 MAX_METRICS_PER_BATCH = 1000 - MAX_PARAMS_PER_BATCH - MAX_TAGS_PER_BATCH
 
@@ -49,16 +43,30 @@ def param_list(params: dict[str, str]) -> list[Param]:
     return [Param(safe_name(k), mask(str(v))) for k, v in params.items()]
 
 
-def start_parent(client, experiment_id: str, master: DictConfig, title: str, sweep_dir: Path) -> str:
+@dataclass(frozen=True)
+class SweepRun:
+    """What a sweep's parent run records of it (built from Hydra's config by attnbench.harness.sweep)."""
+
+    title: str
+    key: str  # the same for every invocation of one sweep (resume finds its parent by it)
+    overrides: list[str]  # the command line's
+    params: dict[str, str]  # the sweeper's parameters (an experiment file's hydra.sweeper.params)
+    dir: Path
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["python", "run.py", "-m", *self.overrides])
+
+
+def start_parent(client, experiment_id: str, sweep: SweepRun) -> str:
     """A sweep's parent run: the sweep's parameters as params, the command as a tag and, until the report replaces
     it with the answer, as its description."""
-    overrides = " ".join(master.hydra.overrides.task)
-    sweep = {str(k): str(v) for k, v in (master.hydra.sweeper.get("params") or {}).items()}
-    command = shlex.join(["python", "run.py", "-m", *master.hydra.overrides.task])
-    return start_run(client, experiment_id, title, params=flatten({"sweep": sweep | {"overrides": overrides or "(none)"}}),
-                     tags=process_tags() | {"sweep.dir": str(sweep_dir), "sweep.key": sweep_key(master),
-                                            COMMAND: command, NOTE: f"`{command}`: no report yet (written when the "
-                                                                    "sweep ends, or by `attnbench report`)"})
+    overrides = " ".join(sweep.overrides)
+    return start_run(client, experiment_id, sweep.title,
+                     params=flatten({"sweep": sweep.params | {"overrides": overrides or "(none)"}}),
+                     tags=process_tags() | {"sweep.dir": str(sweep.dir), SWEEP_TAG: sweep.key,
+                                            COMMAND: sweep.command, NOTE: f"`{sweep.command}`: no report yet "
+                                            "(written when the sweep ends, or by `attnbench report`)"})
 
 
 def write_link(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
@@ -120,6 +128,7 @@ def finish_parent(client, parent_id: str, records: list[Record], summary: str) -
     for status, count in counts.items():
         client.log_metric(parent_id, f"jobs_{safe_name(status)}", count)
     client.log_text(parent_id, summary, "summary.txt")
-    statuses = set(counts)
-    final = "KILLED" if "interrupted" in statuses else "FAILED" if statuses & set(FAILED_STATUSES) else "FINISHED"
+    statuses = {Status(status) for status in counts}
+    final = ("KILLED" if Status.interrupted in statuses else "FAILED" if any(s.failed for s in statuses)
+             else "FINISHED")
     client.set_terminated(parent_id, final)

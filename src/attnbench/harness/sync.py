@@ -15,16 +15,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from attnbench.core.record import Record
-from attnbench.harness.summary import summary_text, sweep_title
+from attnbench.harness.summary import summary_text
+from attnbench.harness.sweep import sweep_run, sweep_title
 from attnbench.store import results
 from attnbench.store.credentials import HIDDEN, mask
+from attnbench.store.tracking.names import PARENT_FILE, RESULT_ID, RUN_FILE
 from attnbench.store.tracking.preflight import StoreProblem, first_line, open_store
 from attnbench.store.tracking.stale import close_stale_runs, is_gone, process_tags
 from attnbench.store.tracking.store import artifact_location, tracking_uri
 from attnbench.store.tracking.upload import (
-    PARENT_FILE,
-    RESULT_ID,
-    RUN_FILE,
     finish_job_run,
     finish_parent,
     start_parent,
@@ -148,6 +147,6 @@ def _parent(client, experiment_id: str, folder: Path, master: DictConfig) -> tup
             raise SyncProblem(f"the sweep in {folder} is still running (its parent run {run.info.run_id} is "
                               "open): sync it once it has ended")
         return run.info.run_id, False
-    parent_id = start_parent(client, experiment_id, master, sweep_title(master, folder), folder)
+    parent_id = start_parent(client, experiment_id, sweep_run(master, folder))
     write_link(folder / PARENT_FILE, parent_id, experiment_id, client.tracking_uri)
     return parent_id, True

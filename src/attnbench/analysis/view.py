@@ -16,7 +16,7 @@ import time
 
 from attnbench.analysis.pivot import IMPLEMENTATION, JobRecord, problem_keys, varied
 from attnbench.store.credentials import mask
-from attnbench.store.tracking.sweeps import PARENT_TAG
+from attnbench.store.tracking.names import PARENT_TAG
 
 VIEW_ID = "attnbench"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"

@@ -31,16 +31,16 @@ from omegaconf import DictConfig, OmegaConf
 from attnbench.core.record import Record, Status
 from attnbench.harness import outcome, resume
 from attnbench.harness.case import case_key
-from attnbench.harness.summary import SUMMARY_FILE, summary_text, sweep_title
+from attnbench.harness.summary import SUMMARY_FILE, summary_text
+from attnbench.harness.sweep import sweep_run, sweep_title
 from attnbench.store import results
 from attnbench.store.credentials import mask
 from attnbench.store.tracking.background import Background
+from attnbench.store.tracking.names import PARENT_FILE, RUN_FILE
 from attnbench.store.tracking.preflight import StoreProblem, first_line, open_store
 from attnbench.store.tracking.stale import close_running_children, close_stale_runs, is_gone, process_tags
 from attnbench.store.tracking.store import artifact_location, job_params, tracking_uri
 from attnbench.store.tracking.upload import (
-    PARENT_FILE,
-    RUN_FILE,
     batches,
     finish_job_run,
     finish_parent,
@@ -136,7 +136,7 @@ class MlflowTrackingCallback(Callback):
         self._open(config)
         try:
             self._parent_id = (config.resume and self._reopen_parent(resume.sweep_key(config), sweep_dir)) or (
-                start_parent(self._client, self._experiment_id, config, sweep_title(config, sweep_dir), sweep_dir))
+                start_parent(self._client, self._experiment_id, sweep_run(config, sweep_dir)))
         except Exception as e:  # noqa: BLE001
             self._refuse(e)
         self._sweep_open = True
