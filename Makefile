@@ -48,7 +48,8 @@ sync: install ## upload a sweep folder's saved results to MLflow: make sync DIR=
 report: install ## the latest sweep's summary.csv, summary.md and plots, logged to its parent run [ARGS="RUN_ID --baseline math"]
 	$(BIN)/attnbench report $(ARGS)
 
-test: install ## run the test suite (CPU only; GPU tests skip themselves)
+test: install ## the import rules of the four wings (lint-imports), then the test suite (GPU tests skip themselves)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(ARGS)
 
 ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000, after the links to the latest sweep
