@@ -6,8 +6,6 @@ down. Statuses (most severe first): error, oom, unsupported, skipped, wrong, fal
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import time
 import traceback
@@ -19,6 +17,7 @@ import torch
 from attnbench.core.correctness import check
 from attnbench.core.devices import synchronize
 from attnbench.core.errors import ConfigError, Skipped, Unsupported
+from attnbench.core.isolation import cpu_threads, dynamo_graphs, fresh_compiler, release_memory
 from attnbench.core.metrics import throughput
 from attnbench.core.peak import measured_peaks
 from attnbench.core.pytorch_warnings import recorded_warnings
@@ -98,7 +97,7 @@ def run_job(spec: JobSpec, on_phase: Callable[[str], None] = lambda phase: None)
             result.status, result.reason = "error", _first_line(f"{type(e).__name__}: {e}")
             result.traceback = traceback.format_exc()
     finally:
-        _release_memory()
+        release_memory()
     result.metrics["job_s"] = time.perf_counter() - started
     level = logging.INFO if result.status in ("ok", "unsupported", "skipped") else logging.ERROR
     log.log(level, "%s%s", result.status, f": {result.reason}" if result.reason else "")
@@ -109,7 +108,7 @@ def _benchmark(spec: JobSpec, plan: Plan, result: JobResult, on_phase: Callable[
     on_phase("build")
     peaks = _prepare_device(spec, plan)
     torch.manual_seed(spec.seed)
-    with _threads(spec, plan), _fresh_compiler(), torch.set_grad_enabled(spec.mode is not Mode.fwd), \
+    with cpu_threads(spec, plan.device), fresh_compiler(), torch.set_grad_enabled(spec.mode is not Mode.fwd), \
             plan.backend.context():
         result.tags |= thread_tags()
         step = _build(spec, plan)
@@ -171,7 +170,7 @@ def _build(spec: JobSpec, plan: Plan) -> Step:
 
 def _first_call(spec: JobSpec, plan: Plan, step: Step, result: JobResult) -> None:
     """The first call (and backward) on its own: compilation, if any, stays out of the steady-state numbers."""
-    graphs_before = _dynamo_graphs()
+    graphs_before = dynamo_graphs()
     try:
         with recorded_warnings() as warned:
             step.out, seconds = first_call(step.forward, plan.device)
@@ -188,7 +187,7 @@ def _first_call(spec: JobSpec, plan: Plan, step: Step, result: JobResult) -> Non
     result.metrics["first_call_s"] = seconds
     if spec.compile:
         result.metrics["compile_s"] = seconds
-    if graphs := _dynamo_graphs() - graphs_before:
+    if graphs := dynamo_graphs() - graphs_before:
         result.metrics["dynamo_graphs"] = graphs  # evidence that something was compiled (flex always is)
 
 
@@ -259,26 +258,6 @@ def _launch_bound(metrics: dict[str, float]) -> str | None:
     return f"events {events:.1f} µs against {kernels:.1f} µs of kernels{per_call}: launch-bound"
 
 
-@contextlib.contextmanager
-def _threads(spec: JobSpec, plan: Plan):
-    """A CPU job runs on timing.cpu_threads torch threads; the process's own setting is back afterwards."""
-    before = torch.get_num_threads()
-    if plan.device.type == "cpu" and spec.timing.cpu_threads:
-        torch.set_num_threads(spec.timing.cpu_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _fresh_compiler():
-    """Compile from scratch in every job. Inductor's on-disk caches key a graph without the SDPA backend
-    flags, so a sweep would otherwise reuse the math job's compiled graph for flash and efficient (seen on
-    an H100 with torch 2.11: all three ran the same decomposed kernels). Cold compiles also keep compile_s
-    independent of what ran before."""
-    return torch.compiler.config.patch(force_disable_caches=True)
-
-
 def _peak_memory(call, device: torch.device) -> dict[str, float]:
     """Memory one call allocates on top of what is already live (inputs, weights, caches)."""
     synchronize(device)
@@ -291,21 +270,6 @@ def _peak_memory(call, device: torch.device) -> dict[str, float]:
     return {"peak_mem_mib": peak / 2**20, "reserved_mib": torch.cuda.memory_reserved(device) / 2**20}
 
 
-def warm_up_process() -> None:
-    """What the first job of a process would otherwise pay inside its own time, paid before it, while the sweep
-    process starts up: the profiler's first start (which imports torch's compiler, seconds on a cold host) and, on
-    CUDA, the context. Called by the job worker (attnbench.harness.runner)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    profile_call(lambda: torch.empty(1, device=device), device)
-
-
-def _dynamo_graphs() -> int:
-    # No public counter of compiled graphs exists; tests/test_job.py fails if this private one goes away.
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
-
-
 def _first_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0]
 
@@ -314,17 +278,3 @@ def _out_of_memory(e: Exception) -> bool:
     # CUDA raises torch.OutOfMemoryError; the CPU allocator raises a plain RuntimeError.
     return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
         isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
-
-
-def _release_memory() -> None:
-    # Give the next job the device memory this one held: compiled graphs and CUDA-graph pools (released by
-    # the compiler's reset), cycles (tracebacks). Only on CUDA: a full collection costs ~0.3 s with torch
-    # loaded, and host memory needs no help. Never raises: after a sticky CUDA error, cleanup fails too.
-    if not torch.cuda.is_available():
-        return
-    try:
-        torch.compiler.reset()
-        gc.collect()
-        torch.cuda.empty_cache()
-    except Exception as e:  # noqa: BLE001
-        log.warning("could not release device memory after the job: %s", _first_line(str(e)))

@@ -34,7 +34,7 @@ from attnbench.store.tracking.store import job_params, project_root
 
 log = logging.getLogger(__name__)
 
-_worker = Worker(preload=("attnbench.core.job:warm_up_process",))
+_worker = Worker(preload=("attnbench.core.isolation:warm_up_process",))
 # After multiprocessing's own exit handler (registered when attnbench.harness.worker imported it), so it runs before it:
 # that handler waits for every non-daemon child, and a worker still busy with a job would hold the exit.
 atexit.register(_worker.close)
