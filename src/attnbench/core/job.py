@@ -18,7 +18,7 @@ from attnbench.core.correctness import check
 from attnbench.core.devices import synchronize
 from attnbench.core.errors import ConfigError, Skipped, Unsupported
 from attnbench.core.isolation import cpu_threads, dynamo_graphs, fresh_compiler, release_memory
-from attnbench.core.metrics import throughput
+from attnbench.core.metrics import ceilings, derived, work
 from attnbench.core.peak import measured_peaks
 from attnbench.core.pytorch_warnings import recorded_warnings
 from attnbench.core.record import Record, Status
@@ -131,7 +131,8 @@ def _benchmark(spec: JobSpec, plan: Plan, result: JobResult, on_phase: Callable[
                 raise
             result.flag("invalid", "torch.compile recompiled after the first call: " + _first_line(str(e)))
             return
-    result.metrics |= throughput(plan.model, spec.mode, result.metrics["median_us"] / 1e6, peaks, plan.device)
+    result.metrics |= work(plan.model, spec.mode) | ceilings(plan.device, plan.dtype, peaks)
+    result.metrics |= derived(Record(Status.ok, metrics=result.metrics, tags=result.tags))  # TFLOP/s, GB/s, ...
     result.tags["flops"] = ("its own formula's (approximate attention)" if plan.backend.approximate
                             else "useful softmax attention FLOPs")
 
