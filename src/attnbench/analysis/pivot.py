@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from attnbench.core.record import Record
+from attnbench.core.record import Record, is_approximate
 from attnbench.core.units import format_time
 
 if TYPE_CHECKING:  # noise imports torch: only when a verdict is needed, not for the sweep process's start-up
@@ -67,8 +67,8 @@ class JobRecord:
 
     @property
     def approximate(self) -> bool:
-        """Not softmax attention (tagged by the job; older records say so in their `check` tag)."""
-        return self.tags.get("approximate") == "true" or self.tags.get("check") == "approximate"
+        """Not softmax attention."""
+        return is_approximate(self.tags)
 
     @property
     def contended(self) -> bool:

@@ -45,6 +45,12 @@ class Status(str, Enum):
         return self in (Status.error, Status.timeout, Status.crashed)
 
 
+def is_approximate(tags: dict[str, str]) -> bool:
+    """A job of a backend that does not compute softmax attention (tagged by the job; records from before that tag
+    say so in their `check` tag)."""
+    return tags.get("approximate") == "true" or tags.get("check") == "approximate"
+
+
 @dataclass(frozen=True)
 class Record:
     status: Status

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attnbench.core.metrics import register_metric
+from attnbench.core.metrics import register_metric, tflops_per_s
 from attnbench.core.record import Record
 
 
@@ -11,7 +11,7 @@ def tflops(record: Record) -> float | None:
     """Useful TFLOP/s: the call's FLOPs (softmax attention's useful ones, or an approximate backend's own) over its
     headline time. None where the backend counts no FLOPs of its own."""
     m = record.metrics
-    return m["gflop"] / m["median_us"] * 1e3 if "gflop" in m and m.get("median_us") else None
+    return tflops_per_s(m["gflop"] * 1e9, m["median_us"] / 1e6) if "gflop" in m and m.get("median_us") else None
 
 
 @register_metric("gbps")

@@ -7,7 +7,7 @@ no number. A sweep's parent gets the report's summary (attnbench.analysis.sweep_
 
 from __future__ import annotations
 
-from attnbench.core.record import Record
+from attnbench.core.record import Record, is_approximate
 from attnbench.core.units import format_flops, format_time
 
 NOTE = "mlflow.note.content"
@@ -40,7 +40,7 @@ def job_description(record: Record) -> str:
         return f"{status}: {cut}" if cut else status
     parts = [format_time(metrics.get("median_us")), format_flops(metrics.get("tflops")),
              tags.get("kernel", "")]
-    if tags.get("approximate") == "true" or tags.get("check") == "approximate":
+    if is_approximate(tags):
         error = metrics.get("rel_l2_err")
         parts.insert(0, "approximate" + (f" (error {error:.2g} vs softmax)" if error is not None else ""))
     if "contended" in tags:
