@@ -132,3 +132,13 @@ def test_where_nothing_qualifies_the_line_says_why():
     (none_ran,) = summarise([_job("math", 512, 0, status="oom")])
     assert none_ran.winner == "no winner: no job ran ok" and not none_ran.has_winner
     assert summarise([_job("math", 512, 100)])[0].winner == "math (the only exact job that ran ok)"
+
+
+def test_the_tflops_axis_says_whose_flops_an_approximate_line_counts():
+    from attnbench.analysis.plots import tflops_label
+
+    exact = [_job("math", 512, 100)]
+    linear = _job("linear", 512, 50)
+    linear.tags["approximate"] = "true"
+    assert tflops_label(exact) == "useful TFLOP/s"
+    assert "approximate:\ntheir own formula's FLOPs" in tflops_label([*exact, linear])

@@ -30,12 +30,19 @@ def plot_sweep(records: list[JobRecord], out_dir: Path, title: str) -> list[Path
         return [_bars(records, out_dir / "latency.png", title)]
     lines = _lines(records, axis)
     paths = [_plot(lines, axis, "median_us", "median per call (µs)", out_dir / "latency.png", title)]
-    paths.append(_plot(lines, axis, "tflops", "useful TFLOP/s", out_dir / "tflops.png", title,
+    paths.append(_plot(lines, axis, "tflops", tflops_label(records), out_dir / "tflops.png", title,
                        ceiling=_first(records, "device_peak_tflops")))
     if any("peak_mem_mib" in r.metrics for r in records):
         paths.append(_plot(lines, axis, "peak_mem_mib", "peak memory of one call (MiB)", out_dir / "memory.png",
                            title, mark_oom=True))
     return paths
+
+
+def tflops_label(records: list[JobRecord]) -> str:
+    """An approximate backend's TFLOP/s count its own formula's FLOPs, not softmax attention's useful ones."""
+    if any(r.approximate for r in records):
+        return "TFLOP/s (useful; dashed, approximate:\ntheir own formula's FLOPs)"
+    return "useful TFLOP/s"
 
 
 def _lines(records: list[JobRecord], axis: str) -> dict[str, list[JobRecord]]:
