@@ -160,19 +160,18 @@ def test_a_launch_bound_module_is_tagged_and_a_kernel_bound_call_is_not(compose_
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_the_gpus_launcher_gives_each_worker_its_own_gpu(tmp_path, store):
-    import json
-
+    from attnbench.store.results import read_all
     from conftest import run_script
 
     done = run_script("-m", "hydra/launcher=gpus", "device=cuda", "shape=tiny", *FAST_TIMING, "seed=range(8)",
                       store=store, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    records = [json.loads(p.read_text()) for p in (tmp_path / "multirun").glob("*/result.json")]
-    assert len(records) == 8 and {r["status"] for r in records} == {"ok"}
+    records = read_all(tmp_path / "multirun")
+    assert len(records) == 8 and {r.status for r in records} == {"ok"}
     by_gpu: dict[str, list] = {}
     for r in records:
-        assert r["tags"]["placement.cuda_visible_devices"] == r["tags"]["placement.gpu_uuid"]  # pinned to it
-        by_gpu.setdefault(r["tags"]["placement.gpu_uuid"], []).append((r["started_ms"], r["ended_ms"]))
+        assert r.tags["placement.cuda_visible_devices"] == r.tags["placement.gpu_uuid"]  # pinned to it
+        by_gpu.setdefault(r.tags["placement.gpu_uuid"], []).append((r.started_ms, r.ended_ms))
     assert len(by_gpu) > 1  # the jobs were spread over the GPUs
     for spans in by_gpu.values():  # one job at a time on each GPU
         spans.sort()
@@ -182,7 +181,7 @@ def test_the_gpus_launcher_gives_each_worker_its_own_gpu(tmp_path, store):
 def test_a_cuda_job_records_the_gpu_clock_power_and_who_else_used_the_card(compose_cfg):
     pytest.importorskip("pynvml", reason="the clocks are read through NVML (nvidia-ml-py)")
     result = run_config(compose_cfg(*SEED, "backend=flash"))
-    m = result["metrics"]
+    m = result.metrics
     assert result.status == "ok", result.reason
     assert 0 < m["gpu_sm_clock_min_mhz"] <= m["gpu_sm_clock_start_mhz"] <= m["gpu_max_sm_clock_mhz"]
     assert m["gpu_power_w"] > 0 and m["gpu_temperature_c"] > 0
