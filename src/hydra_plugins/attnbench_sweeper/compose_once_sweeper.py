@@ -1,14 +1,16 @@
-"""Hydra's basic sweeper, composing each job's config once instead of twice, and cheaply.
+"""Hydra's basic sweeper, composing each job's config once instead of twice; Hydra's public plugin API only.
 
 Before launching a batch, the basic sweeper composes every job's config to catch a bad override before any job
-runs; then the launcher composes each config again to run it. Composition is Hydra's largest per-job cost
-(~0.05 s of this project's config on a 2-core machine, more than a trivial job's MLflow logging), so this
-sweeper keeps the configs its validation composed and hands each one to the launcher in place of the second
-composition: in memory with Hydra's basic launcher (jobs in this process), through files in the sweep folder
-for launchers whose workers compose (joblib, submitit; a worker that finds no file composes). Jobs that differ
-only in values, not in config-group options, are made from one composition (templates.py). Validation is
-unchanged: a batch with one bad job still fails before any job starts. It is also stricter: a key that no schema
-declares (`+shape.seqlen=8`) fails the batch too (attnbench.harness.strict).
+runs (`Sweeper.validate_batch_is_legal`); then the launcher composes each config again to run it. Composition
+is Hydra's largest per-job cost (~0.07 s of this project's config on a 2-core machine, half a trivial job's
+harness cost), so this sweeper keeps the configs validation composed and hands each one to the launcher in
+place of the second composition: in memory with Hydra's basic launcher (jobs in this process), through files in
+the sweep folder for launchers whose workers compose (joblib, submitit; a worker that finds no file composes).
+
+It is Hydra's basic sweeper itself (`hydra/sweeper=basic`, instantiated by its registered config), given a
+config loader that wraps Hydra's: the loader composes through Hydra's `load_sweep_config` and knows, from a
+wrapper around the launcher, whether a request is validation's or the launcher's. Validation is stricter than
+Hydra's: a key that no schema declares (`+shape.seqlen=8`) fails the batch too (attnbench.harness.strict).
 
 Plugins must live under the `hydra_plugins` namespace package for Hydra to find them; selected in
 conf/config.yaml with `override hydra/sweeper: compose_once`.
@@ -16,77 +18,87 @@ conf/config.yaml with `override hydra/sweeper: compose_once`.
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module before it is in sys.modules,
 # where dataclasses look string annotations up.
+import contextlib
 import hashlib
+import math
 import pickle
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
 from hydra.core.object_type import ObjectType
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn
 from hydra.errors import ConfigCompositionException
 from hydra.plugins.config_source import ConfigSource
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode, TaskFunction
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from attnbench.harness.progress import set_sweep_size
 from attnbench.harness.strict import renamed_option_problem, unknown_key_problem
-from hydra_plugins.attnbench_sweeper import templates
 
 SLURM_LAUNCHERS = ("slurm", "submitit_slurm")
+IN_THIS_PROCESS = ("basic",)  # launchers that run the jobs in the sweep's process: configs stay in memory
 HANDOFF_DIR = ".configs"  # in the sweep folder: validated configs for worker processes, each file taken once
 
 
 class ComposedOnceConfigLoader(ConfigLoader):
-    """A config loader that answers a launcher's load_sweep_config with the config validation composed.
+    """Hydra's config loader, answering a launcher's load_sweep_config with the config validation composed.
 
-    Each validated config is handed out once, then forgotten: the launcher writes the job's number into it,
-    and a later request for the same overrides (a re-run, another sweep's job) gets a fresh composition.
-    At most `hold_at_most` configs are held in memory (~140 kB each); the launcher composes the rest itself.
-    Files for workers are pickles (~16 kB, 0.6 ms to read back).
+    Outside `launching()`, a request is validation's: composed by Hydra, checked, and kept for the launcher (in
+    memory, or given `handoff_dir`, in a file for a worker process). Inside, each kept config is handed out once,
+    then forgotten: the launcher writes the job's number into it, and a later request for the same overrides (a
+    re-run, another sweep's job) gets a fresh composition. At most `hold_at_most` configs are held in memory
+    (~140 kB each); the launcher composes the rest itself. Files are pickles (~16 kB, 0.6 ms to read back).
     """
 
-    def __init__(self, loader: ConfigLoader, hold_at_most: int = 1000) -> None:
+    def __init__(self, loader: ConfigLoader, handoff_dir: Optional[Path] = None, hold_at_most: int = 1000) -> None:
         self.loader = loader
-        self.hold_at_most = hold_at_most
-        self._validated: Dict[tuple, DictConfig] = {}
-        self.scope = uuid.uuid4().hex  # one sweep's: its workers' copies share templates, other sweeps don't
-        self.handoff_dir: Optional[Path] = None  # where validated configs wait for worker processes
-
-    def validate(self, master_config: DictConfig, batch: Sequence[Sequence[str]],
-                 handoff_dir: Optional[Path] = None) -> None:
-        """Compose and check every job of the batch; keep the configs in memory for this process's launcher, or,
-        given `handoff_dir`, save them there for worker processes."""
-        self._validated.clear()  # configs of an earlier batch that no launcher asked for
         self.handoff_dir = handoff_dir
-        if handoff_dir is not None:
-            handoff_dir.mkdir(parents=True, exist_ok=True)
-        for overrides in batch:
-            config = templates.compose(self.loader, master_config, overrides, self.scope)
-            problem = unknown_key_problem(config) or renamed_option_problem(config, config.hydra.runtime.choices)
-            if problem:
-                raise ConfigCompositionException(f"{problem} ({' '.join(overrides)})")
-            if handoff_dir is not None:
-                self._hand_off(config, overrides)
-            elif len(self._validated) < self.hold_at_most:
-                self._validated[self._key(master_config, overrides)] = config
+        self.hold_at_most = hold_at_most
+        self.is_launching = False
+        self._validated: Dict[tuple, DictConfig] = {}
+        self.scope = uuid.uuid4().hex  # one sweep's: its files are not another sweep's
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
-        held = self._validated.pop(self._key(master_config, sweep_overrides), None) or self._take(sweep_overrides)
-        return held if held is not None else templates.compose(self.loader, master_config, sweep_overrides,
-                                                                self.scope)
+        if self.is_launching:
+            held = self._validated.pop(self._key(master_config, sweep_overrides), None) or self._take(sweep_overrides)
+            return held if held is not None else self.loader.load_sweep_config(master_config, sweep_overrides)
+        config = self.loader.load_sweep_config(master_config, sweep_overrides)
+        problem = unknown_key_problem(config) or renamed_option_problem(config, config.hydra.runtime.choices)
+        if problem:
+            raise ConfigCompositionException(f"{problem} ({' '.join(sweep_overrides)})")
+        if self.handoff_dir is not None:
+            self._hand_off(config, sweep_overrides)
+        elif len(self._validated) < self.hold_at_most:
+            self._validated[self._key(master_config, sweep_overrides)] = config
+        return config
+
+    @contextlib.contextmanager
+    def launching(self) -> Iterator[None]:
+        """While a launcher runs a batch: its requests take the validated configs; after, what is left goes."""
+        self.is_launching = True
+        try:
+            yield
+        finally:
+            self.is_launching = False
+            self._validated.clear()
 
     def _hand_off(self, config: DictConfig, overrides: Sequence[str]) -> None:
         try:
             data = pickle.dumps(config)
         except (pickle.PicklingError, TypeError, AttributeError):  # a class pickle cannot name: the worker composes
             return
+        assert self.handoff_dir is not None
+        self.handoff_dir.mkdir(parents=True, exist_ok=True)
         self._handoff_file(overrides).write_bytes(data)
 
     def _take(self, overrides: Sequence[str]) -> Optional[DictConfig]:
@@ -135,35 +147,68 @@ class ComposedOnceConfigLoader(ConfigLoader):
         return self.loader.compute_defaults_list(config_name, overrides, run_mode)
 
 
-class ComposeOnceSweeper(BasicSweeper):
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        loader = ComposedOnceConfigLoader(hydra_context.config_loader)
-        context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
-        super().setup(hydra_context=context, task_function=task_function, config=config)
+class _LaunchingComposedOnce(Launcher):
+    """The configured launcher, with the loader told that its requests are the launcher's."""
 
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        assert self.hydra_context is not None and self.config is not None and self.overrides is not None
-        launcher = self.config.hydra.runtime.choices.get("hydra/launcher")
-        if launcher in SLURM_LAUNCHERS and not shutil.which("sbatch"):
-            raise ConfigCompositionException(
-                f"hydra/launcher={launcher}: Slurm's sbatch is not on this machine's PATH; submit from a cluster's "
-                "login node, or choose hydra/launcher=basic (one job after another), gpus or cpu_pool")
-        workers = self.config.hydra.launcher.get("n_jobs")
-        if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise ConfigCompositionException(
-                f"hydra.launcher.n_jobs={workers!r} is not valid: expected a whole number of worker processes >= 1 "
-                f"(hydra/launcher={launcher})")
-        # Every batch of the sweep is known by now: each job's progress line says "job i of N".
-        set_sweep_size(self.config.hydra.sweep.dir, sum(len(jobs) for jobs in self.overrides))
-        in_this_process = isinstance(self.launcher, BasicLauncher)
-        handoff = None if in_this_process else Path(self.config.hydra.sweep.dir) / HANDOFF_DIR
-        self.hydra_context.config_loader.validate(self.config, batch, handoff_dir=handoff)
+    def __init__(self, launcher: Launcher, loader: ComposedOnceConfigLoader) -> None:
+        self.launcher, self.loader = launcher, loader
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        with self.loader.launching():
+            return self.launcher.launch(job_overrides, initial_job_idx)
+
+
+class ComposeOnceSweeper(Sweeper):
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None) -> None:
+        self.max_batch_size, self.params = max_batch_size, params or {}
+        self.basic: Optional[Sweeper] = None
+        self.config: Optional[DictConfig] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        in_this_process = config.hydra.runtime.choices.get("hydra/launcher") in IN_THIS_PROCESS
+        self.handoff_dir = None if in_this_process else Path(config.hydra.sweep.dir) / HANDOFF_DIR
+        loader = ComposedOnceConfigLoader(hydra_context.config_loader, handoff_dir=self.handoff_dir)
+        self.hydra_context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
+        basic = ConfigStore.instance().load("hydra/sweeper/basic.yaml").node  # Hydra's `hydra/sweeper=basic`
+        self.basic = get_class(basic._target_)(max_batch_size=self.max_batch_size, params=self.params)
+        self.basic.setup(hydra_context=self.hydra_context, task_function=task_function, config=config)
+        self.launcher = self.basic.launcher = _LaunchingComposedOnce(self.basic.launcher, loader)
 
     def sweep(self, arguments: List[str]) -> Any:
+        assert self.basic is not None and self.config is not None
+        _check_launcher(self.config)
+        # Each job's progress line says "job i of N".
+        set_sweep_size(self.config.hydra.sweep.dir, _jobs(self.params, arguments))
         try:
-            return super().sweep(arguments)
+            return self.basic.sweep(arguments)
         finally:  # every job has asked for its config by now: what is left was not run (a stopped sweep)
-            shutil.rmtree(Path(self.config.hydra.sweep.dir) / HANDOFF_DIR, ignore_errors=True)
+            if self.handoff_dir is not None:
+                shutil.rmtree(self.handoff_dir, ignore_errors=True)
+
+
+def _check_launcher(config: DictConfig) -> None:
+    launcher = config.hydra.runtime.choices.get("hydra/launcher")
+    if launcher in SLURM_LAUNCHERS and not shutil.which("sbatch"):
+        raise ConfigCompositionException(
+            f"hydra/launcher={launcher}: Slurm's sbatch is not on this machine's PATH; submit from a cluster's "
+            "login node, or choose hydra/launcher=basic (one job after another), gpus or cpu_pool")
+    workers = config.hydra.launcher.get("n_jobs")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigCompositionException(
+            f"hydra.launcher.n_jobs={workers!r} is not valid: expected a whole number of worker processes >= 1 "
+            f"(hydra/launcher={launcher})")
+
+
+def _jobs(params: Dict[str, str], arguments: List[str]) -> int:
+    """How many jobs the basic sweeper makes: the product of each key's values (a key's last override wins)."""
+    overrides = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in params.items()), *arguments])
+    values = {o.get_key_element(): len(list(o.sweep_string_iterator())) if o.is_discrete_sweep() else 1
+              for o in overrides}
+    return math.prod(values.values())
 
 
 @dataclass
