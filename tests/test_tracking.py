@@ -108,6 +108,21 @@ def test_a_job_that_ends_normally_leaves_nothing_for_the_exit_hook(started):
     assert run.data.metrics["median_us"] == 1.0 and outcome.outcome.exit_code() == 0
 
 
+def test_a_task_that_raised_is_recorded_as_an_error_with_its_traceback(started):
+    callback, cfg, run_id, _ = started
+    try:
+        raise RuntimeError("a bug in the task")
+    except RuntimeError as e:  # what Hydra's run_job keeps of a task that raised
+        failed = JobReturn(status=JobStatus.FAILED, _return_value=e)
+    callback.on_job_end(cfg, failed)
+    callback._close_open_runs_at_exit()
+    run = callback._client.get_run(run_id)
+    assert run.data.tags["status"] == "error" and "a bug in the task" in run.data.tags["reason"]
+    saved = results.read(Path(cfg.hydra.runtime.output_dir))
+    assert saved.status == "error" and "RuntimeError: a bug in the task" in saved.traceback
+    assert outcome.outcome.exit_code() == 1
+
+
 def test_a_copy_sent_to_a_worker_starts_afresh(started):
     callback, _, _, _ = started
     callback._parent_id, callback._sweep_open = "parent", True

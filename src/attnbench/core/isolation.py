@@ -44,8 +44,7 @@ def warm_up_process() -> None:
 
 
 def dynamo_graphs() -> int:
-    # No public counter of compiled graphs exists; tests/test_job.py fails if this private one
-    # goes away.
+    # No public counter of compiled graphs exists; tests/test_upstream.py fails if this private one changes.
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])

@@ -299,7 +299,10 @@ class MlflowTrackingCallback(Callback):
         if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, Record):
             return job_return.return_value
         # The task itself raised (the runner never does: a bug). Saved here, so that the job is not lost.
-        exc = job_return._return_value
+        try:
+            exc = job_return.return_value  # a failed job's property raises what the task raised
+        except Exception as raised:  # noqa: BLE001
+            exc = raised
         record = Record.begun(_job_key(config), results.run_name(config), _job_dir(config), job_params(config),
                               {"case": case_key(config)})
         record = record.ended(Record(

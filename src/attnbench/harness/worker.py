@@ -265,7 +265,7 @@ def _serve(conn, stdout, stderr, parent_pid: int, preload: tuple[str, ...], env:
     # everything a job writes is flushed by its log handlers. Not the multiprocessing finalizers that a child
     # process runs at its end: they release the locks the jobs' libraries made (torch.compile, through tqdm, keeps
     # one for the life of the process), which Python's resource tracker would report as leaked at the sweep's end.
-    # Private, and guarded by tests/test_worker.py.
+    # Private, and guarded by tests/test_upstream.py.
     multiprocessing.util._run_finalizers(0)
     _flush_output()
     os._exit(0)

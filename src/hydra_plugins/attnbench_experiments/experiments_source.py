@@ -40,6 +40,7 @@ class ExperimentsConfigSource(ConfigSource):
         if file is None or not file.is_file():
             raise ConfigLoadError(f"Config not found : {file or config_path}")
         text = file.read_text(encoding="utf-8")
+        # The header as Hydra reads every other file's (private; guarded by tests/test_upstream.py).
         return ConfigResult(config=load_experiment(text, str(file)), path=f"{SCHEME}://{self.path}",
                             provider=self.provider, header=ConfigSource._get_header_dict(text))
 
