@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from attnbench.harness.tracking import UNFINISHED_SWEEP
+from attnbench.store.session import UNFINISHED_SWEEP
 from conftest import FAST_TIMING, run_script
 from conftest import tracked_runs as _runs
 

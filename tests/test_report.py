@@ -196,10 +196,10 @@ def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_noth
     callback = MlflowTrackingCallback()
     callback.on_multirun_start(cfg)
     callback.on_multirun_end(cfg)
-    parent = callback._client.get_run(callback._parent_id)
+    parent = callback._recorder.session.client.get_run(callback._recorder.parent_id)
     assert parent.info.status == "FINISHED" and outcome.outcome.exit_code() == 0
     (warning,) = [r.getMessage() for r in caplog.records if "report failed" in r.getMessage()]
-    assert "the plotting library is broken" in warning and f"attnbench report {callback._parent_id}" in warning
+    assert "the plotting library is broken" in warning and f"attnbench report {callback._recorder.parent_id}" in warning
 
 
 def test_a_summary_too_long_for_a_description_keeps_the_answer():

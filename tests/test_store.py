@@ -30,7 +30,7 @@ def _corrupt_file(tmp_path):
     (lambda tmp: ("", "attnbench"), "is empty"),
     (lambda tmp: ("not-a-uri", "attnbench"), "is not a URI"),
     (lambda tmp: ("sqlite:///relative/mlflow.db", "attnbench"), "is not absolute"),
-    (lambda tmp: (f"sqlite:///{tmp}/missing/mlflow.db", "attnbench"), f"{{tmp}}/missing does not exist"),
+    (lambda tmp: (f"sqlite:///{tmp}/missing/mlflow.db", "attnbench"), "{tmp}/missing does not exist"),
     (lambda tmp: (f"sqlite:///{tmp}/mlflow.db", ""), "tracking.experiment=''"),
     (lambda tmp: (f"sqlite:///{tmp}/mlflow.db", "  "), "tracking.experiment='  '"),
     (_deleted_experiment, "is deleted: restore it"),

@@ -17,9 +17,9 @@ from omegaconf import open_dict
 
 from attnbench.core.record import Record
 from attnbench.harness import outcome
-from attnbench.harness import tracking as callback_module
 from attnbench.harness.tracking import MlflowTrackingCallback
 from attnbench.store import results
+from attnbench.store.tracking import upload
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def started(compose_cfg, tmp_path, empty_store_db):
     callback = MlflowTrackingCallback()
     callback.on_run_start(cfg)
     callback.on_job_start(cfg)
-    (run_id,) = callback._runs.values()
+    (run_id,) = callback._recorder._runs.values()
     return callback, cfg, run_id, JobReturn(status=JobStatus.COMPLETED, _return_value=record)
 
 
@@ -57,18 +57,18 @@ def test_a_stop_signal_while_a_job_is_recorded_leaves_its_run_to_the_exit_hook(s
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(callback_module, "finish_job_run", interrupted)
+    monkeypatch.setattr(upload, "finish_job_run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         callback.on_job_end(cfg, job_return)
-    assert callback._client.get_run(run_id).info.status == "RUNNING"
+    assert callback._recorder.session.client.get_run(run_id).info.status == "RUNNING"
 
     outcome.outcome.interrupted_by = "SIGTERM"  # as the signal handler sets it
-    callback._close_open_runs_at_exit()
-    run = callback._client.get_run(run_id)
+    callback._recorder.close_at_exit(outcome.interrupted_by)
+    run = callback._recorder.session.client.get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["status"] == "interrupted" and "SIGTERM" in run.data.tags["reason"]
     assert run.data.params["shape.seq_len"] == str(cfg.shape.seq_len)  # its params, which come with its end
-    assert callback._runs == {}  # closed once: a second exit hook has nothing to do
+    assert callback._recorder._runs == {}  # closed once: a second exit hook has nothing to do
 
 
 CALLS = ["log_batch", "log_artifacts", "log_artifact", "set_terminated"]
@@ -78,7 +78,7 @@ CALLS = ["log_batch", "log_artifacts", "log_artifact", "set_terminated"]
 @pytest.mark.parametrize("call", CALLS)
 def test_a_job_that_could_not_be_fully_logged_never_looks_finished(started, monkeypatch, call, store_dies):
     callback, cfg, run_id, job_return = started
-    client = callback._client
+    client = callback._recorder.session.client
     broken = {"yes": False}
 
     def failing(name, method):
@@ -102,8 +102,8 @@ def test_a_job_that_could_not_be_fully_logged_never_looks_finished(started, monk
 def test_a_job_that_ends_normally_leaves_nothing_for_the_exit_hook(started):
     callback, cfg, run_id, job_return = started
     callback.on_job_end(cfg, job_return)
-    callback._close_open_runs_at_exit()
-    run = callback._client.get_run(run_id)
+    callback._recorder.close_at_exit(outcome.interrupted_by)
+    run = callback._recorder.session.client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
     assert run.data.metrics["median_us"] == 1.0 and outcome.outcome.exit_code() == 0
 
@@ -115,8 +115,8 @@ def test_a_task_that_raised_is_recorded_as_an_error_with_its_traceback(started):
     except RuntimeError as e:  # what Hydra's run_job keeps of a task that raised
         failed = JobReturn(status=JobStatus.FAILED, _return_value=e)
     callback.on_job_end(cfg, failed)
-    callback._close_open_runs_at_exit()
-    run = callback._client.get_run(run_id)
+    callback._recorder.close_at_exit(outcome.interrupted_by)
+    run = callback._recorder.session.client.get_run(run_id)
     assert run.data.tags["status"] == "error" and "a bug in the task" in run.data.tags["reason"]
     saved = results.read(Path(cfg.hydra.runtime.output_dir))
     assert saved.status == "error" and "RuntimeError: a bug in the task" in saved.traceback
@@ -125,11 +125,11 @@ def test_a_task_that_raised_is_recorded_as_an_error_with_its_traceback(started):
 
 def test_a_copy_sent_to_a_worker_starts_afresh(started):
     callback, _, _, _ = started
-    callback._parent_id, callback._sweep_open = "parent", True
+    callback._recorder.parent_id, callback._recorder.sweep_open = "parent", True
     copy = pickle.loads(pickle.dumps(callback))
     # It joins the sweep through the parent file, and at its exit closes only the runs it opened itself.
-    assert (copy._client, copy._parent_id, copy._runs, copy._sweep_open) == (None, None, {}, False)
-    callback._sweep_open = False
+    assert copy is not callback and (copy._recorder, copy._sweep_dir) == (None, None)
+    callback._recorder.sweep_open = False
 
 
 # --- in a sweep: a finished job is recorded on a background thread while the next one runs ------------------
@@ -173,7 +173,7 @@ def _held_until_drained(callback, monkeypatch, finish=None) -> threading.Event:
     """finish_job_run (or `finish`), made to wait until something drains the callback's background work (bounded,
     so that a failing test cannot hang): whatever a test sees before that is what it sees without the drain.
     Returns the event set when the first recording starts waiting (everything queued before it is done)."""
-    finish = finish or callback_module.finish_job_run
+    finish = finish or upload.finish_job_run
     reached, release = threading.Event(), threading.Event()
 
     def held(*args, **kwargs):
@@ -181,9 +181,9 @@ def _held_until_drained(callback, monkeypatch, finish=None) -> threading.Event:
         release.wait(60)
         return finish(*args, **kwargs)
 
-    drain = callback._background.drain
-    monkeypatch.setattr(callback_module, "finish_job_run", held)
-    monkeypatch.setattr(callback._background, "drain", lambda *a, **k: (release.set(), drain(*a, **k))[1])
+    drain = callback._recorder._background.drain
+    monkeypatch.setattr(upload, "finish_job_run", held)
+    monkeypatch.setattr(callback._recorder._background, "drain", lambda *a, **k: (release.set(), drain(*a, **k))[1])
     return reached
 
 
@@ -192,7 +192,7 @@ def test_in_a_sweep_a_job_is_recorded_while_the_next_one_runs_and_the_sweep_ends
     recording = _held_until_drained(callback, monkeypatch)
     first_cfg, first_return = job(0)
     callback.on_job_end(first_cfg, first_return)  # returns although its recording cannot proceed yet
-    assert recording.wait(60) and callback._client.get_run(_run_of(cfg, 0)).info.status == "RUNNING"
+    assert recording.wait(60) and callback._recorder.session.client.get_run(_run_of(cfg, 0)).info.status == "RUNNING"
     second_cfg, second_return = job(1)  # the next job starts meanwhile
     callback.on_job_end(second_cfg, second_return)
     callback.on_multirun_end(cfg)
@@ -201,7 +201,7 @@ def test_in_a_sweep_a_job_is_recorded_while_the_next_one_runs_and_the_sweep_ends
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
         assert run.data.metrics["median_us"] == median
-    parent = client.get_run(callback._parent_id)
+    parent = client.get_run(callback._recorder.parent_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_ok"] == 2
 
 
@@ -212,12 +212,12 @@ def test_a_sweep_stopped_while_a_job_is_recorded_records_it_then_closes_the_runn
     callback.on_job_end(ended_cfg, ended_return)
     job(1)  # Ctrl-C comes while this one runs (its run is queued behind the recording of the first)
     outcome.outcome.interrupted_by = "SIGINT"
-    callback._close_open_runs_at_exit()
+    callback._recorder.close_at_exit(outcome.interrupted_by)
     client = _fresh_view(cfg)
     ended, running = client.get_run(_run_of(cfg, 0)), client.get_run(_run_of(cfg, 1))
     assert ended.info.status == "FINISHED" and ended.data.tags["status"] == "ok"  # what it did, not "interrupted"
     assert running.info.status == "KILLED" and running.data.tags["status"] == "interrupted"
-    assert client.get_run(callback._parent_id).info.status == "KILLED"
+    assert client.get_run(callback._recorder.parent_id).info.status == "KILLED"
 
 
 def test_a_tracking_failure_on_the_background_thread_still_decides_the_exit_code(sweep, monkeypatch, capsys):
@@ -233,7 +233,7 @@ def test_a_tracking_failure_on_the_background_thread_still_decides_the_exit_code
     assert outcome.outcome.exit_code() == 2 and "the disk is full" in capsys.readouterr().err
     client = _fresh_view(cfg)
     assert client.get_run(_run_of(cfg, 0)).info.status == "FAILED"
-    assert client.get_run(callback._parent_id).info.status == "FAILED"
+    assert client.get_run(callback._recorder.parent_id).info.status == "FAILED"
 
 
 def test_a_run_that_could_not_be_created_in_the_background_fails_the_tracking_not_the_sweep(sweep, monkeypatch):
@@ -242,11 +242,11 @@ def test_a_run_that_could_not_be_created_in_the_background_fails_the_tracking_no
     def refused(*args, **kwargs):
         raise MlflowException("the database is locked")
 
-    monkeypatch.setattr(callback._client, "create_run", refused)
+    monkeypatch.setattr(callback._recorder.session.client, "create_run", refused)
     job_cfg, job_return = job(0)
     callback.on_job_end(job_cfg, job_return)  # the run never existed: nothing to record, nothing raised
     callback.on_multirun_end(cfg)
     assert outcome.outcome.exit_code() == 2 and "could not create the run of job 0" in outcome.outcome.tracking_failure
     assert not (Path(cfg.hydra.sweep.dir) / "0" / "mlflow_run.json").exists()
-    parent = _fresh_view(cfg).get_run(callback._parent_id)
+    parent = _fresh_view(cfg).get_run(callback._recorder.parent_id)
     assert parent.info.status == "FAILED" and "not every job is recorded" in parent.data.tags["reason"]

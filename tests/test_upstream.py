@@ -45,9 +45,9 @@ def test_dynamo_counts_each_graph_it_compiles():
 def test_the_mlflow_ui_opens_a_saved_view_from_an_experiment_tag():
     # attnbench/analysis/view.py writes a view as the tag `mlflow.sharedViewState.<id>` and links to it with
     # `viewStateShareKey`; the UI's bundle must still read both, and the state's keys attnbench sets.
-    from attnbench.analysis.view import VIEW_TAG, view_state
-
     import mlflow
+
+    from attnbench.analysis.view import VIEW_TAG, view_state
 
     bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
     if not bundle.is_dir():

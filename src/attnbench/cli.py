@@ -102,8 +102,12 @@ def _client(args: argparse.Namespace):
 def _report(args: argparse.Namespace) -> int:
     def work() -> int:
         from attnbench.analysis.sweep_report import report_sweep
+        from attnbench.store.session import StoreSession
 
-        done = report_sweep(_client(args), args.run, args.out, args.baseline, args.experiment)
+        client = _client(args)
+        done = report_sweep(client, args.run, args.out, args.baseline, args.experiment)
+        StoreSession(client, done.experiment_id, client.tracking_uri).log_report(done.parent_id, done.files,
+                                                                                 done.description)
         print(done.summary)
         files = ", ".join(str(path) for path in done.files)
         print(f"attnbench report: {done.title} (parent run {done.parent_id}): wrote {files}; logged them to the "

@@ -1,9 +1,9 @@
 """A sweep's report, from MLflow alone: `summary.csv`, `summary.md`, plots, and the parent run's description.
 
 The same report ends every sweep (the tracking callback) and `attnbench report` writes it again later, from any
-machine that reaches the store, with another baseline if asked. Its files are written to a folder and logged to
-the parent run; the parent's description becomes the summary, so the run page answers "who won, by how much" with
-the winner first and the plots under the table.
+machine that reaches the store, with another baseline if asked. Its files are written to a folder; the store
+session (attnbench.store.session) attaches them to the parent run and makes the summary its description, so the
+run page answers "who won, by how much" with the winner first and the plots under the table.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from attnbench.analysis.pivot import (
     to_csv,
     winners_line,
 )
-from attnbench.store.tracking.describe import NOTE
 from attnbench.store.tracking.names import COMMAND
 from attnbench.store.tracking.store import MAX_TAG_VALUE
 from attnbench.store.tracking.sweeps import SweepProblem, one_per_case, records, sweep_of
@@ -37,11 +36,13 @@ class Report:
     title: str
     summary: str  # summary.md: the winner line, the pivot, what did not run, the plots
     files: list[Path]
+    description: str  # the parent run's: the summary, its plots linked through the tracking server
+    experiment_id: str
 
 
 def report_sweep(client, run_id: str | None, out_dir: Path | None = None, baseline: str | None = None,
                  experiment: str | None = None) -> Report:
-    """Write the report of a sweep (the latest one when run_id is None) and log it to its parent run."""
+    """Write the report of a sweep (the latest one when run_id is None) to a folder (by default, the sweep's)."""
     parent, runs = sweep_of(client, run_id, experiment)
     jobs = [JobRecord.of(record) for record in records(client, one_per_case(runs))]
     _check_baseline(jobs, baseline)
@@ -55,11 +56,8 @@ def report_sweep(client, run_id: str | None, out_dir: Path | None = None, baseli
     summary = _summary(problems, jobs, title, baseline, command, [p.name for p in plots])
     (out_dir / MARKDOWN_FILE).write_text(summary)
     files = [out_dir / CSV_FILE, out_dir / MARKDOWN_FILE, *plots]
-    for path in files:
-        client.log_artifact(parent.info.run_id, str(path))
     note = _summary(problems, jobs, title, baseline, command, [p.name for p in plots], parent.info.run_id)
-    client.set_tag(parent.info.run_id, NOTE, _fit(note, problems))
-    return Report(parent.info.run_id, title, summary, files)
+    return Report(parent.info.run_id, title, summary, files, _fit(note, problems), parent.info.experiment_id)
 
 
 def default_folder(parent) -> Path:

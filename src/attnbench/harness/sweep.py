@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from attnbench.harness.resume import sweep_key
-from attnbench.store.tracking.upload import SweepRun
+from attnbench.store.session import SweepRun
 
 
 def sweep_title(config: DictConfig, sweep_dir: Path) -> str:

@@ -1,0 +1,168 @@
+"""The one way attnbench writes to an MLflow store: a session on one store and experiment.
+
+The Hydra callback (attnbench.harness.tracking), while a sweep runs, and `attnbench sync`, later, both open a
+session and write every run through it: a sweep's parent run, a job's run and its result, a stopped sweep's runs,
+the report. A session takes Records and SweepRuns, never Hydra's config; the steps of a write are in
+attnbench.store.tracking.upload.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlflow.entities import RunTag
+
+from attnbench.core.record import Record
+from attnbench.store.tracking import upload
+from attnbench.store.tracking.describe import NOTE, terminal_status
+from attnbench.store.tracking.names import PARENT_TAG, RESULT_ID, SWEEP_TAG
+from attnbench.store.tracking.preflight import open_store
+from attnbench.store.tracking.stale import close_running_children, close_stale_runs, process_tags
+from attnbench.store.tracking.upload import SweepRun  # what a parent run records: part of the session's API
+
+INTERRUPTED_SWEEP = "stopped by {signal} before all its jobs ran"
+UNFINISHED_SWEEP = "the sweep stopped before all its jobs ran (a bad override or a crash): its output says why"
+
+
+class StoreSession:
+    def __init__(self, client, experiment_id: str, uri: str) -> None:
+        self.client, self.experiment_id, self.uri = client, experiment_id, uri
+        self.closed_stale = 0  # runs of this host's dead processes closed when the session opened
+        self._peaks_logged: set[str] = set()
+
+    @classmethod
+    def open(cls, uri: str, experiment: str, artifact_location: str | None,
+             experiment_id: str | None = None) -> "StoreSession":
+        """Connect (the experiment created if new; StoreProblem in one line if the store cannot be used), and close
+        the runs that this host's dead processes left RUNNING. `experiment_id`: join a sweep's known experiment."""
+        client, found_id = open_store(uri, experiment, artifact_location)
+        session = cls(client, experiment_id or found_id, uri)
+        session.closed_stale = close_stale_runs(client, session.experiment_id)
+        return session
+
+    # --- reading what a sweep needs ------------------------------------------------------------
+    def done_cases(self) -> dict[str, str]:
+        """case → run, for every run of the experiment that finished ok (what `resume=true` skips)."""
+        done: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string="tags.status = 'ok'",
+                                           max_results=1000, page_token=token)
+            for run in page:
+                if "case" in run.data.tags:
+                    done.setdefault(run.data.tags["case"], run.info.run_id)
+            token = page.token
+            if not token:
+                return done
+
+    def linked_run(self, link: Path):
+        """The run a link file names, if it is in this store and experiment and not deleted."""
+        if not link.is_file():
+            return None
+        try:
+            run = self.client.get_run(json.loads(link.read_text())["run_id"])
+        except Exception:  # noqa: BLE001 - another store, or a run deleted since
+            return None
+        return run if run.info.experiment_id == self.experiment_id and run.info.lifecycle_stage == "active" else None
+
+    def latest_parent(self, sweep_key: str):
+        """The latest parent run of the sweep with this key, if any."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_key}'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+        return found[0] if found else None
+
+    # --- a sweep's parent run -----------------------------------------------------------------
+    def start_parent(self, sweep: SweepRun, link: Path) -> str:
+        parent_id = upload.start_parent(self.client, self.experiment_id, sweep)
+        upload.write_link(link, parent_id, self.experiment_id, self.uri)
+        return parent_id
+
+    def reopen_parent(self, parent, sweep_dir: Path, link: Path) -> str:
+        """Open a sweep's parent again for a resumed sweep: RUNNING, no reason, this process's tags."""
+        parent_id = parent.info.run_id
+        upload.write_link(link, parent_id, self.experiment_id, self.uri)
+        self.client.update_run(parent_id, status="RUNNING")
+        if "reason" in parent.data.tags:  # why it stopped last time: no longer true
+            self.client.delete_tag(parent_id, "reason")
+        for name, value in process_tags().items() | {"sweep.resumed_dir": str(sweep_dir)}.items():
+            self.client.set_tag(parent_id, name, value)
+        return parent_id
+
+    def log_report(self, parent_id: str, files: list[Path], description: str) -> None:
+        """A sweep's report (attnbench.analysis.sweep_report): its files attached, its summary the description."""
+        for path in files:
+            self.client.log_artifact(parent_id, str(path))
+        self.client.set_tag(parent_id, NOTE, description)
+
+    def finish_parent(self, parent_id: str, records: list[Record], summary: str) -> None:
+        upload.finish_parent(self.client, parent_id, records, summary)
+
+    def fail_parent(self, parent_id: str, reason: str) -> None:
+        self.client.set_tag(parent_id, "reason", reason)
+        self.client.set_terminated(parent_id, "FAILED")
+
+    def stop_sweep(self, parent_id: str, signal: str | None, job_reason: str) -> None:
+        """A sweep stopped by a signal (KILLED) or a crash (FAILED): its jobs still RUNNING, then its parent."""
+        close_running_children(self.client, self.experiment_id, parent_id, job_reason)
+        self.client.set_tag(parent_id, "reason", INTERRUPTED_SWEEP.format(signal=signal) if signal
+                            else UNFINISHED_SWEEP)
+        self.client.set_terminated(parent_id, "KILLED" if signal else "FAILED")
+
+    def log_machine_peaks(self, parent_id: str, record: Record, dtype: str) -> None:
+        """The measured ceilings are the machine's, not a job's: params of the parent run, the first measurement
+        of each (one set per GPU when the jobs were spread over GPUs)."""
+        from mlflow.exceptions import MlflowException
+
+        metrics = record.metrics
+        if "device_peak_tflops" not in metrics:
+            return
+        gpu = record.tags.get("placement.gpu_index") if record.tags.get("placement.launcher") == "gpus" else None
+        suffix = f".gpu{gpu}" if gpu is not None else ""
+        peaks = {f"peak.matmul_tflops.{dtype}{suffix}": f"{metrics['device_peak_tflops']:.1f}",
+                 f"peak.copy_gbps{suffix}": f"{metrics['device_peak_gbps']:.0f}"}
+        for key, value in peaks.items():
+            if key in self._peaks_logged:
+                continue
+            try:
+                self.client.log_param(parent_id, key, value)
+            except MlflowException:
+                pass  # another worker of a parallel sweep logged its own measurement first: keep that one
+            self._peaks_logged.add(key)
+
+    # --- a job's run --------------------------------------------------------------------------
+    def start_job(self, name: str, tags: dict[str, str], link: Path, start_ms: int | None = None) -> str:
+        """A job's RUNNING run, its link file beside its result; params come with its result (finish_job)."""
+        run_id = upload.start_run(self.client, self.experiment_id, name, {}, tags, start_ms=start_ms)
+        upload.write_link(link, run_id, self.experiment_id, self.uri)
+        return run_id
+
+    def finish_job(self, run_id: str, record: Record) -> None:
+        upload.finish_job_run(self.client, run_id, record)
+
+    def mark_unrecorded(self, run_id: str, record: Record, error: str) -> None:
+        upload.mark_unrecorded(self.client, run_id, record, error)
+
+    def interrupt_job(self, run_id: str, params: dict[str, str], reason: str) -> None:
+        """A job stopped while it ran: its params, status `interrupted` and the reason; KILLED."""
+        for params_batch, _, tags in upload.batches(upload.param_list(params), [], [RunTag("reason", reason)],
+                                                    RunTag("status", "interrupted")):
+            self.client.log_batch(run_id, params=params_batch, tags=tags)
+        self.client.set_terminated(run_id, "KILLED")
+
+    def upload(self, record: Record, link: Path, parent_id: str | None) -> bool:
+        """A saved result as a run, unless its run already holds it (`attnbench sync`); whether it was uploaded.
+        A run left incomplete by a failure is moved to the store's trash and replaced."""
+        run = self.linked_run(link)
+        if run is not None:
+            tags = run.data.tags
+            if (tags.get(RESULT_ID), tags.get("status"), run.info.status) == (
+                    record.id, record.status, terminal_status(record.status)):
+                return False
+            self.client.delete_run(run.info.run_id)
+        tags = process_tags() | {k: v for k, v in record.tags.items() if k.startswith("choice.")}
+        if parent_id:
+            tags |= {PARENT_TAG: parent_id, "hydra.job.num": record.job}
+        run_id = self.start_job(record.name, tags, link, start_ms=record.started_ms)
+        self.finish_job(run_id, record)  # the params too, with the metrics and tags
+        return True
