@@ -9,7 +9,7 @@ import re
 import pytest
 
 from attnbench.analysis.pivot import JobRecord
-from attnbench.analysis.report import WIDTH, jobs_table, render
+from attnbench.analysis.render.console import WIDTH, jobs_table, render
 from attnbench.core.units import format_memory, format_tflops, format_time
 from conftest import SMALL_SWEEP
 

@@ -7,7 +7,9 @@ import io
 import random
 import re
 
-from attnbench.analysis.pivot import JobRecord, markdown, summarise, to_csv
+from attnbench.analysis.pivot import JobRecord, summarise
+from attnbench.analysis.render.csv_table import to_csv
+from attnbench.analysis.render.markdown import markdown
 
 
 def _job(backend: str, seq_len: int, median: float, spread: float = 1.0, status: str = "ok", compile: bool = False,
@@ -60,7 +62,7 @@ def test_the_csv_has_one_row_per_job_with_the_varied_params_and_every_metric():
 
 
 def test_plots_are_drawn_for_what_varied(tmp_path):
-    from attnbench.analysis.plots import numeric_axis, plot_sweep
+    from attnbench.analysis.render.plots import numeric_axis, plot_sweep
 
     over_lengths = [_job(b, s, 10.0 * s / 512 * (1 if b == "flash" else 3), seed=i)
                     for i, (b, s) in enumerate((b, s) for b in ("flash", "math") for s in (512, 1024, 2048))]
@@ -135,7 +137,7 @@ def test_where_nothing_qualifies_the_line_says_why():
 
 
 def test_the_tflops_axis_says_whose_flops_an_approximate_line_counts():
-    from attnbench.analysis.plots import tflops_label
+    from attnbench.analysis.render.plots import tflops_label
 
     exact = [_job("math", 512, 100)]
     linear = _job("linear", 512, 50)

@@ -3,6 +3,7 @@
 Works on plain job records (params, metrics, tags and raw samples, as MLflow or a sweep folder holds them), so the
 same summary comes from a finished sweep, a store read later, or a sweep folder synced afterwards.
 Rows are problems (everything that varied except the backend and compilation), columns are backend × compile.
+This is the one place a winner is decided; attnbench.analysis.render draws it (console, markdown, CSV, plots).
 
 A winner or a speedup is claimed only between comparable jobs: the same problem, exact (softmax) attention, `ok`,
 not `contended` (timed while its threads waited for a core), and separated by the bootstrap
@@ -12,8 +13,6 @@ function: they are ranked apart, each shown with its error against softmax.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -246,46 +245,3 @@ def winners_line(problems: list[Problem]) -> str:
         return line + (f" · {p.approximate}" if p.approximate else "")
     return "**Winners:** " + "; ".join(f"{p.label}: {p.winner}" for p in problems) + "".join(
         f" · {p.label}: {p.approximate}" for p in problems if p.approximate)
-
-
-def markdown(problems: list[Problem], title: str, baseline_backend: str | None = None) -> str:
-    """A pivot: rows = problems, columns = backend × compile; cells = median and speedup against the baseline."""
-    columns = list(dict.fromkeys(j.implementation for p in problems for j in p.jobs))
-    baseline_note = (f"backend={baseline_backend}" if baseline_backend
-                     else "the slowest exact, uncontended backend of each problem")
-    lines = [f"### {title}", "",
-             "| problem | " + " | ".join(columns) + " | winner |", "|---" * (len(columns) + 2) + "|"]
-    for p in problems:
-        cells = {}
-        for job in p.jobs:
-            if job.ok:
-                versus = speedup(p.baseline, job) if p.baseline is not None else ""
-                mark = " (approximate)" if job.approximate else " (contended)" if job.contended else ""
-                cells[job.implementation] = f"{format_time(job.median_us)} {versus}".strip() + mark
-            else:
-                cells[job.implementation] = job.status
-        lines.append(f"| {p.label} | " + " | ".join(cells.get(c, "") for c in columns) + f" | **{p.winner}** |")
-    lines += ["", f"Median per call (device time on CUDA, wall time elsewhere) and speedup against {baseline_note};"
-              " `~`: within noise (the medians' 95% bootstrap intervals overlap). Winners and speedups only between"
-              " exact jobs that are not contended."]
-    lines += [f"- {p.label}: {p.approximate}" if len(problems) > 1 else f"- {p.approximate}"
-              for p in problems if p.approximate]
-    contended = [j for p in problems for j in p.jobs if j.ok and j.contended]
-    if contended:
-        lines.append(f"- contended (no speedup, never a winner): {', '.join(j.implementation for j in contended)}: "
-                     "timed while its threads waited for a core")
-    note = launch_note(problems)
-    return "\n".join(lines + (["", note] if note else []))
-
-
-def to_csv(records: list[JobRecord]) -> str:
-    """One row per job: the params that varied, status and reason, then every metric."""
-    keys = varied(records)
-    metrics = sorted({m for r in records for m in r.metrics})
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["run", *keys, "status", "reason", "kernel", *metrics])
-    for r in records:
-        writer.writerow([r.name, *(r.params.get(k, "") for k in keys), r.status, r.tags.get("reason", ""),
-                         r.tags.get("kernel", ""), *(r.metrics.get(m, "") for m in metrics)])
-    return out.getvalue()

@@ -12,16 +12,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnbench.analysis.pivot import (
-    JobRecord,
-    Problem,
-    markdown,
-    problem_keys,
-    problem_of,
-    summarise,
-    to_csv,
-    winners_line,
-)
+from attnbench.analysis.pivot import JobRecord, Problem, problem_keys, problem_of, summarise, winners_line
+from attnbench.analysis.render.csv_table import to_csv
+from attnbench.analysis.render.markdown import markdown
 from attnbench.store.tracking.names import COMMAND
 from attnbench.store.tracking.store import MAX_TAG_VALUE
 from attnbench.store.tracking.sweeps import SweepProblem, one_per_case, records, sweep_of
@@ -78,7 +71,7 @@ def _check_baseline(jobs: list[JobRecord], baseline: str | None) -> None:
 def _plots(jobs: list[JobRecord], out_dir: Path, title: str) -> list[Path]:
     if not any(j.ok for j in jobs):
         return []
-    from attnbench.analysis.plots import plot_sweep  # matplotlib: only when there is something to draw
+    from attnbench.analysis.render.plots import plot_sweep  # matplotlib: only when there is something to draw
 
     return plot_sweep(jobs, out_dir, title)
 

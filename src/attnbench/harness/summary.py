@@ -12,7 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from attnbench.analysis.report import render, results_table
+from attnbench.analysis.render.console import render, results_table
 from attnbench.core.record import Record
 from attnbench.harness import outcome
 from attnbench.harness.sweep import sweep_title

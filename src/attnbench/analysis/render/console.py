@@ -1,4 +1,4 @@
-"""The end-of-sweep table, from the jobs' saved results (attnbench.store.results) or from MLflow runs.
+"""The end-of-sweep table, from the jobs' Records.
 
 It fits 100 columns, a CI log's width (a wider terminal gets the same table, wrapped less): each number in its own
 unit (µs, ms, s), no column that says nothing in this sweep (a param every job shares, said once in the caption;
@@ -13,7 +13,6 @@ import io
 import sys
 from collections.abc import Callable, Iterable
 
-from mlflow.entities import Run
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -34,14 +33,6 @@ HEADLINES = {"events": "device time (CUDA events)", "wall": "wall time", "cuda_g
 Column = tuple[str, Callable[[JobRecord], str]]  # header, cell
 CONTENDED_NOTE = ("contended: its threads waited for a core (the share shown) while it was timed — another process, "
                   "or more torch threads than free cores: the time is the scheduler's; no speedup, never a winner")
-
-
-def job_of_run(run: Run) -> JobRecord:
-    return JobRecord(run.info.run_name or run.info.run_id[:8], run.data.params, run.data.metrics, run.data.tags)
-
-
-def summary_table(runs: list[Run], title: str) -> RenderableType:
-    return jobs_table([job_of_run(r) for r in sorted(runs, key=lambda r: r.info.start_time or 0)], title)
 
 
 def results_table(records: list[Record], title: str) -> RenderableType:
