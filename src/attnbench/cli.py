@@ -122,6 +122,7 @@ def _compare(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         from attnbench.analysis import compare
+        from attnbench.analysis.render import compare_table
 
         client = _client(args)
         if args.rerun:
@@ -136,8 +137,8 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"attnbench compare: warning: {line}", file=sys.stderr)
         for line in result.notes:
             print(f"attnbench compare: {line}")
-        Console().print(compare.table(result))
-        print(compare.tally(result))
+        Console().print(compare_table.table(result))
+        print(compare_table.tally(result))
         if args.fail_if_slower is not None:
             regressed = [pair for pair in result.pairs if pair.regressed(args.fail_if_slower)]
             if regressed:

@@ -18,7 +18,6 @@ from functools import cached_property
 from pathlib import Path
 
 from attnbench.analysis.pivot import JobRecord, compare_by_wall, problem_keys, problem_of
-from attnbench.core.units import format_time
 from attnbench.store.tracking.describe import NOTE
 from attnbench.store.tracking.names import COMMAND
 from attnbench.store.tracking.sweeps import SWEEP_TAG, SweepProblem, get_run, jobs_of, one_per_case, records
@@ -145,33 +144,6 @@ def _differences(a: list[JobRecord], b: list[JobRecord], tags: dict[str, str]) -
         if a_values != b_values and (a_values or b_values):
             found.append(f"{name} differs: A {', '.join(a_values) or '?'}, B {', '.join(b_values) or '?'}")
     return found
-
-
-def table(result: SweepComparison):
-    from rich.table import Table
-
-    out = Table(title=f"B: {result.b_name} against A: {result.a_name}", caption="verdict from both runs' samples: "
-                "faster/slower where the medians' 95% intervals do not overlap, else same")
-    for header, justify in (("case", "left"), ("A", "right"), ("B", "right"), ("B/A", "right"), ("verdict", "left")):
-        out.add_column(header, justify=justify, overflow="fold")
-    for pair in result.pairs:
-        out.add_row(pair.label, _cell(pair.a), _cell(pair.b), f"{pair.ratio:.3g}×" if pair.ratio else "",
-                    pair.verdict)
-    return out
-
-
-def _cell(job: JobRecord) -> str:
-    return format_time(job.median_us) if job.ok else job.status
-
-
-def tally(result: SweepComparison) -> str:
-    verdicts: dict[str, int] = {}
-    for pair in result.pairs:
-        verdicts[pair.verdict] = verdicts.get(pair.verdict, 0) + 1
-    text = f"{len(result.pairs)} cases compared: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
-    if result.only_a or result.only_b:
-        text += f"; {result.only_a} only in A, {result.only_b} only in B"
-    return text
 
 
 def rerun_command(client, run_id: str) -> str:

@@ -1,1 +1,2 @@
-"""One renderer per output of a pivot (attnbench.analysis.pivot): console table, markdown, CSV, plots."""
+"""One renderer per output: console table, markdown, CSV, plots (of a pivot: attnbench.analysis.pivot), and
+the comparison of two sweeps (attnbench.analysis.compare)."""
