@@ -70,16 +70,22 @@ def first_call(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[to
     return out, time.perf_counter() - start
 
 
+def _time_block(fn: Callable[[], object], device: torch.device, calls: int) -> float:
+    """Seconds for `calls` back-to-back calls, the device synchronized before and after (the warm-up's batches and
+    the wall method's samples)."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def warm_up(fn: Callable[[], object], device: torch.device, seconds: float) -> float:
     """Call fn in doubling batches for at least `seconds`; return the per-call time of the last batch."""
     batch, spent, per_call = 1, 0.0, 0.0
     while True:
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(batch):
-            fn()
-        synchronize(device)
-        elapsed = time.perf_counter() - start
+        elapsed = _time_block(fn, device, batch)
         spent += elapsed
         per_call = elapsed / batch
         if spent >= seconds:
@@ -170,12 +176,7 @@ def _measure_wall(fn, device, cfg: Timing, per_call_estimate_s: float) -> Measur
     samples: list[float] = []
     timed_s = 0.0
     while not _enough(len(samples), timed_s, cfg):
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        synchronize(device)
-        elapsed = time.perf_counter() - start
+        elapsed = _time_block(fn, device, calls)
         timed_s += elapsed
         samples.append(elapsed / calls * 1e6)
     return Measurement("wall", samples, calls_per_sample=calls)
