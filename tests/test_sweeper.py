@@ -63,7 +63,7 @@ BATCH = [["seed=1", "dtype=float32"], ["seed=2", "dtype=bfloat16"], ["seed=3", "
 def test_validation_composes_each_job_once_and_the_launcher_gets_hydras_config(loaders):
     inner, loader, master = loaders
     launched = validate_then_launch(loader, master, BATCH)
-    assert inner.compositions == len(BATCH)
+    assert inner.compositions == 2  # the first two jobs choose the same options: one composition serves both
     for job, config in zip(BATCH, launched):
         assert OmegaConf.to_yaml(config) == OmegaConf.to_yaml(hydra_composes(master, job))
     assert [c.seed for c in launched] == [1, 2, 3] and launched[1].dtype.value == "bfloat16"
@@ -83,6 +83,9 @@ SAME_AS_HYDRA = [
     ["shape=tiny", "shape.seq_len=64", "timing.min_reps=3", "model=encoder_layer"],
     ["compile=true", "compile_mode=max-autotune", "mode=fwd_bwd", "tracking.uri=null"],
     ["hydra.job.chdir=true", "seed=1"],  # a Hydra override of the job's own
+    ["shape.seq_len=64", "shape={seq_len: 8}"],  # a dict merged after a value: order matters, Hydra's kept
+    ["hydra.job.config.override_dirname.kv_sep=@", "hydra.job.config.override_dirname.exclude_keys=[seed]",
+     "seed=5", "dtype=float32", "backend=math"],  # the job's folder name, from its own settings
 ]
 
 
@@ -92,6 +95,24 @@ def test_the_launchers_config_equals_hydras_composition(loaders, overrides):
     [launched] = validate_then_launch(loader, master, [overrides])
     assert OmegaConf.to_yaml(launched) == OmegaConf.to_yaml(hydra_composes(master, overrides))
     assert inner.compositions == 1
+
+
+def test_jobs_that_differ_in_values_share_one_composition(loaders):
+    inner, loader, master = loaders
+    batch = [[f"backend={b}", f"seed={s}", f"shape.seq_len={n}"] for b in ("math", "naive") for s in (1, 2)
+             for n in (16, 32)]
+    for job, config in zip(batch, validate_then_launch(loader, master, batch)):
+        _same_as_hydra(master, job, config)
+    assert inner.compositions == 2
+
+
+def test_jobs_beyond_the_kept_compositions_are_still_hydras(loaders):
+    inner, loader, master = loaders
+    loader.shared.keep = 1
+    batch = [["backend=math", "seed=1"], ["backend=naive", "seed=2"], ["backend=math", "seed=3"]]
+    for job, config in zip(batch, validate_then_launch(loader, master, batch)):
+        _same_as_hydra(master, job, config)
+    assert inner.compositions == 3
 
 
 GROUP_SWEEP = [[f"backend={b}", f"mask={m}", f"model={o}", "shape.seq_len=32"]
@@ -211,9 +232,9 @@ def test_a_launch_drops_the_configs_nobody_asked_for(loaders):
     with loader.launching():
         loader.load_sweep_config(master, list(BATCH[0]))
     assert loader._validated == {}
-    with loader.launching():  # a job run again after its batch: composed afresh
+    with loader.launching():  # a job run again after its batch: made afresh from its choices' composition
         assert loader.load_sweep_config(master, list(BATCH[1])).seed == 2
-    assert inner.compositions == len(BATCH) + 1
+    assert inner.compositions == 2
 
 
 def test_a_pickled_loader_travels_without_the_held_configs(loaders):
@@ -268,7 +289,7 @@ def test_a_config_pickle_cannot_save_is_composed_by_the_worker(loaders, tmp_path
     loader = ComposedOnceConfigLoader(inner, handoff_dir=tmp_path / ".configs")
     monkeypatch.setattr(compose_once_sweeper.pickle, "dumps", refuses)
     assert [c.seed for c in validate_then_launch(loader, master, BATCH)] == [1, 2, 3]
-    assert not (tmp_path / ".configs").exists() and inner.compositions == 2 * len(BATCH)
+    assert not (tmp_path / ".configs").exists() and inner.compositions == 2  # the jobs' two choices
 
 
 def test_no_more_configs_than_the_hold_limit_are_held(loaders):
@@ -281,13 +302,14 @@ def test_no_more_configs_than_the_hold_limit_are_held(loaders):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sweeper, compositions", [("compose_once", 3), ("basic", 6)])
-def test_a_real_sweep_composes_each_job_once(store, tmp_path, sweeper, compositions):
-    proc = run_script("-m", "seed=1,2,3", f"hydra/sweeper={sweeper}", "shape=tiny", "device=cpu", *FAST_TIMING,
-                      store=store, cwd=tmp_path, script=FIXTURES / "run_counting_compositions.py")
+@pytest.mark.parametrize("sweeper, compositions", [("compose_once", 2), ("basic", 8)])
+def test_a_real_sweep_composes_each_choice_once(store, tmp_path, sweeper, compositions):
+    # Hydra's basic sweeper composes each of the 4 jobs twice; this sweeper each choice of backend once.
+    proc = run_script("-m", "backend=math,naive", "seed=1,2", f"hydra/sweeper={sweeper}", "shape=tiny", "device=cpu",
+                      *FAST_TIMING, store=store, cwd=tmp_path, script=FIXTURES / "run_counting_compositions.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"compositions={compositions}" in proc.stderr
-    assert len(list((tmp_path / "multirun").glob("[0-9]*/.hydra/config.yaml"))) == 3
+    assert len(list((tmp_path / "multirun").glob("[0-9]*/.hydra/config.yaml"))) == 4
 
 
 # Hydra's own test suites, run through this sweeper: it drives Hydra's basic sweeper and wraps its config loader

@@ -19,6 +19,7 @@ conf/config.yaml with `override hydra/sweeper: compose_once`.
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module before it is in sys.modules,
 # where dataclasses look string annotations up.
 import contextlib
+import functools
 import hashlib
 import math
 import pickle
@@ -43,6 +44,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from attnbench.harness.progress import set_sweep_size
+from attnbench.harness.shared_compositions import SharedCompositions
 from attnbench.harness.strict import renamed_option_problem, unknown_key_problem
 
 SLURM_LAUNCHERS = ("slurm", "submitit_slurm")
@@ -62,6 +64,7 @@ class ComposedOnceConfigLoader(ConfigLoader):
 
     def __init__(self, loader: ConfigLoader, handoff_dir: Optional[Path] = None, hold_at_most: int = 1000) -> None:
         self.loader = loader
+        self.shared = SharedCompositions(loader.load_sweep_config, functools.partial(loader.list_groups, ""))
         self.handoff_dir = handoff_dir
         self.hold_at_most = hold_at_most
         self.is_launching = False
@@ -71,8 +74,8 @@ class ComposedOnceConfigLoader(ConfigLoader):
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
         if self.is_launching:
             held = self._validated.pop(self._key(master_config, sweep_overrides), None) or self._take(sweep_overrides)
-            return held if held is not None else self.loader.load_sweep_config(master_config, sweep_overrides)
-        config = self.loader.load_sweep_config(master_config, sweep_overrides)
+            return held if held is not None else self.shared.load(master_config, sweep_overrides)
+        config = self.shared.load(master_config, sweep_overrides)
         problem = unknown_key_problem(config) or renamed_option_problem(config, config.hydra.runtime.choices)
         if problem:
             raise ConfigCompositionException(f"{problem} ({' '.join(sweep_overrides)})")
