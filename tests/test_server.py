@@ -169,5 +169,19 @@ def test_make_server_refuses_in_one_line_what_mlflow_could_not_serve(tmp_path):
     assert "cannot be opened" in refused and "s3cret" not in refused and "\n" not in refused
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
+        taken.listen()
         port = taken.getsockname()[1]
         assert f"make server PORT={port + 1}" in problem(fine, port)
+
+
+def test_make_server_starts_again_while_a_stopped_servers_connections_linger(tmp_path):
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as MLflow's server (uvicorn) binds
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server's end closes first: it lingers in TIME_WAIT for a minute, as after a crash
+        client.close()
+    assert problem(f"sqlite:///{tmp_path}/mlflow.db", port) is None
