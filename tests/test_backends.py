@@ -219,19 +219,40 @@ def test_an_installed_plugin_package_adds_a_backend(tmp_path, store, compose_cfg
         compose_cfg("backend=chunked", "shape=tiny", "device=cpu")
 
 
-def test_a_broken_plugin_does_not_take_the_others_down(monkeypatch, caplog):
+class _PluginGaveUp(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("failure", [ImportError("no module named nowhere"), SystemExit("nowhere: exit 3"),
+                                     _PluginGaveUp("nowhere gave up")], ids=lambda e: type(e).__name__)
+def test_a_broken_plugin_does_not_take_the_others_down(monkeypatch, caplog, failure):
     import attnbench.core.backends as backends
 
     class Broken:
         name, value = "broken_plugin", "nowhere:Nothing"
 
         def load(self):
-            raise ImportError("no module named nowhere")
+            raise failure
 
     monkeypatch.setattr(backends, "entry_points", lambda group: [Broken()])
     found = registered_backends()
     assert "broken_plugin" not in found and "flash" in found
     assert "broken_plugin" in caplog.text and "nowhere" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_plugin_that_exits_at_import_leaves_every_command_working(tmp_path, store):
+    site = tmp_path / "site"  # an installed distribution whose backend module calls sys.exit when imported
+    (site / "exits_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "exits_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: exits-plugin\n"
+                                                                  "Version: 0.1\n")
+    (site / "exits_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[attnbench.backends]\nexits = exits_plugin:Backend\n")
+    (site / "exits_plugin.py").write_text("import sys\nsys.exit(3)\n")
+    proc = run_script("backend=math", "shape=tiny", "device=cpu", *ONE_SAMPLE, store=store, cwd=tmp_path,
+                      env={"PYTHONPATH": str(site)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "backend plugin exits (exits_plugin:Backend) could not be loaded" in proc.stderr
 
 
 @pytest.mark.parametrize("backend", ["linear", "performer"])

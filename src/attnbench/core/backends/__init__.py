@@ -139,7 +139,9 @@ def registered_backends() -> dict[str, type[Backend]]:
             continue
         try:
             cls = entry_point.load()
-        except Exception as e:  # noqa: BLE001 - one broken plugin must not take the others down
+        except KeyboardInterrupt:  # the user's Ctrl-C while it loads
+            raise
+        except BaseException as e:  # noqa: BLE001 - a broken plugin (sys.exit too) must not take the others down
             log.warning("backend plugin %s (%s) could not be loaded: %s", entry_point.name, entry_point.value, e)
             continue
         if not (isinstance(cls, type) and issubclass(cls, Backend) and issubclass(cls.Config, BackendConfig)):
