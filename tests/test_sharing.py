@@ -3,12 +3,13 @@ URI are never shown or recorded."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from attnbench.harness.safety import UnsafeExperiment, load_experiment
+from attnbench.harness.safety import UnsafeExperiment, load_experiment, read_experiment
 from attnbench.store.credentials import hide_in_arguments, mask, real_uri
 from conftest import FAST_TIMING, FIXTURES, REPO, run_script
 from servers import mlflow_server
@@ -38,6 +39,11 @@ TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
     ("sweep_param_tracking", "hydra.sweeper.params.tracking.uri"),
     ("sweep_param_hydra", "hydra.sweeper.params.+hydra.callbacks.x._target_"),
     ("unknown_key", "sead"),
+    ("two_headers", "# @package"),  # Hydra reads the last @package line: hydra.job_logging.handlers
+    ("other_directive", "# @package"),
+    ("defaults_path", "defaults[0]"),
+    ("sweep_param_path", "hydra.sweeper.params.backend"),
+    ("sweep_param_url", "hydra.sweeper.params.mask"),
 ])
 def test_a_hostile_experiment_file_is_refused_naming_the_key_and_the_file(name, key):
     path = HOSTILE / f"{name}.yaml"
@@ -56,6 +62,43 @@ def test_an_unparsable_experiment_file_names_its_file_and_line():
     path = HOSTILE / "unparsable.yaml"
     with pytest.raises(UnsafeExperiment, match=rf"^{path}, line 5, column 8: not valid YAML: "):
         load_experiment(path.read_text(), str(path))
+
+
+def _alias_bomb(levels: int) -> str:
+    """Each level names the one below ten times: 10**levels values once expanded, in a few hundred bytes."""
+    lines = ["# @package _global_", "a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, says", [
+    (_alias_bomb(6), "more than 100,000 values once its aliases are expanded"),
+    ("# @package _global_\nseed: &s [*s]\n", "line 2: an alias that contains itself"),
+    ("# @package _global_\n" + "# padding\n" * 100_000, "larger than 1,000,000 characters"),
+], ids=["alias_bomb", "recursive_alias", "too_large"])
+def test_a_file_too_large_to_be_a_sweep_is_refused_before_it_is_expanded(text, says):
+    with pytest.raises(UnsafeExperiment, match=f"^shared.yaml: {says}"):
+        load_experiment(text, "shared.yaml")
+
+
+def test_a_file_is_read_no_further_than_the_limit_and_as_utf8_text():
+    with pytest.raises(UnsafeExperiment, match=r"^x.yaml: larger than 1,000,000 bytes"):
+        read_experiment(b"#" * 1_000_001, "x.yaml")
+    with pytest.raises(UnsafeExperiment, match=r"^x.yaml: not UTF-8 text \(byte 20\)"):
+        read_experiment(b"# @package _global_\n\xff: 1\n", "x.yaml")
+
+
+@pytest.mark.slow
+def test_a_sweep_reads_no_experiment_file_it_does_not_name(store, tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    shutil.copy(HOSTILE / "fine.yaml", folder)
+    (folder / "bomb.yaml").write_text(_alias_bomb(9))  # 10**9 values: minutes and gigabytes, if it were read
+    shutil.copy(HOSTILE / "unparsable.yaml", folder)
+    proc = run_script("-m", "experiment=fine", "mask=none,causal", *TINY,
+                      f"hydra.searchpath=[attnbench-experiments://{folder}]", store=store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((tmp_path / "multirun").glob("*/result.json"))) == 8  # 2 backends × 2 lengths × 2 masks
 
 
 def test_experiment_files_come_through_the_check_when_hydra_composes(compose_cfg):
@@ -84,6 +127,68 @@ def test_running_a_hostile_file_runs_nothing_of_it(fresh_store, tmp_path):
     assert canary.read_text() == "precious"
     assert not (tmp_path / "multirun").exists() and list(store.iterdir()) == []
     assert not _files_containing(tmp_path, b"hunter2")
+
+
+def _shared_folder(tmp_path: Path, canary: Path, *names: str) -> Path:
+    """A folder of shared files from the hostile fixtures, aimed at the canary file."""
+    folder = tmp_path / "shared"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        text = (HOSTILE / f"{name}.yaml").read_text().replace("/tmp/attnbench-canary", str(canary))
+        (folder / f"{name}.yaml").write_text(text)
+    return folder
+
+
+def _refused_and_untouched(proc, tmp_path: Path, store: Path, canary: Path, says: str) -> None:
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert says in proc.stderr, proc.stderr[-3000:]
+    assert canary.read_text() == "precious"
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()
+    assert list(store.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_file_whose_last_header_puts_it_under_hydra_runs_nothing(fresh_store, tmp_path):
+    canary = tmp_path / "canary.txt"
+    canary.write_text("precious")
+    folder = _shared_folder(tmp_path, canary, "two_headers")
+    proc = run_script("-m", "experiment=two_headers", *TINY, f"hydra.searchpath=[attnbench-experiments://{folder}]",
+                      store=fresh_store, cwd=tmp_path)
+    _refused_and_untouched(proc, tmp_path, fresh_store, canary, f"{folder}/two_headers.yaml: # @package: 2 header")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group", ["experiment", "backend"])
+def test_an_option_that_is_a_path_loads_no_file(fresh_store, tmp_path, group):
+    # Hydra joins GROUP/OPTION to each config folder: `..` in an option reaches a file that no check has seen.
+    canary = tmp_path / "canary.txt"
+    canary.write_text("precious")
+    folder = _shared_folder(tmp_path, canary, "callback_open")
+    option = os.path.relpath(folder / "callback_open", REPO / "conf" / group)
+    proc = run_script("-m", f"{group}={option}", *TINY, store=fresh_store, cwd=tmp_path)
+    _refused_and_untouched(proc, tmp_path, fresh_store, canary, f"{group}={option!r}: not an option name")
+
+
+@pytest.mark.slow
+def test_a_sweep_value_that_is_a_path_loads_no_file(fresh_store, tmp_path):
+    canary = tmp_path / "canary.txt"
+    canary.write_text("precious")
+    folder = _shared_folder(tmp_path, canary, "callback_open")
+    option = os.path.relpath(folder / "callback_open", REPO / "conf" / "backend")
+    (folder / "sweep.yaml").write_text(f"# @package _global_\nhydra:\n  sweeper:\n    params:\n"
+                                       f"      backend: math,{option}\n")
+    proc = run_script("-m", "experiment=sweep", *TINY, f"hydra.searchpath=[attnbench-experiments://{folder}]",
+                      store=fresh_store, cwd=tmp_path)
+    _refused_and_untouched(proc, tmp_path, fresh_store, canary,
+                           f"{folder}/sweep.yaml: hydra.sweeper.params.backend: {option!r}: expected an option name")
+
+
+def test_options_are_names_and_paths_are_not():
+    from hydra_plugins.attnbench_experiments.option_names import is_name_path
+    assert all(map(is_name_path, ["config", "hydra/launcher/basic", "backend/flash", "experiment/seed_sdpa.yaml",
+                                  "shape/gqa-8", "model/v1.2"]))
+    assert not any(map(is_name_path, ["backend/../x", "experiment/../../tmp/x", "backend//etc/x", "backend/.x",
+                                      "experiment/pkg:x", "backend/a\\b", "backend/"]))
 
 
 def _files_containing(folder: Path, secret: bytes) -> list[Path]:

@@ -4,10 +4,12 @@ An experiment file (experiments/NAME.yaml) is merged into the config with Hydra'
 with a `_target_` runs any function when Hydra starts, a `hydra.job_logging` handler writes any file,
 `${oc.env:...}` copies secrets into names, params and artifacts, `tracking.uri` sends the results elsewhere.
 So a file is checked before Hydra sees it, against what a sweep definition needs:
-- `# @package _global_` as its header (another package could place its keys under `hydra`);
-- `defaults`: `_self_` and `override /GROUP: OPTION` for attnbench's own config groups;
+- `# @package _global_` as its header, read by Hydra's own rules, and no other header line (another package
+  could place its keys under `hydra`);
+- `defaults`: `_self_` and `override /GROUP: OPTION` for attnbench's own config groups, OPTION a name;
 - keys of the config schema, except `tracking` (where results go is the user's choice);
-- under `hydra`, only `sweeper.params`, whose keys are schema fields or groups;
+- under `hydra`, only `sweeper.params`, whose keys are schema fields or groups, and whose values for a group
+  or a top-level key are names (a path would make Hydra load a file no check has seen);
 - no `_target_` (or any `_name_` instantiation key) anywhere, no interpolation that calls a resolver
   (`${oc.env:...}`, `${now:...}`, custom ones) or reads `hydra`/`tracking`.
 Command-line overrides are not checked: they are the user's own.
@@ -21,7 +23,10 @@ import re
 from typing import Any
 
 import yaml
-from hydra.errors import ConfigCompositionException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, QuotedString
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from hydra.plugins.config_source import ConfigSource
 from omegaconf import OmegaConf
 
 from attnbench.harness.config import Config
@@ -41,7 +46,10 @@ RESOLVER = re.compile(r"\$\{\s*[\w.\-]*\s*:")  # ${name:...}: a resolver call (o
 NODE_REFERENCE = re.compile(r"\$\{\s*\.*([\w\-]+)")
 INSTANTIATION_KEY = re.compile(r"^_\w+_$")  # _target_, _args_, _partial_, _recursive_, _convert_
 OVERRIDE_PREFIX = re.compile(r"^(\+\+|\+|~)")
-OPTION = re.compile(r"^[\w.\-]+$")
+OPTION = re.compile(r"^\w[\w\-]*(\.[\w\-]+)*$")  # a name: no `/`, no `..`, no `scheme:`
+MAX_BYTES = 1_000_000  # the largest experiment file read (the project's are < 2 kB)
+MAX_NODES = 100_000  # keys and values, after alias expansion
+HEADER_LINE = re.compile(r"^\s*#\s*@")  # a directive, as Hydra's header reader matches it
 
 
 class UnsafeExperiment(ConfigCompositionException):
@@ -52,23 +60,77 @@ def schema_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(Config)]
 
 
+def read_experiment(data: bytes, file: str) -> str:
+    """A file's text from its first MAX_BYTES + 1 bytes (a larger file is refused unread)."""
+    if len(data) > MAX_BYTES:
+        raise UnsafeExperiment(f"{file}: larger than {MAX_BYTES:,} bytes: an experiment file is a sweep definition")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnsafeExperiment(f"{file}: not UTF-8 text (byte {e.start})") from None
+
+
 def load_experiment(text: str, file: str) -> Any:
     """The parsed file, after every check; UnsafeExperiment naming the file (and line) if one fails."""
     try:
+        _check_size(text, file)
         config = OmegaConf.load(io.StringIO(text))  # as Hydra parses it
+    except RecursionError:
+        raise UnsafeExperiment(f"{file}: nested too deeply to be a sweep definition") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise UnsafeExperiment(f"{file}{where}: not valid YAML: {e.problem or e.context}") from None
     except (yaml.YAMLError, ValueError) as e:
         raise UnsafeExperiment(f"{file}: not valid YAML: {str(e).splitlines()[0]}") from None
-    check_experiment(OmegaConf.to_container(config, resolve=False), _package(text), file)
+    check_experiment(OmegaConf.to_container(config, resolve=False), _package(text, file), file)
     return config
 
 
-def _package(text: str) -> str | None:
-    match = re.search(r"^\s*#\s*@package\s+(\S+)", text.split("\n\n")[0], re.MULTILINE)
-    return match.group(1) if match else None
+def _check_size(text: str, file: str) -> None:
+    """At most MAX_BYTES, and MAX_NODES once its aliases are expanded, counted before anything is expanded: a
+    YAML alias bomb (a few lines naming each other) would take minutes and gigabytes to load."""
+    if len(text) > MAX_BYTES:
+        raise UnsafeExperiment(f"{file}: larger than {MAX_BYTES:,} characters: an experiment file is a sweep "
+                               "definition")
+    counted: dict[int, int] = {}
+
+    def nodes(node: yaml.Node, open_: set[int]) -> int:
+        if id(node) in counted:
+            return counted[id(node)]
+        if id(node) in open_:
+            raise UnsafeExperiment(f"{file}: line {node.start_mark.line + 1}: an alias that contains itself")
+        open_.add(id(node))
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else \
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        total = 1
+        for child in children:
+            total += nodes(child, open_)
+            if total > MAX_NODES:
+                raise UnsafeExperiment(f"{file}: more than {MAX_NODES:,} values once its aliases are expanded: "
+                                       "an experiment file is a sweep definition, not data")
+        open_.discard(id(node))
+        counted[id(node)] = total
+        return total
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)  # the node graph: an alias is the node it names, unexpanded
+    if root is not None:
+        nodes(root, set())
+
+
+def _package(text: str, file: str) -> str | None:
+    """The package as Hydra reads the header (its last `# @package` line wins); two directives are refused."""
+    directives = [line.strip() for line in text.splitlines() if HEADER_LINE.match(line)]
+    if len(directives) > 1:
+        raise UnsafeExperiment(f"{file}: # @package: {len(directives)} header lines ({'; '.join(directives)}): "
+                               "an experiment file has one, `# @package _global_`")
+    try:  # private; guarded by tests/test_upstream.py (the experiments source hands Hydra the same reading)
+        header = ConfigSource._get_header_dict(text)
+    except ValueError as e:
+        raise UnsafeExperiment(f"{file}: # @package: {e}") from None
+    if set(header) != {"package"}:
+        raise UnsafeExperiment(f"{file}: # @package: header directives {sorted(header)}: only @package is allowed")
+    return header["package"]
 
 
 def check_experiment(tree: Any, package: str | None, file: str) -> None:
@@ -129,7 +191,7 @@ def _check_defaults(entries: Any, allowed: list[str], refuse) -> None:
         if group not in allowed or group in NOT_SHAREABLE or "@" in group:
             refuse(f"defaults[{i}]", f"{target!r}: not one of attnbench's config groups")
         if option is not None and not (isinstance(option, str) and OPTION.match(option)):
-            refuse(f"defaults[{i}]", f"{option!r}: expected an option name")
+            refuse(f"defaults[{i}]", f"{option!r}: expected an option name (a name, not a path)")
 
 
 def _check_hydra(node: Any, allowed: list[str], refuse) -> None:
@@ -152,3 +214,18 @@ def _check_hydra(node: Any, allowed: list[str], refuse) -> None:
             refuse(full, f"{root!r} is not something a sweep may vary")
         if isinstance(values, (dict, list)):
             refuse(full, "expected a comma-separated list of values")
+        if "." not in str(key):  # a group's option, or a top-level value: never a path
+            for value in _swept_values(str(key), values, full, refuse):
+                if not OPTION.match(value):
+                    refuse(full, f"{value!r}: expected an option name (a name, not a path)")
+
+
+def _swept_values(key: str, values: Any, full: str, refuse) -> list[str]:
+    """The values a sweep parameter lists, as Hydra's override parser reads them (glob and range name none)."""
+    try:
+        parsed = OverridesParser.create().parse_override(f"{key}={values}").value()
+    except OverrideParseException as e:
+        refuse(full, f"{values!r}: not a list of values Hydra can read ({str(e).splitlines()[0]})")
+    items = parsed.list if isinstance(parsed, ChoiceSweep) else [parsed]
+    return [item.text if isinstance(item, QuotedString) else item for item in items
+            if isinstance(item, (str, QuotedString))]

@@ -18,6 +18,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 GROUP = "experiment"
 SCHEME = "attnbench-experiments"
+OPTION_NAMES = "attnbench-option-names"  # option_names.OptionNamesOnly's scheme (a plugin module: not imported)
 
 
 class ExperimentsConfigSource(ConfigSource):
@@ -34,12 +35,14 @@ class ExperimentsConfigSource(ConfigSource):
         return Path(self.path) / self._normalize_file_name(name)
 
     def load_config(self, config_path: str) -> ConfigResult:
-        from attnbench.harness.safety import load_experiment  # here, not at the plugin scan: it imports attnbench
+        # Here, not at the plugin scan: it imports attnbench.
+        from attnbench.harness.safety import MAX_BYTES, load_experiment, read_experiment
 
         file = self._file(config_path)
         if file is None or not file.is_file():
             raise ConfigLoadError(f"Config not found : {file or config_path}")
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as f:
+            text = read_experiment(f.read(MAX_BYTES + 1), str(file))  # what is beyond the limit is never read
         # The header as Hydra reads every other file's (private; guarded by tests/test_upstream.py).
         return ConfigResult(config=load_experiment(text, str(file)), path=f"{SCHEME}://{self.path}",
                             provider=self.provider, header=ConfigSource._get_header_dict(text))
@@ -65,9 +68,11 @@ class ExperimentsConfigSource(ConfigSource):
 
 
 class ExperimentsSearchPath(SearchPathPlugin):
-    """Adds the experiments/ folder beside the application's config folder, where there is one."""
+    """Adds the experiments/ folder beside the application's config folder, where there is one; first of all, the
+    source that refuses option values that are paths (option_names.py)."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        search_path.prepend(provider="attnbench-option-names", path=f"{OPTION_NAMES}://")
         for element in search_path.get_path():
             # The application's folder: `file:///path/conf`, or a bare path (as hydra.main gives it).
             if element.provider == "main" and "://" not in element.path.removeprefix("file://"):
