@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import signal
 from dataclasses import dataclass
 
 import pytest
@@ -16,7 +17,7 @@ from hydra.types import RunMode
 from hydra.version import VersionBase, __compat_version__
 from omegaconf import OmegaConf
 
-from conftest import CONF, FAST_TIMING, FIXTURES, run_script
+from conftest import CONF, FAST_TIMING, FIXTURES, run_script, start_script, wait_until
 
 # Hydra's plugin scan executes plugin modules itself (again, if already imported): import after it, so that this
 # module's classes are the ones Hydra uses.
@@ -57,6 +58,7 @@ def validate_then_launch(loader, master, batch) -> list:
         return [loader.load_sweep_config(master, list(job)) for job in batch]
 
 
+SHARED = f"attnbench-experiments://{FIXTURES / 'experiments'}"
 BATCH = [["seed=1", "dtype=float32"], ["seed=2", "dtype=bfloat16"], ["seed=3", "backend=math"]]
 
 
@@ -70,31 +72,33 @@ def test_validation_composes_each_job_once_and_the_launcher_gets_hydras_config(l
 
 
 # Every kind of override a sweep can hold: the config the launcher gets must equal Hydra's composition to the
-# last field of the hydra node (override lists, dirname, choices).
+# last field of the hydra node (override lists, dirname, choices). With each, how many compositions it costs:
+# the job's (values applied to its choices' composition where that is Hydra's way), and the command line's
+# own, for the check of the job's hydra node, where the job is more than values and Hydra settings.
 SAME_AS_HYDRA = [
-    ["seed=7"],
-    ["tracking.experiment=run_${seed}", "seed=3"],  # an interpolation, kept unresolved as Hydra keeps it
-    ["backend=flex", "backend.block_size=64", "mask=sliding_window", "mask.window=16"],
-    ["experiment=seed_sdpa", "backend=flash", "compile=true"],
-    ["shape={batch: 3}", "seed=2"],  # a dict for a group's key: merged like a value, not an option choice
-    ["+hydra.job.env_set.ATTNBENCH_NOTE=hello", "seed=1"],  # an added key (where no schema refuses it)
-    ["++seed=4", "tracking.experiment=x"],
-    ["~resume", "seed=1"],
-    ["shape=tiny", "shape.seq_len=64", "timing.min_reps=3", "model=encoder_layer"],
-    ["compile=true", "compile_mode=max-autotune", "mode=fwd_bwd", "tracking.uri=null"],
-    ["hydra.job.chdir=true", "seed=1"],  # a Hydra override of the job's own
-    ["shape.seq_len=64", "shape={seq_len: 8}"],  # a dict merged after a value: order matters, Hydra's kept
-    ["hydra.job.config.override_dirname.kv_sep=@", "hydra.job.config.override_dirname.exclude_keys=[seed]",
-     "seed=5", "dtype=float32", "backend=math"],  # the job's folder name, from its own settings
+    (["seed=7"], 1),
+    (["tracking.experiment=run_${seed}", "seed=3"], 1),  # an interpolation, kept unresolved as Hydra keeps it
+    (["backend=flex", "backend.block_size=64", "mask=sliding_window", "mask.window=16"], 2),
+    (["experiment=seed_sdpa", "backend=flash", "compile=true"], 2),
+    (["shape={batch: 3}", "seed=2"], 2),  # a dict for a group's key: merged like a value, not an option choice
+    (["+hydra.job.env_set.ATTNBENCH_NOTE=hello", "seed=1"], 1),  # an added key (where no schema refuses it)
+    (["++seed=4", "tracking.experiment=x"], 2),
+    (["~resume", "seed=1"], 2),
+    (["shape=tiny", "shape.seq_len=64", "timing.min_reps=3", "model=encoder_layer"], 2),
+    (["compile=true", "compile_mode=max-autotune", "mode=fwd_bwd", "tracking.uri=null"], 1),
+    (["hydra.job.chdir=true", "seed=1"], 1),  # a Hydra override of the job's own
+    (["shape.seq_len=64", "shape={seq_len: 8}"], 2),  # a dict merged after a value: order matters, Hydra's kept
+    (["hydra.job.config.override_dirname.kv_sep=@", "hydra.job.config.override_dirname.exclude_keys=[seed]",
+      "seed=5", "dtype=float32", "backend=math"], 2),  # the job's folder name, from its own settings
 ]
 
 
-@pytest.mark.parametrize("overrides", SAME_AS_HYDRA, ids=[" ".join(o) for o in SAME_AS_HYDRA])
-def test_the_launchers_config_equals_hydras_composition(loaders, overrides):
+@pytest.mark.parametrize("overrides, compositions", SAME_AS_HYDRA, ids=[" ".join(o) for o, _ in SAME_AS_HYDRA])
+def test_the_launchers_config_equals_hydras_composition(loaders, overrides, compositions):
     inner, loader, master = loaders
     [launched] = validate_then_launch(loader, master, [overrides])
     assert OmegaConf.to_yaml(launched) == OmegaConf.to_yaml(hydra_composes(master, overrides))
-    assert inner.compositions == 1
+    assert inner.compositions == compositions
 
 
 def test_jobs_that_differ_in_values_share_one_composition(loaders):
@@ -103,16 +107,16 @@ def test_jobs_that_differ_in_values_share_one_composition(loaders):
              for n in (16, 32)]
     for job, config in zip(batch, validate_then_launch(loader, master, batch)):
         _same_as_hydra(master, job, config)
-    assert inner.compositions == 2
+    assert inner.compositions == 3  # one for each backend, and the command line's own
 
 
 def test_jobs_beyond_the_kept_compositions_are_still_hydras(loaders):
     inner, loader, master = loaders
-    loader.shared.keep = 1
+    loader.shared.keep = 2
     batch = [["backend=math", "seed=1"], ["backend=naive", "seed=2"], ["backend=math", "seed=3"]]
     for job, config in zip(batch, validate_then_launch(loader, master, batch)):
         _same_as_hydra(master, job, config)
-    assert inner.compositions == 3
+    assert inner.compositions == 4  # math's, the command line's (used by every job), naive's, math's again
 
 
 GROUP_SWEEP = [[f"backend={b}", f"mask={m}", f"model={o}", "shape.seq_len=32"]
@@ -132,7 +136,7 @@ def test_a_sweep_over_groups_gets_hydras_config_for_every_job(loaders):
     inner, loader, master = loaders
     for job, config in zip(GROUP_SWEEP, validate_then_launch(loader, master, GROUP_SWEEP)):
         _same_as_hydra(master, job, config)
-    assert inner.compositions == len(GROUP_SWEEP)
+    assert inner.compositions == len(GROUP_SWEEP) + 1  # and the command line's own
 
 
 def test_an_option_that_sets_other_groups_gets_hydras_config(loaders):
@@ -162,6 +166,39 @@ def test_defaults_that_interpolate_choices_get_hydras_config(tmp_path):
     for job, config in zip(jobs, launched):
         _same_as_hydra(master, job, config, str(tmp_path), parts=())
     assert launched[2].c.z == 2
+
+
+def test_an_option_that_sets_hydra_settings_fails_validation_naming_it(tmp_path):
+    # What no file check saw (a config folder the user added): a job's hydra node must still be the command line's.
+    inner, master = _config_folder(tmp_path, {
+        "config.yaml": "defaults:\n  - a: a1\n  - _self_\n", "a/a1.yaml": "x: 1\n",
+        "a/evil.yaml": "# @package _global_\nhydra:\n  job:\n    env_set:\n      PWNED: '1'\n"})
+    loader = ComposedOnceConfigLoader(inner)
+    assert loader.load_sweep_config(master, ["a=a1", "a.x=3"]).a.x == 3
+    with pytest.raises(ConfigCompositionException, match=r"^a=evil: hydra\.job\.env_set\.PWNED: a shared file may set "
+                                                         r"hydra\.sweeper\.params only.*\(a=evil\)$"):
+        loader.load_sweep_config(master, ["a=evil"])
+
+
+@pytest.mark.parametrize("name, key", [("job_logging", "hydra.job_logging"), ("sweep_dir", "hydra.sweep"),
+                                       ("two_headers", "hydra.job_logging.handlers.mask")])
+def test_a_shared_file_past_the_file_check_is_refused_by_what_hydra_composed(monkeypatch, name, key):
+    from attnbench.harness import safety
+
+    monkeypatch.setattr(safety, "check_experiment", lambda tree, package, file: None)  # the file check fooled,
+    monkeypatch.setattr(safety, "_package", lambda text, file: "_global_")  # and its reading of the header
+    inner = CountingLoader()
+    master = inner.load_configuration("config", overrides=["shape=tiny", f"hydra.searchpath=[{SHARED}]"],
+                                      run_mode=RunMode.MULTIRUN)
+    with pytest.raises(ConfigCompositionException, match=rf"^{FIXTURES}/experiments/{name}.yaml: {key}[.:]"):
+        ComposedOnceConfigLoader(inner).load_sweep_config(master, [f"experiment={name}", "seed=1"])
+
+
+def test_the_command_lines_own_hydra_settings_pass_validation(loaders):
+    inner, loader, master = loaders
+    jobs = [["hydra.job.chdir=true", "seed=1"], ["+hydra.job.env_set.NOTE=x", "experiment=masks", "backend=math"]]
+    for job, config in zip(jobs, validate_then_launch(loader, master, jobs)):
+        _same_as_hydra(master, job, config)
 
 
 @dataclass
@@ -251,9 +288,12 @@ def test_a_pickled_loader_travels_without_the_held_configs(loaders):
 @pytest.mark.parametrize("arguments, params, jobs", [
     (["seed=1,2,3", "backend=math,flash"], {}, 6), (["seed=range(4)"], {}, 4), (["seed=1"], {}, 1),
     (["seed=1,2"], {"seed": "1,2,3", "mask": "none,causal"}, 4),  # a command-line key replaces the file's
+    (["backend=glob(ma*)", "seed=range(1,10,3)"], {}, 3), (["timing.min_time_s=range(0,1,0.3)"], {}, 4),
+    (["seed=range(1000000000000)"], {}, 10**12),  # counted, not listed
 ])
-def test_the_sweep_size_is_the_basic_sweepers_job_count(arguments, params, jobs):
-    assert _jobs(params, arguments) == jobs
+def test_the_sweep_size_is_the_basic_sweepers_job_count(loaders, arguments, params, jobs):
+    inner, _, _ = loaders
+    assert _jobs(params, arguments, inner) == jobs
 
 
 def test_the_project_config_selects_this_sweeper(compose_cfg):
@@ -302,14 +342,38 @@ def test_no_more_configs_than_the_hold_limit_are_held(loaders):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sweeper, compositions", [("compose_once", 2), ("basic", 8)])
+@pytest.mark.parametrize("sweeper, compositions", [("compose_once", 3), ("basic", 8)])
 def test_a_real_sweep_composes_each_choice_once(store, tmp_path, sweeper, compositions):
-    # Hydra's basic sweeper composes each of the 4 jobs twice; this sweeper each choice of backend once.
+    # Hydra's basic sweeper composes each of the 4 jobs twice; this sweeper each choice of backend once, and the
+    # command line alone once (the check of each job's hydra node).
     proc = run_script("-m", "backend=math,naive", "seed=1,2", f"hydra/sweeper={sweeper}", "shape=tiny", "device=cpu",
                       *FAST_TIMING, store=store, cwd=tmp_path, script=FIXTURES / "run_counting_compositions.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"compositions={compositions}" in proc.stderr
     assert len(list((tmp_path / "multirun").glob("[0-9]*/.hydra/config.yaml"))) == 4
+
+
+@pytest.mark.slow
+def test_a_sweep_larger_than_the_limit_is_refused_with_its_count(store, tmp_path):
+    proc = run_script("-m", "seed=range(100000000)", "shape=tiny", "device=cpu", store=store, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "this sweep has 100,000,000 jobs, more than hydra.sweeper.max_jobs=10,000" in proc.stderr
+    assert not list(tmp_path.glob("multirun/*/result.json"))
+
+
+@pytest.mark.slow
+def test_a_stop_signal_while_a_large_sweep_is_checked_stops_it(store, tmp_path):
+    proc = start_script("-m", "seed=range(5000)", "shape=tiny", "device=cpu", *FAST_TIMING, store=store,
+                        cwd=tmp_path)
+    try:
+        wait_until(lambda: "checking the configs of 5,000 jobs" in (tmp_path / "stderr.txt").read_text(),
+                   "the sweep checks its jobs")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert "stopped by SIGTERM" in (tmp_path / "stderr.txt").read_text()
+    assert not list(tmp_path.glob("multirun/*/result.json"))  # no job ran
 
 
 # Hydra's own test suites, run through this sweeper: it drives Hydra's basic sweeper and wraps its config loader

@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -47,10 +48,24 @@ class SharedCompositions:
         config.hydra.job.override_dirname = _override_dirname(task, config.hydra.job.config.override_dirname)
         return config
 
+    def command_line(self, master: DictConfig, overrides: List[str]) -> DictConfig:
+        """What the command line alone gives this job: its Hydra overrides, no options and no values (kept: one
+        composition per sweep). Where the config needs an option chosen (a group with no default), the job's
+        choices but its experiment too."""
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        hydra = [o.input_line for o in parsed if o.is_hydra_override()]
+        try:
+            return self._composition(master, hydra)
+        except HydraException:
+            choices = [o.input_line for o in parsed if self._is_choice(o) and o.key_or_group != "experiment"]
+            return self._composition(master, [*hydra, *choices])
+
     def _composition(self, master: DictConfig, choices: List[str]) -> DictConfig:
         key = (id(master), tuple(choices))
-        if key not in self._kept:
-            if len(self._kept) >= self.keep:  # a sweep over many choices: keep the latest
+        if key in self._kept:
+            self._kept[key] = self._kept.pop(key)  # the most recently used is kept longest
+        else:
+            if len(self._kept) >= self.keep:  # a sweep over many choices: keep the latest used
                 self._kept.pop(next(iter(self._kept)))
             self._kept[key] = self.compose(master, choices)
         return self._kept[key]

@@ -10,7 +10,9 @@ the sweep folder for launchers whose workers compose (joblib, submitit; a worker
 It is Hydra's basic sweeper itself (`hydra/sweeper=basic`, instantiated by its registered config), given a
 config loader that wraps Hydra's: the loader composes through Hydra's `load_sweep_config` and knows, from a
 wrapper around the launcher, whether a request is validation's or the launcher's. Validation is stricter than
-Hydra's: a key that no schema declares (`+shape.seqlen=8`) fails the batch too (attnbench.harness.strict).
+Hydra's: a key that no schema declares (`+shape.seqlen=8`) fails the batch too (attnbench.harness.strict), and so
+does a job whose `hydra` node differs from the command line's beyond its sweep parameters
+(attnbench.harness.hydra_settings: a shared file that got a setting of Hydra's past the file check).
 
 Plugins must live under the `hydra_plugins` namespace package for Hydra to find them; selected in
 conf/config.yaml with `override hydra/sweeper: compose_once`.
@@ -24,6 +26,7 @@ import hashlib
 import math
 import pickle
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, RangeSweep
 from hydra.core.utils import JobReturn
 from hydra.errors import ConfigCompositionException
 from hydra.plugins.config_source import ConfigSource
@@ -43,12 +47,15 @@ from hydra.types import HydraContext, RunMode, TaskFunction
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from attnbench.harness.hydra_settings import hydra_settings_problem
 from attnbench.harness.progress import set_sweep_size
 from attnbench.harness.shared_compositions import SharedCompositions
 from attnbench.harness.strict import renamed_option_problem, unknown_key_problem
 
 SLURM_LAUNCHERS = ("slurm", "submitit_slurm")
 IN_THIS_PROCESS = ("basic",)  # launchers that run the jobs in the sweep's process: configs stay in memory
+MAX_JOBS = 10_000  # hydra.sweeper.max_jobs: a sweep's jobs are all listed and checked before the first runs
+SAY_CHECKING_FROM = 500  # jobs: from here, checking them all takes seconds, so the command says what it does
 HANDOFF_DIR = ".configs"  # in the sweep folder: validated configs for worker processes, each file taken once
 
 
@@ -76,7 +83,8 @@ class ComposedOnceConfigLoader(ConfigLoader):
             held = self._validated.pop(self._key(master_config, sweep_overrides), None) or self._take(sweep_overrides)
             return held if held is not None else self.shared.load(master_config, sweep_overrides)
         config = self.shared.load(master_config, sweep_overrides)
-        problem = unknown_key_problem(config) or renamed_option_problem(config, config.hydra.runtime.choices)
+        problem = (unknown_key_problem(config) or renamed_option_problem(config, config.hydra.runtime.choices)
+                   or hydra_settings_problem(config, self.shared.command_line(master_config, sweep_overrides)))
         if problem:
             raise ConfigCompositionException(f"{problem} ({' '.join(sweep_overrides)})")
         if self.handoff_dir is not None:
@@ -165,8 +173,9 @@ class _LaunchingComposedOnce(Launcher):
 
 
 class ComposeOnceSweeper(Sweeper):
-    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None) -> None:
-        self.max_batch_size, self.params = max_batch_size, params or {}
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
+                 max_jobs: int = MAX_JOBS) -> None:
+        self.max_batch_size, self.params, self.max_jobs = max_batch_size, params or {}, max_jobs
         self.basic: Optional[Sweeper] = None
         self.config: Optional[DictConfig] = None
 
@@ -184,8 +193,15 @@ class ComposeOnceSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         assert self.basic is not None and self.config is not None
         _check_launcher(self.config)
+        jobs = _jobs(self.params, arguments, self.hydra_context.config_loader)
+        if jobs > self.max_jobs:  # before the basic sweeper lists them all
+            raise ConfigCompositionException(
+                f"this sweep has {jobs:,} jobs, more than hydra.sweeper.max_jobs={self.max_jobs:,}: split it, or "
+                f"allow it on the command line with hydra.sweeper.max_jobs={jobs}")
+        if jobs >= SAY_CHECKING_FROM:
+            print(f"attnbench: checking the configs of {jobs:,} jobs before the first one runs", file=sys.stderr)
         # Each job's progress line says "job i of N".
-        set_sweep_size(self.config.hydra.sweep.dir, _jobs(self.params, arguments))
+        set_sweep_size(self.config.hydra.sweep.dir, jobs)
         try:
             return self.basic.sweep(arguments)
         finally:  # every job has asked for its config by now: what is left was not run (a stopped sweep)
@@ -206,12 +222,21 @@ def _check_launcher(config: DictConfig) -> None:
             f"(hydra/launcher={launcher})")
 
 
-def _jobs(params: Dict[str, str], arguments: List[str]) -> int:
-    """How many jobs the basic sweeper makes: the product of each key's values (a key's last override wins)."""
-    overrides = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in params.items()), *arguments])
-    values = {o.get_key_element(): len(list(o.sweep_string_iterator())) if o.is_discrete_sweep() else 1
-              for o in overrides}
-    return math.prod(values.values())
+def _jobs(params: Dict[str, str], arguments: List[str], loader: ConfigLoader) -> int:
+    """How many jobs the basic sweeper makes: the product of each key's values (a key's last override wins),
+    counted without listing them (`seed=range(10**9)` is counted, not listed)."""
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(
+        [*(f"{k}={v}" for k, v in params.items()), *arguments])
+    return math.prod({o.get_key_element(): _values(o) for o in overrides}.values())
+
+
+def _values(override: Override) -> int:
+    if not override.is_discrete_sweep():
+        return 1
+    swept = override.value()
+    if isinstance(swept, RangeSweep) and not swept.shuffle:
+        return max(0, math.ceil((swept.stop - swept.start) / swept.step))
+    return sum(1 for _ in override.sweep_string_iterator())  # choices, and glob over the group's options
 
 
 @dataclass
@@ -219,6 +244,7 @@ class ComposeOnceSweeperConf:
     _target_: str = "hydra_plugins.attnbench_sweeper.compose_once_sweeper.ComposeOnceSweeper"
     max_batch_size: Optional[int] = None  # as the basic sweeper: jobs validated (and held) per batch
     params: Optional[Dict[str, str]] = None  # as the basic sweeper: sweep parameters from config
+    max_jobs: int = MAX_JOBS  # a larger sweep is refused with its count before any job is composed
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="compose_once", node=ComposeOnceSweeperConf,
