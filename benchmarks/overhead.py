@@ -18,6 +18,7 @@ in a value (`seed=range(N)`); one more sweep, of 40 jobs that each choose their 
 
     python benchmarks/overhead.py                 # and 50 separate processes (~10 minutes on 2 cores)
     python benchmarks/overhead.py --no-separate   # sweeps only (~7 minutes)
+    python benchmarks/overhead.py --no-separate --no-servers   # the local store only (~3 minutes)
 """
 
 from __future__ import annotations
@@ -128,11 +129,14 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=50, help="a second, smaller sweep: fixed vs per-job cost")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each sweep; the median is shown")
     parser.add_argument("--no-separate", action="store_true", help="skip the separate processes (slow)")
+    parser.add_argument("--no-servers", action="store_true", help="skip the tracking-server cases (local store only)")
     args = parser.parse_args()
     n, reps, small = args.jobs, args.repeats, args.small
     measure(small)  # warms the OS file cache: the first case must not pay for it alone
     stores = {"existing store": {}, "server on SQLite": {"server": "sqlite"},
               "server on PostgreSQL": {"server": "postgresql"}}
+    if args.no_servers:
+        stores = {"existing store": {}}
     rows = {}
     for where, case in stores.items():
         try:
