@@ -84,3 +84,17 @@ def test_sync_uploads_a_sweep_folder_and_a_second_sync_adds_nothing(failing_stor
 def test_sync_of_a_folder_without_results_says_so(tmp_path):
     proc = _sync(tmp_path, f"sqlite:///{tmp_path}/mlflow.db")
     assert proc.returncode == 1 and "nothing to sync" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_damaged_result_file_in_a_sweep_fails_its_parent_and_the_exit_code(store, tmp_path):
+    stray = tmp_path / "multirun" / "stray"
+    stray.mkdir(parents=True)
+    (stray / results.RESULT_FILE).write_text('{"status": "ok"')
+    proc = run_script("-m", "backend=math", *TINY, store=store, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    said = [line for line in proc.stderr.splitlines() if str(stray / results.RESULT_FILE) in line]
+    assert len(said) == 1 and "not JSON" in said[0] and "Traceback" not in proc.stderr
+    assert "math" in proc.stdout  # the table of the results that can be read
+    _, (parent,), (child,) = tracked_runs(store)
+    assert child.data.tags["status"] == "ok" and parent.info.status == "FAILED"
+    assert parent.data.tags["reason"].startswith("1 result file cannot be read: stray/result.json (not JSON")

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from attnbench.core.record import Record, Status
 from attnbench.harness import outcome, resume
 from attnbench.harness.case import case_key
-from attnbench.harness.summary import SUMMARY_FILE, summary_text
+from attnbench.harness.summary import SUMMARY_FILE, count, summary_text
 from attnbench.harness.sweep import sweep_run, sweep_title
 from attnbench.store import results
 from attnbench.store.credentials import mask
@@ -99,9 +99,11 @@ class MlflowTrackingCallback(Callback):
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         summary = sweep_dir / SUMMARY_FILE
-        records = results.read_all(sweep_dir)
+        found = results.read_folder(sweep_dir)  # a result file that cannot be read fails the parent, naming it
+        count(found)  # the exit code says so too, with the summary callback removed
+        records = found.records
         text = summary.read_text() if summary.is_file() else summary_text(records, sweep_title(config, sweep_dir),
-                                                                          show=False)
+                                                                          show=False, damaged=found.damaged)
 
         def report() -> tuple[list[Path], str]:
             from attnbench.analysis.sweep_report import report_sweep
@@ -109,7 +111,7 @@ class MlflowTrackingCallback(Callback):
             done = report_sweep(recorder.session.client, recorder.parent_id, sweep_dir)
             return done.files, done.description
 
-        recorder.end_sweep(records, text, report)
+        recorder.end_sweep(records, text, report, found.problem(sweep_dir))
         self.on_run_end(config)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:

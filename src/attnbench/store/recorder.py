@@ -59,9 +59,10 @@ class SweepRecorder:
         self.parent_id = parent_id
 
     def end_sweep(self, records: list[Record], summary: str,
-                  report: Callable[[], tuple[list[Path], str]] | None) -> None:
+                  report: Callable[[], tuple[list[Path], str]] | None, problem: str | None = None) -> None:
         """Every job recorded, the report (files, description) attached, then the parent closed by what its jobs
-        did. Only the report is lost if it fails: it is a view of results already recorded."""
+        did (FAILED with `problem` as its reason: result files that cannot be read). Only the report is lost if it
+        fails: it is a view of results already recorded."""
         self._background.drain()
         self.sweep_open = False
         try:
@@ -74,7 +75,7 @@ class SweepRecorder:
                 except Exception as e:  # noqa: BLE001
                     log.warning("attnbench: the sweep's report failed (%s); its results are recorded: `attnbench "
                                 "report %s` writes it again", first_line(e), self.parent_id)
-            self.session.finish_parent(self.parent_id, records, summary)
+            self.session.finish_parent(self.parent_id, records, summary, problem)
         except Exception as e:  # noqa: BLE001
             self._failed("could not close the sweep's parent run", e)
 

@@ -95,8 +95,18 @@ class StoreSession:
             self.client.log_artifact(parent_id, str(path))
         self.client.set_tag(parent_id, NOTE, description)
 
-    def finish_parent(self, parent_id: str, records: list[Record], summary: str) -> None:
-        upload.finish_parent(self.client, parent_id, records, summary)
+    def finish_parent(self, parent_id: str, records: list[Record], summary: str, problem: str | None = None,
+                      stale: tuple[str, ...] = ()) -> None:
+        """Close a sweep's parent by what its jobs did; `problem` (result files that cannot be read) makes it FAILED
+        with that reason. `stale`: tags an earlier ending left that are no longer true (`attnbench sync`)."""
+        for name in stale:
+            self.client.delete_tag(parent_id, name)
+        upload.finish_parent(self.client, parent_id, records, summary, problem)
+
+    @staticmethod
+    def parent_status(records: list[Record], problem: str | None = None) -> str:
+        """The MLflow status finish_parent closes a parent in."""
+        return upload.parent_status(records, problem)
 
     def fail_parent(self, parent_id: str, reason: str) -> None:
         self.client.set_tag(parent_id, "reason", reason)

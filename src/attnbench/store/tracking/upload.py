@@ -122,13 +122,24 @@ def mark_unrecorded(client, run_id: str, record: Record, error: str) -> None:
     client.set_terminated(run_id, "FAILED")
 
 
-def finish_parent(client, parent_id: str, records: list[Record], summary: str) -> None:
-    """jobs_<status> counts and the summary table on the parent, then close it by what its jobs did."""
+def parent_status(records: list[Record], problem: str | None = None) -> str:
+    """How a sweep's parent closes: KILLED when a job was stopped (or never ended), FAILED when one failed or a
+    result could not be read (`problem`), else FINISHED."""
+    statuses = {record.status for record in records}
+    if problem:
+        return "FAILED"
+    if statuses & {Status.interrupted, Status.running}:
+        return "KILLED"
+    return "FAILED" if any(s.failed for s in statuses) else "FINISHED"
+
+
+def finish_parent(client, parent_id: str, records: list[Record], summary: str, problem: str | None = None) -> None:
+    """jobs_<status> counts and the summary table on the parent, then close it by what its jobs did; a problem
+    (result files that cannot be read) is its reason, and it closes FAILED."""
     counts = Counter(record.status.value for record in records)
     for status, count in counts.items():
         client.log_metric(parent_id, f"jobs_{safe_name(status)}", count)
     client.log_text(parent_id, summary, "summary.txt")
-    statuses = {Status(status) for status in counts}
-    final = ("KILLED" if Status.interrupted in statuses else "FAILED" if any(s.failed for s in statuses)
-             else "FINISHED")
-    client.set_terminated(parent_id, final)
+    if problem:
+        client.set_tag(parent_id, "reason", mask(problem)[:MAX_TAG_VALUE])
+    client.set_terminated(parent_id, parent_status(records, problem))
