@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from attnbench.harness import placement
+from attnbench.store import results
 from attnbench.store.tracking.names import PARENT_FILE
-from conftest import REPO, _command, run_script, tracked_runs, wait_until
+from conftest import FIXTURES, NEVER_CONTENDED, REPO, _command, run_script, tracked_runs, wait_until
 from servers import mlflow_server
 
 TRIVIAL = ["shape=tiny", "device=cpu", "dtype=float32", "timing.warmup_s=0", "timing.min_time_s=0",
@@ -81,6 +82,30 @@ def test_stopping_a_parallel_sweep_closes_every_run(tmp_path: Path, store: Path,
     for run in children:
         assert run.data.tags["status"] == "interrupted"
         assert run.data.tags["reason"].startswith("stopped by SIG")
+
+
+@pytest.mark.slow
+def test_a_pool_worker_killed_mid_job_costs_that_job_alone(tmp_path: Path, store: Path) -> None:
+    # Seed 3's job kills the loky worker running it with SIGKILL, as the OOM killer does (tests/fixtures/
+    # pool_worker_killer.py). Under Hydra's joblib launcher that ended the sweep, 6 of the 8 jobs without a result.
+    done = run_script("-m", "hydra/launcher=cpu_pool", "hydra.launcher.n_jobs=2", "model=killing_its_pool_worker",
+                      *TRIVIAL, NEVER_CONTENDED, "seed=range(8)", f"hydra.searchpath=[file://{FIXTURES}/conf]",
+                      store=store, cwd=tmp_path, script=FIXTURES / "run_killing_a_pool_worker.py")
+    assert done.returncode == 1, done.stderr[-3000:]  # a job crashed: the exit code says so
+    killed = "the launcher's worker process running this job (hydra/launcher=cpu_pool) was killed by SIGKILL"
+    saved = {int(record.job): record for record in results.read_all(tmp_path / "multirun")}
+    assert {job: str(record.status) for job, record in saved.items()} == \
+        {job: "crashed" if job == 3 else "ok" for job in range(8)}
+    assert saved[3].reason.startswith(killed) and saved[3].params["seed"] == "3"
+    _, parents, children = tracked_runs(store)
+    assert [run.info.status for run in parents] == ["FAILED"]
+    numbers = sorted(int(run.data.tags["hydra.job.num"]) for run in children)
+    assert numbers == list(range(8))  # every job once, numbered as Hydra numbered it: none lost, none twice
+    by_job = {int(run.data.tags["hydra.job.num"]): run for run in children}
+    assert {job: (run.info.status, run.data.tags["status"]) for job, run in by_job.items()} == \
+        {job: ("FAILED", "crashed") if job == 3 else ("FINISHED", "ok") for job in range(8)}
+    assert by_job[3].data.tags["reason"] == saved[3].reason and by_job[3].data.params["seed"] == "3"
+    assert "Traceback" not in done.stderr
 
 
 def test_a_slurm_sweep_is_submitted_as_one_job_array(tmp_path: Path, store: Path) -> None:

@@ -56,3 +56,22 @@ def test_the_mlflow_ui_opens_a_saved_view_from_an_experiment_tag():
     assert VIEW_TAG.rsplit(".", 1)[0] + "." in text and "viewStateShareKey" in text
     for key in view_state("0", []):
         assert re.search(rf"\b{key}\b", text), key
+
+
+def test_loky_names_a_dead_workers_exit_code():
+    # attnbench/harness/pool.py reads how a pool's one worker died from loky's TerminatedWorkerError, whose message
+    # is the only place loky gives it ("The exit codes of the workers are {SIGKILL(-9)}").
+    import signal
+
+    from joblib.externals.loky import ProcessPoolExecutor
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    from attnbench.harness.pool import worker_death
+
+    pool = ProcessPoolExecutor(max_workers=1)
+    try:
+        with pytest.raises(TerminatedWorkerError) as raised:
+            pool.submit(signal.raise_signal, signal.SIGKILL).result(timeout=120)
+    finally:
+        pool.shutdown(wait=True)
+    assert worker_death(raised.value) == "was killed by SIGKILL"

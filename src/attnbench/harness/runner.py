@@ -58,8 +58,7 @@ def run(cfg: DictConfig) -> Record:
     hydra = HydraConfig.get()
     job_dir = Path(hydra.runtime.output_dir)
     job = str(hydra.job.num) if hydra.mode == RunMode.MULTIRUN else "run"
-    tags = {f"choice.{group}": str(choice) for group, choice in hydra.runtime.choices.items()
-            if not group.startswith("hydra/") and choice is not None}
+    tags = _choice_tags(hydra)
     place = placement.place(hydra)  # under `gpus`, waits for this process's GPU
     _worker.set_env(place.env)
     record = Record.begun(job, results.run_name(cfg), job_dir, job_params(cfg),
@@ -81,6 +80,30 @@ def run(cfg: DictConfig) -> Record:
     record = _save(record, job_dir, result)
     line.done(record.status.value)
     return record
+
+
+def save_lost_job(cfg: DictConfig, reason: str, tags: dict[str, str], since_ms: int) -> Record:
+    """A job whose launcher's worker process died while it ran, saved by the sweep's process as any job's result is
+    (attnbench.harness.pool): `crashed` with the reason, unless the worker saved the job's result before it died."""
+    hydra = HydraConfig.get()
+    job_dir = Path(hydra.runtime.output_dir)
+    try:
+        saved = results.read(job_dir)
+    except Exception:  # noqa: BLE001 - a file the dead worker left unreadable: the crash's record replaces it
+        saved = None
+    if saved is not None and saved.started_ms >= since_ms:  # this attempt's: the job ended, then its worker died
+        outcome.record_status(saved.job, saved.status)
+        return saved
+    ended = _bookkeeping(placement.job_ended, Path(hydra.sweep.dir), str(hydra.job.num)) or {}  # its span closed
+    record = Record.begun(str(hydra.job.num), results.run_name(cfg), job_dir, job_params(cfg),
+                          _choice_tags(hydra) | tags | ended | {"case": case_key(cfg)})
+    log.error("crashed: job %s: %s", hydra.job.num, reason)
+    return _save(dataclasses.replace(record, started_ms=since_ms), job_dir, _failure(Status.crashed, reason))
+
+
+def _choice_tags(hydra: DictConfig) -> dict[str, str]:
+    return {f"choice.{group}": str(choice) for group, choice in hydra.runtime.choices.items()
+            if not group.startswith("hydra/") and choice is not None}
 
 
 def _bookkeeping(step, *args):

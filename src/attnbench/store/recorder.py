@@ -20,7 +20,7 @@ from attnbench.store.session import StoreSession, SweepRun
 from attnbench.store.tracking.background import Background
 from attnbench.store.tracking.names import PARENT_FILE, PARENT_TAG, RUN_FILE
 from attnbench.store.tracking.preflight import first_line
-from attnbench.store.tracking.stale import is_gone
+from attnbench.store.tracking.stale import STARTED, is_gone, process_tags
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,23 @@ class SweepRecorder:
         if self.failed:  # an earlier call failed: the rest of the sweep is saved in its job folders only
             return
         try:  # the params come with the job's results, in the same call as its metrics and tags
-            self._runs[key] = self.session.start_job(name, tags, job_dir / RUN_FILE)
+            self._runs[key] = (self._left_by_a_dead_worker(key, job_dir / RUN_FILE)
+                               or self.session.start_job(name, tags, job_dir / RUN_FILE))
         except Exception as e:  # noqa: BLE001
             self._failed(f"could not create the run of job {key}", e)
             return
         self._params[key] = params
+
+    def _left_by_a_dead_worker(self, key: str, link: Path) -> str | None:
+        """The run this job of this sweep already has, opened by a launcher's worker process that died while it ran
+        the job (attnbench.harness.pool): the job's one run, which the result its sweep process saved closes. Not
+        an earlier command's run (a resumed sweep's folder): its process started before this one."""
+        if self.parent_id is None or not link.is_file():  # (a job's folder has no link until its run is opened)
+            return None
+        run = self.session.linked_run(link)
+        tags = run.data.tags if run is not None else {}
+        mine = tags.get(PARENT_TAG) == self.parent_id and tags.get("hydra.job.num") == key
+        return run.info.run_id if mine and _started_since_this_process(tags) and is_gone(tags) else None
 
     def _record_job(self, key: str, record: Record, dtype: str) -> None:
         run_id = self._runs.get(key)
@@ -163,3 +175,10 @@ class SweepRecorder:
                 self.sweep_open = False
         except Exception as e:  # noqa: BLE001 - at exit, a store that went away can only be reported
             log.warning("Could not close the open MLflow runs: %s", first_line(e))
+
+
+def _started_since_this_process(tags: dict[str, str]) -> bool:
+    """Whether the process that opened a run started after this one, on this boot (times since boot, Linux)."""
+    (boot, _, theirs), (our_boot, _, ours) = (tags.get(STARTED, "").partition("/"),
+                                               process_tags().get(STARTED, "").partition("/"))
+    return bool(boot) and boot == our_boot and theirs.isdigit() and ours.isdigit() and int(theirs) >= int(ours)
