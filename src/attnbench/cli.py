@@ -67,8 +67,9 @@ def _sync(args: argparse.Namespace) -> int:
                    "run the same command again once it works"), file=sys.stderr)
         return 2
     print(f"attnbench sync: {done.uploaded} results uploaded, {done.already} already in {done.store} "
-          f"(experiment {done.experiment}), {done.skipped} skipped jobs without a run of their own")
-    return 0
+          f"(experiment {done.experiment}), {done.skipped} skipped jobs without a run of their own"
+          + (f"; {done.damaged} result files cannot be read (said above): not uploaded" if done.damaged else ""))
+    return EXIT_REFUSED if done.damaged else 0
 
 
 

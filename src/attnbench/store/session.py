@@ -16,7 +16,7 @@ from mlflow.entities import RunTag
 from attnbench.core.record import Record
 from attnbench.store.tracking import upload
 from attnbench.store.tracking.describe import NOTE, terminal_status
-from attnbench.store.tracking.names import PARENT_TAG, RESULT_ID, SWEEP_TAG
+from attnbench.store.tracking.names import PARENT_TAG, RESULT_ID, SWEEP_TAG, UPLOAD_OF
 from attnbench.store.tracking.preflight import open_store
 from attnbench.store.tracking.stale import close_running_children, close_stale_runs, process_tags
 from attnbench.store.tracking.upload import SweepRun  # what a parent run records: part of the session's API
@@ -57,8 +57,9 @@ class StoreSession:
                 return done
 
     def linked_run(self, link: Path):
-        """The run a link file names, if it is in this store and experiment and not deleted."""
-        if not link.is_file():
+        """The run a link file names, if it is in this store and experiment and not deleted. A link file is always
+        written plainly in its folder: one that is a symbolic link is not followed."""
+        if link.is_symlink() or not link.is_file():
             return None
         try:
             run = self.client.get_run(json.loads(link.read_text())["run_id"])
@@ -160,19 +161,58 @@ class StoreSession:
             self.client.log_batch(run_id, params=params_batch, tags=tags)
         self.client.set_terminated(run_id, "KILLED")
 
-    def upload(self, record: Record, link: Path, parent_id: str | None) -> bool:
-        """A saved result as a run, unless its run already holds it (`attnbench sync`); whether it was uploaded.
-        A run left incomplete by a failure is moved to the store's trash and replaced."""
-        run = self.linked_run(link)
-        if run is not None:
-            tags = run.data.tags
-            if (tags.get(RESULT_ID), tags.get("status"), run.info.status) == (
-                    record.id, record.status, terminal_status(record.status)):
-                return False
-            self.client.delete_run(run.info.run_id)
-        tags = process_tags() | {k: v for k, v in record.tags.items() if k.startswith("choice.")}
+    def earlier_uploads(self, parent_id: str | None, records: list[Record]) -> dict[str, list]:
+        """Result id → the active runs that hold it or were started for it, link file or not (an upload killed
+        between creating its run and writing its link): what `upload` checks before writing a result again."""
         if parent_id:
-            tags |= {PARENT_TAG: parent_id, "hydra.job.num": record.job}
-        run_id = self.start_job(record.name, tags, link, start_ms=record.started_ms)
+            filters = [f"tags.`{PARENT_TAG}` = '{parent_id}'"]
+        else:
+            filters = [f"tags.`{name}` = '{record.id}'" for record in records for name in (RESULT_ID, UPLOAD_OF)]
+        found: dict[str, dict[str, object]] = {}
+        for condition in filters:
+            token = None
+            while True:
+                page = self.client.search_runs([self.experiment_id], filter_string=condition, max_results=1000,
+                                               page_token=token)
+                for run in page:
+                    tags = run.data.tags
+                    for result_id in {tags.get(UPLOAD_OF), tags.get(RESULT_ID)} - {None}:
+                        found.setdefault(result_id, {})[run.info.run_id] = run
+                token = page.token
+                if not token:
+                    break
+        return {result_id: list(runs.values()) for result_id, runs in found.items()}
+
+    def upload(self, record: Record, link: Path, parent_id: str | None, earlier: list = ()) -> bool:
+        """A saved result as a run, unless a run already holds it (`attnbench sync`); whether it was uploaded.
+        `earlier`: its runs found by earlier_uploads. A run left incomplete (no status, or another result's) and
+        a second copy are moved to the store's trash; the one kept is what the link file names."""
+        runs = {run.info.run_id: run for run in earlier}
+        linked = self.linked_run(link)
+        if linked is not None:
+            runs = {linked.info.run_id: linked} | runs  # the linked one first: kept if it holds the result
+        held = [run for run in runs.values() if (run.data.tags.get(RESULT_ID), run.data.tags.get("status"),
+                                                 run.info.status) == (record.id, record.status,
+                                                                      terminal_status(record.status))]
+        keep = held[0] if held else None
+        for run_id in runs.keys() - ({keep.info.run_id} if keep else set()):
+            self.client.delete_run(run_id)
+        if keep is not None:
+            if linked is None or linked.info.run_id != keep.info.run_id:
+                _link(link, keep.info.run_id, self.experiment_id, self.uri)
+            return False
+        tags = process_tags() | {k: v for k, v in record.tags.items() if k.startswith("choice.")}
+        tags |= {UPLOAD_OF: record.id} | ({PARENT_TAG: parent_id, "hydra.job.num": record.job} if parent_id else {})
+        run_id = upload.start_run(self.client, self.experiment_id, record.name, {}, tags,
+                                  start_ms=record.started_ms)
+        _link(link, run_id, self.experiment_id, self.uri)
         self.finish_job(run_id, record)  # the params too, with the metrics and tags
         return True
+
+
+def _link(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
+    """A job's link file, where its folder can be written: the run is found by its tags where it cannot."""
+    try:
+        upload.write_link(path, run_id, experiment_id, uri)
+    except OSError:
+        pass

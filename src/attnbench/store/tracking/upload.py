@@ -80,12 +80,11 @@ def finish_job_run(client, run_id: str, record: Record) -> None:
     when = record.ended_ms or record.started_ms
     metrics = [Metric(safe_name(k), float(v), when, 0) for k, v in record.metrics.items()
                if v is not None and math.isfinite(float(v))]
-    job_dir = Path(record.dir)
-    for artifact in (job_dir / ".hydra", *sorted(job_dir.glob("*.log")), job_dir / RESULT_FILE):
+    for artifact, folder in job_files(Path(record.dir)):
         if artifact.is_dir():
-            client.log_artifacts(run_id, str(artifact), artifact_path=artifact.name)
-        elif artifact.is_file():
-            client.log_artifact(run_id, str(artifact))
+            client.log_artifacts(run_id, str(artifact), artifact_path=folder)
+        else:
+            client.log_artifact(run_id, str(artifact), artifact_path=folder)
     if record.samples:
         samples = {"unit": "us", "headline": record.tags.get("timing.headline"), "samples": record.samples}
         client.log_text(run_id, json.dumps(samples), SAMPLES_FILE)
@@ -97,6 +96,27 @@ def finish_job_run(client, run_id: str, record: Record) -> None:
                                                    RunTag("status", record.status.value)):
         client.log_batch(run_id, metrics=metric_batch, params=params, tags=tag_batch)
     client.set_terminated(run_id, terminal_status(record.status), end_time=when)
+
+
+def job_files(job_dir: Path) -> list[tuple[Path, str | None]]:
+    """What a job's run keeps of its folder (its Hydra config, logs and result), each with its artifact folder. A
+    link that leads out of the job folder is left out: an upload copies nothing from elsewhere."""
+    root = job_dir.resolve()
+
+    def inside(path: Path) -> bool:
+        return path.resolve().is_relative_to(root)
+
+    files: list[tuple[Path, str | None]] = []
+    hydra = job_dir / ".hydra"
+    if hydra.is_dir() and inside(hydra):
+        nested = list(hydra.rglob("*"))
+        if all(inside(path) for path in nested):
+            files.append((hydra, hydra.name))  # the whole folder in one call: one round trip to a server
+        else:
+            files += [(path, str(path.parent.relative_to(job_dir))) for path in nested
+                      if path.is_file() and inside(path)]
+    return files + [(path, None) for path in (*sorted(job_dir.glob("*.log")), job_dir / RESULT_FILE)
+                    if path.is_file() and inside(path)]
 
 
 def batches(params: list, metrics: list, tags: list, last_tag: RunTag) -> list[tuple[list, list, list]]:
