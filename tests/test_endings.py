@@ -3,8 +3,10 @@ crashing jobs, a job that could not be fully logged, a failing job with the MLfl
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,3 +176,43 @@ def test_a_failed_job_exits_nonzero_without_the_callbacks(store, tmp_path, remov
                       store=store, cwd=tmp_path, script=FAILING)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert results.read(tmp_path / "outputs").status == "error"
+
+
+@contextlib.contextmanager
+def _small_disk(folder: Path, size: str):
+    """A tmpfs of `size` at `folder` (root and a kernel that lets it mount; else the test skips, saying why)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip() or 'not root'}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def _stopped_for_a_full_disk(proc, store: Path, sweep_dir: Path, before: int) -> None:
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    full = [line for line in proc.stderr.splitlines() if line.startswith(f"the disk of {sweep_dir} is full (")]
+    assert len(full) == 1 and "resume=true" in full[0], proc.stderr[-3000:]
+    _, (parent,), children = tracked_runs(store)
+    assert parent.info.status == "FAILED" and parent.data.tags["reason"] == full[0]
+    assert len(children) == before and {(c.info.status, c.data.tags["status"]) for c in children} == {
+        ("FINISHED", "ok")}  # the jobs before the full disk, recorded whole
+    assert [r.status for r in results.read_all(sweep_dir)] == ["ok"] * before  # and kept on the disk
+
+
+def test_a_full_disk_stops_the_sweep_before_its_next_job_in_one_line(tmp_path, store):
+    # 1.3 MB: room for a dozen tiny jobs before less than the 1 MB a job needs is left.
+    with _small_disk(tmp_path / "disk", "1300k") as disk:
+        proc = run_script("-m", "seed=range(100)", *TINY, store=store, cwd=disk)  # the sweep folder on it
+        ran = len(results.read_all(disk / "multirun"))
+        assert 0 < ran < 100, proc.stderr[-3000:]
+        _stopped_for_a_full_disk(proc, store, disk / "multirun", ran)
+
+
+def test_a_write_the_full_disk_refuses_mid_sweep_is_the_same_one_line(tmp_path, store):
+    proc = run_script("-m", "seed=range(6)", *TINY, store=store, cwd=tmp_path,
+                      script=FIXTURES / "run_with_a_write_failing.py")
+    _stopped_for_a_full_disk(proc, store, tmp_path / "multirun", 3)

@@ -32,6 +32,7 @@ class Outcome:
     statuses: dict[str, str] = field(default_factory=dict)  # job → status
     tracking_failure: str | None = None  # the first tracking error, in words
     interrupted_by: str | None = None  # the signal's name
+    stopped_because: str | None = None  # why the sweep stopped before its jobs ran, in one line (a full disk)
 
     def exit_code(self) -> int:
         if self.interrupted_by:
@@ -54,6 +55,14 @@ def record_tracking_failure(message: str) -> None:
 
 def interrupted_by() -> str | None:
     return outcome.interrupted_by
+
+
+def record_stop_reason(reason: str) -> None:
+    outcome.stopped_because = outcome.stopped_because or reason
+
+
+def stop_reason() -> str | None:
+    return outcome.stopped_because
 
 
 def _stop(signum: int, frame) -> None:

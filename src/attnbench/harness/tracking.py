@@ -65,7 +65,8 @@ class MlflowTrackingCallback(Callback):
                 raise SystemExit(f"attnbench: {e}" if isinstance(e, StoreProblem) else
                                  f"attnbench: MLflow store {mask(uri)} cannot be used: {first_line(e)}") from None
             if self._recorder is None:
-                atexit.register(lambda: self._recorder.close_at_exit(outcome.interrupted_by))
+                atexit.register(lambda: self._recorder.close_at_exit(outcome.interrupted_by,
+                                                                     outcome.stop_reason))
             self._recorder = SweepRecorder(session, self._tracking_failed)
             closed = session.closed_stale
             log.info("Tracking to %s, experiment %s%s", mask(uri), session.experiment_id,

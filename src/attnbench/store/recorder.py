@@ -148,12 +148,13 @@ class SweepRecorder:
         self.failed = True
 
     # --- runs left open at exit -----------------------------------------------------------------
-    def close_at_exit(self, signal: Callable[[], str | None]) -> None:
-        """Close what a stopped sweep or job left RUNNING (a bad override found by validation, a signal, a crash),
-        within EXIT_TIMEOUT_S. Not a kill -9: nothing runs then (the next sweep closes those runs)."""
+    def close_at_exit(self, signal: Callable[[], str | None], why: Callable[[], str | None] = lambda: None) -> None:
+        """Close what a stopped sweep or job left RUNNING (a bad override found by validation, a signal, a crash,
+        a full disk: `why`, if it knows), within EXIT_TIMEOUT_S. Not a kill -9: nothing runs then (the next sweep
+        closes those runs)."""
         if self.failed or (not self._runs and not self.sweep_open):
             return
-        closer = threading.Thread(target=self._close_open_runs, args=(signal,), daemon=True)
+        closer = threading.Thread(target=self._close_open_runs, args=(signal, why), daemon=True)
         closer.start()
         try:
             closer.join(timeout=EXIT_TIMEOUT_S)
@@ -162,16 +163,16 @@ class SweepRecorder:
         if closer.is_alive():
             log.warning("Gave up closing the open MLflow runs: the tracking store did not answer")
 
-    def _close_open_runs(self, signal: Callable[[], str | None]) -> None:
+    def _close_open_runs(self, signal: Callable[[], str | None], why: Callable[[], str | None]) -> None:
         self._background.drain()  # finished jobs first: their results, not "interrupted", are what they did
-        stopped_by = signal()  # read after the drain: a signal may come meanwhile
+        stopped_by, because = signal(), why()  # read after the drain: a signal may come meanwhile
         try:
-            reason = INTERRUPTED_JOB.format(signal=stopped_by or "a crash")
+            reason = because or INTERRUPTED_JOB.format(signal=stopped_by or "a crash")
             for key, run_id in list(self._runs.items()):
                 self.session.interrupt_job(run_id, self._params.get(key, {}), reason)
                 del self._runs[key]
             if self.sweep_open:  # this process runs the sweep: the jobs that other processes ran stop with it
-                self.session.stop_sweep(self.parent_id, stopped_by, reason)
+                self.session.stop_sweep(self.parent_id, stopped_by, reason, because)
                 self.sweep_open = False
         except Exception as e:  # noqa: BLE001 - at exit, a store that went away can only be reported
             log.warning("Could not close the open MLflow runs: %s", first_line(e))

@@ -113,11 +113,12 @@ class StoreSession:
         self.client.set_tag(parent_id, "reason", reason)
         self.client.set_terminated(parent_id, "FAILED")
 
-    def stop_sweep(self, parent_id: str, signal: str | None, job_reason: str) -> None:
-        """A sweep stopped by a signal (KILLED) or a crash (FAILED): its jobs still RUNNING, then its parent."""
+    def stop_sweep(self, parent_id: str, signal: str | None, job_reason: str, why: str | None = None) -> None:
+        """A sweep stopped by a signal (KILLED) or a crash (FAILED, with `why` where known): its jobs still
+        RUNNING, then its parent."""
         close_running_children(self.client, self.experiment_id, parent_id, job_reason)
         self.client.set_tag(parent_id, "reason", INTERRUPTED_SWEEP.format(signal=signal) if signal
-                            else UNFINISHED_SWEEP)
+                            else why or UNFINISHED_SWEEP)
         self.client.set_terminated(parent_id, "KILLED" if signal else "FAILED")
 
     def log_machine_peaks(self, parent_id: str, record: Record, dtype: str) -> None:

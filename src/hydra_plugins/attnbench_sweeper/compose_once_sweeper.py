@@ -47,7 +47,9 @@ from hydra.types import HydraContext, RunMode, TaskFunction
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from attnbench.harness.disk import DiskFull, check_space, free_bytes, is_disk_full, message
 from attnbench.harness.hydra_settings import hydra_settings_problem
+from attnbench.harness.outcome import record_stop_reason
 from attnbench.harness.progress import set_sweep_size
 from attnbench.harness.shared_compositions import SharedCompositions
 from attnbench.harness.strict import renamed_option_problem, unknown_key_problem
@@ -69,8 +71,9 @@ class ComposedOnceConfigLoader(ConfigLoader):
     (~140 kB each); the launcher composes the rest itself. Files are pickles (~16 kB, 0.6 ms to read back).
     """
 
-    def __init__(self, loader: ConfigLoader, handoff_dir: Optional[Path] = None, hold_at_most: int = 1000) -> None:
-        self.loader = loader
+    def __init__(self, loader: ConfigLoader, handoff_dir: Optional[Path] = None, hold_at_most: int = 1000,
+                 sweep_dir: Optional[Path] = None) -> None:
+        self.loader, self.sweep_dir = loader, sweep_dir
         self.shared = SharedCompositions(loader.load_sweep_config, functools.partial(loader.list_groups, ""))
         self.handoff_dir = handoff_dir
         self.hold_at_most = hold_at_most
@@ -79,7 +82,9 @@ class ComposedOnceConfigLoader(ConfigLoader):
         self.scope = uuid.uuid4().hex  # one sweep's: its files are not another sweep's
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
-        if self.is_launching:
+        if self.is_launching:  # the launcher is about to run this job: is there room for what it writes?
+            if self.sweep_dir is not None:
+                check_space(self.sweep_dir)
             held = self._validated.pop(self._key(master_config, sweep_overrides), None) or self._take(sweep_overrides)
             return held if held is not None else self.shared.load(master_config, sweep_overrides)
         config = self.shared.load(master_config, sweep_overrides)
@@ -183,7 +188,9 @@ class ComposeOnceSweeper(Sweeper):
         self.config = config
         in_this_process = config.hydra.runtime.choices.get("hydra/launcher") in IN_THIS_PROCESS
         self.handoff_dir = None if in_this_process else Path(config.hydra.sweep.dir) / HANDOFF_DIR
-        loader = ComposedOnceConfigLoader(hydra_context.config_loader, handoff_dir=self.handoff_dir)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        loader = ComposedOnceConfigLoader(hydra_context.config_loader, handoff_dir=self.handoff_dir,
+                                          sweep_dir=self.sweep_dir)
         self.hydra_context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
         basic = ConfigStore.instance().load("hydra/sweeper/basic.yaml").node  # Hydra's `hydra/sweeper=basic`
         self.basic = get_class(basic._target_)(max_batch_size=self.max_batch_size, params=self.params)
@@ -204,6 +211,12 @@ class ComposeOnceSweeper(Sweeper):
         set_sweep_size(self.config.hydra.sweep.dir, jobs)
         try:
             return self.basic.sweep(arguments)
+        except (DiskFull, OSError) as e:  # the sweep folder's disk: one line, and the parent's reason
+            if not isinstance(e, DiskFull) and not is_disk_full(e):
+                raise
+            full = e if isinstance(e, DiskFull) else DiskFull(message(self.sweep_dir, free_bytes(self.sweep_dir)))
+            record_stop_reason(str(full))
+            raise full from None
         finally:  # every job has asked for its config by now: what is left was not run (a stopped sweep)
             if self.handoff_dir is not None:
                 shutil.rmtree(self.handoff_dir, ignore_errors=True)
