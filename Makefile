@@ -16,7 +16,7 @@ PORT ?= 5000
 SERVER_STORE := $(STORE)/server
 DB ?= sqlite:///$(SERVER_STORE)/mlflow.db
 
-.PHONY: help install run single seed-sdpa seed-csa sync report test ui server clean gpu-wheels
+.PHONY: help install run single seed-sdpa seed-csa sync report test test-long ui server clean gpu-wheels
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,9 +48,12 @@ sync: install ## upload a sweep folder's saved results to MLflow: make sync DIR=
 report: install ## the latest sweep's summary.csv, summary.md and plots, logged to its parent run [ARGS="RUN_ID --baseline math"]
 	$(BIN)/attnbench report $(ARGS)
 
-test: install ## the import rules of the four wings (lint-imports), then the test suite (GPU tests skip themselves)
+test: install ## the import rules of the four wings (lint-imports), then the tests but the long ones (~7 min on 2 cores)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -m "not long" $(ARGS)
+
+test-long: install ## the long tests: hundreds of jobs, whole experiments, Inductor (~4 min on 2 cores; CI runs them)
+	$(BIN)/python -m pytest -m long $(ARGS)
 
 ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000, after the links to the latest sweep
 	mkdir -p $(STORE)

@@ -51,7 +51,8 @@ def _masks(backend: str, model: str) -> list[str]:
 
 
 @pytest.mark.parametrize("model", _our_models())
-@pytest.mark.parametrize("backend", BUILT_IN)
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.long) if b == "flex" else b  # Inductor
+                                     for b in BUILT_IN])
 def test_every_backend_mask_and_model_runs_or_says_why_not(compose_cfg, model, backend):
     for mask in _masks(backend, model):
         cfg = compose_cfg(*ONE_SAMPLE, *SMALL, f"model={model}", f"backend={backend}", f"mask={mask}",

@@ -143,6 +143,7 @@ def test_runs_left_running_by_a_killed_sweep_are_closed_by_the_next_one(store, t
     assert [c.data.tags["status"] for c in children] == ["interrupted"]
 
 
+@pytest.mark.long
 def test_a_runaway_kernel_call_times_out_and_the_sweep_goes_on(store, tmp_path):
     # S = 10⁶: a single flash-attention call of ~10¹⁴ FLOPs, minutes of C++ that no Python signal interrupts.
     proc = run_script("-m", "shape.seq_len=1000000,16", "backend=flash", "timing.max_job_s=5", *TINY,

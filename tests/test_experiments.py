@@ -17,6 +17,7 @@ SMALL_GQA = ["shape.batch=1", "shape.heads=4", "shape.kv_heads=2", "shape.head_d
 CUDA_ONLY = {"efficient", "cudnn"}
 
 # experiment → (overrides that shrink it, jobs, {status: count}). Each run keeps every backend the file sweeps.
+LONG = {"seqlen_scaling", "decode", "gqa_prefill", "masks"}  # ~12 s each on 2 cores: `make test-long`
 EXPERIMENTS = {
     "seed_sdpa": (["shape=tiny"], 5, {"ok": 3, "unsupported": 2}),
     "seed_causal_self_attention": (["shape=tiny"], 2, {"ok": 2}),
@@ -56,7 +57,8 @@ def test_every_value_an_experiment_sweeps_is_valid(compose_cfg, name):
                     value.lower()), f"experiments/{name}.yaml: {key}={value}"
 
 
-@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.long) if n in LONG else n
+                                  for n in sorted(EXPERIMENTS)])
 def test_an_experiment_runs_its_sweep_with_the_statuses_it_promises(name, store, tmp_path):
     overrides, jobs, statuses = EXPERIMENTS[name]
     proc = run_script("-m", f"experiment={name}", *overrides, *ONE_SAMPLE, store=store, cwd=tmp_path)

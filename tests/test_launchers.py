@@ -24,6 +24,7 @@ TRIVIAL = ["shape=tiny", "device=cpu", "dtype=float32", "timing.warmup_s=0", "ti
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("into", ["local store", "tracking server"])
 def test_four_workers_record_160_jobs_once_each(tmp_path: Path, store: Path, into: str) -> None:
     with contextlib.ExitStack() as stack:
@@ -85,6 +86,7 @@ def test_stopping_a_parallel_sweep_closes_every_run(tmp_path: Path, store: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_pool_worker_killed_mid_job_costs_that_job_alone(tmp_path: Path, store: Path) -> None:
     # Seed 3's job kills the loky worker running it with SIGKILL, as the OOM killer does (tests/fixtures/
     # pool_worker_killer.py). Under Hydra's joblib launcher that ended the sweep, 6 of the 8 jobs without a result.

@@ -72,6 +72,7 @@ def test_an_unreachable_server_is_refused_within_seconds_and_its_password_never_
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_sweeps_started_together_on_a_fresh_store_are_all_recorded(fresh_store, tmp_path):
     store = fresh_store  # no database yet: the four sweeps race to create it
     folders = [tmp_path / f"sweep{i}" for i in range(4)]
