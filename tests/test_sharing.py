@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from attnbench.harness.safety import UnsafeExperiment, load_experiment, read_experiment
 from attnbench.store.credentials import hide_in_arguments, mask, real_uri
-from conftest import FAST_TIMING, FIXTURES, REPO, run_script
+from conftest import FAST_TIMING, FIXTURES, REPO, run_script, tracked_runs
 from servers import mlflow_server
 
 HOSTILE = FIXTURES / "experiments"
@@ -223,3 +225,43 @@ def test_a_password_in_the_tracking_uri_is_used_and_recorded_nowhere(tracking_se
     assert "alice:***@127.0.0.1" in proc.stdout and "s3cret" not in proc.stdout + proc.stderr
     assert len(list(server_folder.rglob("result.json"))) == 2  # the runs' artifacts reached the server
     assert not _files_containing(tmp_path, b"s3cret")  # sweep folder, job logs, .hydra, the server's store
+
+
+@pytest.mark.slow
+def test_a_redacted_sweep_names_no_host_and_no_home_and_still_closes_its_dead_runs(store, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from attnbench.store import redact
+
+    home = tmp_path / "home"
+    work = home / "work"
+    work.mkdir(parents=True)
+    monkeypatch.setattr(redact, "SALT_FILE", home / ".cache" / "attnbench" / "host-salt")  # the sweep's, below
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    experiment = client.get_experiment_by_name("attnbench") or client.get_experiment(
+        client.create_experiment("attnbench"))
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a redacted run this machine's process left RUNNING when it died
+    orphan = client.create_run(experiment.experiment_id, tags={"attnbench.host": redact.host_id(),
+                                                               "attnbench.pid": str(dead.pid)}).info.run_id
+    proc = run_script("-m", "seed=1,2", *TINY, "tracking.redact=true", store=store, cwd=work,
+                      env={"HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert client.get_run(orphan).info.status == "KILLED"  # found by its hashed host
+    _, parents, children = tracked_runs(store)
+    parents = [run for run in parents if run.info.run_id != orphan]
+    assert len(parents) == 1 and len(children) == 2
+    for run in parents + children:
+        values = run.data.tags | run.data.params
+        assert not [key for key, value in values.items() if str(home) in value], run.info.run_name
+        named = {key: values[key] for key in redact.HOST_KEYS & values.keys()}
+        assert named and set(named.values()) == {redact.host_id()} != {socket.gethostname()}
+    assert parents[0].data.tags["sweep.dir"] == "~/work/multirun"
+
+
+@pytest.mark.slow
+def test_an_unredacted_sweep_names_its_host(store, tmp_path):
+    proc = run_script("seed=1", *TINY, store=store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, (run,), _ = tracked_runs(store)  # a single run: no parent
+    assert run.data.tags["attnbench.host"] == socket.gethostname()

@@ -50,6 +50,7 @@ class TrackingConfig:
     # None: $MLFLOW_TRACKING_URI if set, else sqlite:///<repo>/mlruns/mlflow.db
     uri: Optional[str] = None
     experiment: str = "attnbench"
+    redact: bool = False  # true: runs' tags and params name no host (a salted hash) and no home folder (~)
 
 
 @dataclass

@@ -57,7 +57,8 @@ def sync(folder: Path, uri: str | None = None, experiment: str | None = None) ->
         raise SyncProblem(f"the sweep's store {uri} had its credentials masked: give the URI with --uri")
     experiment = experiment or job_config.tracking.experiment
     try:
-        session = StoreSession.open(uri, experiment, artifact_location(job_config, uri))
+        session = StoreSession.open(uri, experiment, artifact_location(job_config, uri),
+                                    redact=bool(job_config.tracking.get("redact", False)))  # as the sweep was
     except StoreProblem as e:
         raise SyncProblem(str(e)) from None
     sweep = folder / "multirun.yaml"

@@ -58,7 +58,7 @@ class MlflowTrackingCallback(Callback):
             self._uri = uri = tracking_uri(config)
             try:
                 session = StoreSession.open(uri, config.tracking.experiment, artifact_location(config, uri),
-                                            experiment_id)
+                                            experiment_id, redact=config.tracking.get("redact", False))
                 if config.get("resume"):
                     resume.remember_done(session.done_cases())
             except Exception as e:  # noqa: BLE001 - a store that answers but fails is refused the same way

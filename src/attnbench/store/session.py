@@ -14,6 +14,7 @@ from pathlib import Path
 from mlflow.entities import RunTag
 
 from attnbench.core.record import Record
+from attnbench.store.redact import RedactingClient
 from attnbench.store.tracking import upload
 from attnbench.store.tracking.describe import NOTE, terminal_status
 from attnbench.store.tracking.names import PARENT_TAG, RESULT_ID, SWEEP_TAG, UPLOAD_OF
@@ -33,10 +34,13 @@ class StoreSession:
 
     @classmethod
     def open(cls, uri: str, experiment: str, artifact_location: str | None,
-             experiment_id: str | None = None) -> "StoreSession":
+             experiment_id: str | None = None, redact: bool = False) -> "StoreSession":
         """Connect (the experiment created if new; StoreProblem in one line if the store cannot be used), and close
-        the runs that this host's dead processes left RUNNING. `experiment_id`: join a sweep's known experiment."""
+        the runs that this host's dead processes left RUNNING. `experiment_id`: join a sweep's known experiment.
+        `redact` (tracking.redact): every tag and param written names no host and no home folder (store/redact)."""
         client, found_id = open_store(uri, experiment, artifact_location)
+        if redact:
+            client = RedactingClient(client)
         session = cls(client, experiment_id or found_id, uri)
         session.closed_stale = close_stale_runs(client, session.experiment_id)
         return session

@@ -11,6 +11,8 @@ import os
 import socket
 from pathlib import Path
 
+from attnbench.store.redact import this_host_names
+
 HOST, PID, STARTED = "attnbench.host", "attnbench.pid", "attnbench.process_started"
 GONE_REASON = "its process (pid {pid} on {host}) ended without closing this run: killed (-9), crashed or lost power"
 
@@ -33,7 +35,7 @@ def process_tags() -> dict[str, str]:
 
 def is_gone(tags: dict[str, str]) -> bool:
     """Whether the process that opened a run is known to have ended (on this host only)."""
-    if tags.get(HOST) != socket.gethostname() or not tags.get(PID, "").isdigit():
+    if tags.get(HOST) not in this_host_names() or not tags.get(PID, "").isdigit():
         return False
     pid = int(tags[PID])
     try:
@@ -48,8 +50,9 @@ def is_gone(tags: dict[str, str]) -> bool:
 
 def close_stale_runs(client, experiment_id: str) -> int:
     """Close this host's RUNNING runs whose process is gone, as KILLED with the reason; how many were closed."""
-    runs = client.search_runs([experiment_id], max_results=1000,
-                              filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST}` = '{socket.gethostname()}'")
+    runs = [run for host in sorted(this_host_names())  # its name, and its hash where runs were redacted
+            for run in client.search_runs([experiment_id], max_results=1000,
+                                          filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST}` = '{host}'")]
     closed = 0
     for run in runs:
         tags = run.data.tags
