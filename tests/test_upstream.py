@@ -13,8 +13,9 @@ import torch
 
 
 def test_hydra_reads_a_files_package_from_its_last_header_line():
-    # hydra_plugins/attnbench_experiments/experiments_source.py hands Hydra the header of an experiment file as
-    # Hydra's own ConfigSource._get_header_dict reads it: the package a file lands in is Hydra's reading.
+    # attnbench.harness.safety.hydra_header reads an experiment file's header with Hydra's own
+    # ConfigSource._get_header_dict, for the file check and for the experiments source to hand Hydra: the package
+    # a file is checked for is the one it lands in.
     from hydra.plugins.config_source import ConfigSource
 
     text = "# @package a\n# @package _global_\nx: 1\n"

@@ -118,14 +118,20 @@ def _check_size(text: str, file: str) -> None:
         nodes(root, set())
 
 
+def hydra_header(text: str) -> dict:
+    """A file's header as Hydra reads it (private; guarded by tests/test_upstream.py): the experiments source hands
+    Hydra this reading, and the check reads the package from it, so what is checked is what Hydra composes."""
+    return ConfigSource._get_header_dict(text)
+
+
 def _package(text: str, file: str) -> str | None:
     """The package as Hydra reads the header (its last `# @package` line wins); two directives are refused."""
     directives = [line.strip() for line in text.splitlines() if HEADER_LINE.match(line)]
     if len(directives) > 1:
         raise UnsafeExperiment(f"{file}: # @package: {len(directives)} header lines ({'; '.join(directives)}): "
                                "an experiment file has one, `# @package _global_`")
-    try:  # private; guarded by tests/test_upstream.py (the experiments source hands Hydra the same reading)
-        header = ConfigSource._get_header_dict(text)
+    try:
+        header = hydra_header(text)
     except ValueError as e:
         raise UnsafeExperiment(f"{file}: # @package: {e}") from None
     if set(header) != {"package"}:
