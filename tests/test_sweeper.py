@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import signal
 from dataclasses import dataclass
 
 import pytest
@@ -17,7 +16,7 @@ from hydra.types import RunMode
 from hydra.version import VersionBase, __compat_version__
 from omegaconf import OmegaConf
 
-from conftest import CONF, FAST_TIMING, FIXTURES, run_script, start_script, wait_until
+from conftest import CONF, FAST_TIMING, FIXTURES, run_script
 
 # Hydra's plugin scan executes plugin modules itself (again, if already imported): import after it, so that this
 # module's classes are the ones Hydra uses.
@@ -359,21 +358,6 @@ def test_a_sweep_larger_than_the_limit_is_refused_with_its_count(store, tmp_path
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "this sweep has 100,000,000 jobs, more than hydra.sweeper.max_jobs=10,000" in proc.stderr
     assert not list(tmp_path.glob("multirun/*/result.json"))
-
-
-@pytest.mark.slow
-def test_a_stop_signal_while_a_large_sweep_is_checked_stops_it(store, tmp_path):
-    proc = start_script("-m", "seed=range(5000)", "shape=tiny", "device=cpu", *FAST_TIMING, store=store,
-                        cwd=tmp_path)
-    try:
-        wait_until(lambda: "checking the configs of 5,000 jobs" in (tmp_path / "stderr.txt").read_text(),
-                   "the sweep checks its jobs")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
-    finally:
-        proc.kill()
-    assert "stopped by SIGTERM" in (tmp_path / "stderr.txt").read_text()
-    assert not list(tmp_path.glob("multirun/*/result.json"))  # no job ran
 
 
 # Hydra's own test suites, run through this sweeper: it drives Hydra's basic sweeper and wraps its config loader
