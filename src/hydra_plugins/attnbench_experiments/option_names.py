@@ -17,12 +17,18 @@ from hydra.errors import ConfigCompositionException
 from hydra.plugins.config_source import ConfigResult, ConfigSource
 
 SCHEME = "attnbench-option-names"
-NAME = re.compile(r"^\w[\w\-]*(\.[\w\-]+)*$")  # what attnbench.harness.safety calls an option name
+
+
+def _name() -> "re.Pattern[str]":
+    # Here, not at the plugin scan (it imports attnbench): the file check's own rule for an option name.
+    from attnbench.harness.safety import OPTION
+
+    return OPTION
 
 
 def is_name_path(config_path: str) -> bool:
     """`hydra/launcher/basic` is; `backend/../../x`, `backend//etc/x`, `experiment/file:x` are not."""
-    return all(NAME.match(part) for part in config_path.removesuffix(".yaml").split("/"))
+    return all(_name().match(part) for part in config_path.removesuffix(".yaml").split("/"))
 
 
 class OptionNamesOnly(ConfigSource):
@@ -32,7 +38,7 @@ class OptionNamesOnly(ConfigSource):
 
     def load_config(self, config_path: str) -> ConfigResult:
         parts = config_path.split("/")
-        named = next(i for i, part in enumerate(parts) if not NAME.match(part))  # the group is what precedes
+        named = next(i for i, part in enumerate(parts) if not _name().match(part))  # the group is what precedes
         group, option = "/".join(parts[:named]) or "config", "/".join(parts[named:])
         raise ConfigCompositionException(
             f"{group}={option!r}: not an option name; a config group's options are names of files in conf/GROUP/, "
