@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 
 import torch
 
 from attnbench.core.devices import synchronize
+
+# kineto, torch.profiler's library, writes `USDT: ... profiler_start` / `profiler_stop` (and `STAGE:` lines) to
+# stderr around every profiling session, from C++, under any Python log level: a job profiles one call, so every job
+# printed them into the sweep's output. Its one switch is this variable, read when the process first profiles; no
+# level keeps its errors but drops those lines (USDT is its highest), and a failed profile shows anyway as no kernel
+# seen. A user who wants kineto's log sets the variable; it is never overridden.
+KINETO_LOG_LEVEL = "KINETO_LOG_LEVEL"
+KINETO_QUIET = "99"
 
 
 @dataclass
@@ -31,6 +40,7 @@ def profile_call(fn, device: torch.device, host_ops: bool = True, calls: int = 1
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
+    os.environ.setdefault(KINETO_LOG_LEVEL, KINETO_QUIET)
     activities = ([ProfilerActivity.CPU] if host_ops else []) + (
         [ProfilerActivity.CUDA] if device.type == "cuda" else [])
     synchronize(device)
