@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import signal
 from dataclasses import dataclass
 
 import pytest
@@ -16,7 +17,7 @@ from hydra.types import RunMode
 from hydra.version import VersionBase, __compat_version__
 from omegaconf import OmegaConf
 
-from conftest import CONF, FAST_TIMING, FIXTURES, run_script
+from conftest import CONF, FAST_TIMING, FIXTURES, run_script, start_script, wait_until
 
 # Hydra's plugin scan executes plugin modules itself (again, if already imported): import after it, so that this
 # module's classes are the ones Hydra uses.
@@ -350,6 +351,33 @@ def test_a_real_sweep_composes_each_choice_once(store, tmp_path, sweeper, compos
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"compositions={compositions}" in proc.stderr
     assert len(list((tmp_path / "multirun").glob("[0-9]*/.hydra/config.yaml"))) == 4
+
+
+@pytest.mark.long
+def test_a_stop_signal_while_a_large_sweep_is_checked_stops_it(store, tmp_path):
+    proc = start_script("-m", "seed=range(5000)", "shape=tiny", "device=cpu", *FAST_TIMING, store=store,
+                        cwd=tmp_path)
+    try:
+        wait_until(lambda: "checking the configs of 5,000 jobs" in (tmp_path / "stderr.txt").read_text(),
+                   "the sweep checks its jobs")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert "stopped by SIGTERM" in (tmp_path / "stderr.txt").read_text()
+    assert not list(tmp_path.rglob("result.json"))  # no job ran
+
+
+@pytest.mark.slow
+def test_a_stop_whose_exception_python_swallowed_still_stops_the_sweep(store, tmp_path):
+    # The stop signal's handler raises; inside a finalizer Python only prints that exception ("Exception ignored
+    # in ...") and goes on. The sweep must still stop at its next step, with nothing run.
+    proc = run_script("-m", "seed=range(6)", "shape=tiny", "device=cpu", *FAST_TIMING, store=store, cwd=tmp_path,
+                      script=FIXTURES / "run_with_a_signal_swallowed.py")
+    assert "Exception ignored in" in proc.stderr  # the failure mode happened
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert "stopped by SIGTERM" in proc.stderr
+    assert not list(tmp_path.rglob("result.json"))  # no job ran
 
 
 @pytest.mark.slow

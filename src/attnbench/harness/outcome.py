@@ -70,6 +70,14 @@ def _stop(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
+def raise_if_stopped() -> None:
+    """Raise the stop again if a signal came and the sweep is still going: the handler's exception is lost when
+    the signal lands while Python runs a finalizer (it prints "Exception ignored in ..." and goes on), which the
+    garbage collector can start at any allocation. Called before each job's config is composed or handed out."""
+    if outcome.interrupted_by is not None:
+        raise Interrupted(signal.Signals[outcome.interrupted_by].value)
+
+
 def handle_stop_signals() -> None:
     """SIGINT, SIGTERM and SIGHUP all stop the sweep the way Ctrl-C does: the running job and the sweep are
     recorded as interrupted, and the command exits with 128 + the signal's number."""

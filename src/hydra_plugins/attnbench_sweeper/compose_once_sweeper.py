@@ -49,7 +49,7 @@ from omegaconf import DictConfig
 
 from attnbench.harness.disk import DiskFull, check_space, free_bytes, is_disk_full, message
 from attnbench.harness.hydra_settings import hydra_settings_problem
-from attnbench.harness.outcome import record_stop_reason
+from attnbench.harness.outcome import raise_if_stopped, record_stop_reason
 from attnbench.harness.progress import set_sweep_size
 from attnbench.harness.shared_compositions import SharedCompositions
 from attnbench.harness.strict import renamed_option_problem, unknown_key_problem
@@ -82,6 +82,7 @@ class ComposedOnceConfigLoader(ConfigLoader):
         self.scope = uuid.uuid4().hex  # one sweep's: its files are not another sweep's
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
+        raise_if_stopped()  # a stop whose exception was lost still stops the check, or the next job
         if self.is_launching:  # the launcher is about to run this job: is there room for what it writes?
             if self.sweep_dir is not None:
                 check_space(self.sweep_dir)
