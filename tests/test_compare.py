@@ -184,3 +184,16 @@ def test_an_approximate_pair_says_so_with_its_error_against_softmax(tmp_path):
                {"rel_l2_err": 0.52})
     (pair,) = compare_runs(client, a, b).pairs
     assert pair.label == "linear (approximate: error 0.52 vs softmax)"
+
+
+def test_a_memory_bound_case_shows_bs_throughput_in_gb_per_s(tmp_path, capsys):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("attnbench", artifact_location=(tmp_path / "artifacts").as_uri())
+    # a decode step on an H200: 4 FLOP/byte, far below the ridge of its ceilings (~160 FLOP/byte)
+    decode = {"gbyte": 0.1, "gflop": 0.4, "arith_intensity": 4.0, "gbps": 1000.0, "tflops": 4.0,
+              "device_peak_tflops": 700.0, "device_peak_gbps": 4400.0}
+    a = _sweep(client, experiment, tmp_path, "a", [("c1", "cudnn", 8192, "ok", _samples(100, 1))], H100, decode)
+    b = _sweep(client, experiment, tmp_path, "b", [("c1", "cudnn", 8192, "ok", _samples(100, 2))], H100, decode)
+    code, out, err = _cli(capsys, f"sqlite:///{tmp_path}/mlflow.db", a, b)
+    assert code == 0, err
+    assert "B's throughput" in out and "1 TB/s" in out and "TFLOP/s" not in out

@@ -158,6 +158,7 @@ class Problem:
     baseline: JobRecord | None
     winner: str  # e.g. "cudnn (1.71× over flash)", "no winner: cudnn ~ default within noise"
     approximate: str = ""  # the approximate jobs, fastest first, each with its error vs softmax
+    best: JobRecord | None = None  # the winner's job, where there is one
 
     @property
     def has_winner(self) -> bool:
@@ -192,7 +193,9 @@ def _problem(label: str, jobs: list[JobRecord], baseline_backend: str | None) ->
         baseline = exact[-1] if exact else None  # the slowest that ran
     else:
         baseline = next((j for j in exact if j.params.get("backend.name") == baseline_backend), None)
-    return Problem(label, jobs, baseline, _winner(exact, ok), approximate_line(approximate))
+    winner = _winner(exact, ok)
+    best = exact[0] if exact and not winner.startswith("no winner") else None
+    return Problem(label, jobs, baseline, winner, approximate_line(approximate), best)
 
 
 def _winner(exact: list[JobRecord], ok: list[JobRecord]) -> str:

@@ -27,6 +27,11 @@ def format_memory(mib: float | None) -> str:
 
 def format_tflops(value: float | None) -> str:
     """140, 12.3, 0.00137; below a GFLOP/s, `<0.001` (a tiny CPU problem's 0.00000411 says no more)."""
+    return format_rate(value)
+
+
+def format_rate(value: float | None) -> str:
+    """A throughput in a column that names its unit (TFLOP/s, GB/s): three digits, `<0.001` below that."""
     if value is None:
         return ""
     return "<0.001" if 0 < value < 0.001 else _three_digits(value)
@@ -40,6 +45,24 @@ def format_flops(tflops: float | None) -> str:
         if tflops >= scale:
             return f"{_three_digits(tflops / scale)} {unit}"
     return f"{_three_digits(tflops * 1e9)} kFLOP/s"
+
+
+def format_bandwidth(gbps: float | None) -> str:
+    """Bytes per second with their unit scaled: `3.3 TB/s` (a GPU's decode), `850 GB/s`, `12.3 MB/s` (a CPU's tiny
+    problem). Decimal units, as the GB/s of `gbps` and of bandwidth datasheets."""
+    if gbps is None:
+        return ""
+    for scale, unit in ((1e3, "TB/s"), (1, "GB/s"), (1e-3, "MB/s")):
+        if gbps >= scale:
+            return f"{_three_digits(gbps / scale)} {unit}"
+    return f"{_three_digits(gbps * 1e6)} kB/s"
+
+
+def format_percent(value: float | None) -> str:
+    """`27%`, `5.5%`, `0.012%`: two digits below 10%."""
+    if value is None:
+        return ""
+    return f"{value:.0f}%" if value >= 10 else f"{float(f'{value:.2g}'):g}%"
 
 
 def _three_digits(value: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from attnbench.analysis.compare import SweepComparison
 from attnbench.analysis.pivot import JobRecord
+from attnbench.analysis.roofline import bound_of
 from attnbench.core.units import format_time
 
 
@@ -12,10 +13,13 @@ def table(result: SweepComparison):
 
     out = Table(title=f"B: {result.b_name} against A: {result.a_name}", caption="verdict from both runs' samples: "
                 "faster/slower where the medians' 95% intervals do not overlap, else same")
-    for header, justify in (("case", "left"), ("A", "right"), ("B", "right"), ("B/A", "right"), ("verdict", "left")):
+    for header, justify in (("case", "left"), ("A", "right"), ("B", "right"), ("B/A", "right"),
+                            ("B's throughput", "right"), ("verdict", "left")):
         out.add_column(header, justify=justify, overflow="fold")
     for pair in result.pairs:
-        out.add_row(pair.label, _cell(pair.a), _cell(pair.b), f"{pair.ratio:.3g}×" if pair.ratio else "",
+        # GB/s where the case is memory-bound (a decode step), TFLOP/s where not: attnbench.analysis.roofline
+        rate = bound_of([pair.a, pair.b]).throughput(pair.b) if pair.b.ok else ""
+        out.add_row(pair.label, _cell(pair.a), _cell(pair.b), f"{pair.ratio:.3g}×" if pair.ratio else "", rate,
                     pair.verdict)
     return out
 

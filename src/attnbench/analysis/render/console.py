@@ -19,8 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from attnbench.analysis.pivot import JobRecord, short, speedup, summarise, varied
+from attnbench.analysis.roofline import bound_of
 from attnbench.core.record import Record
-from attnbench.core.units import format_memory, format_tflops, format_time
+from attnbench.core.units import format_memory, format_percent, format_rate, format_time
 
 WIDTH = 100  # where the output is not a terminal (a CI log, a pipe), and in summary.txt
 NAMED_BY_THE_RUN = ("backend.name", "compile", "compile_mode")  # the run's name says them: `flash+compile`
@@ -31,6 +32,7 @@ LONG_NAME = 20  # characters of a run's name: `efficient+compile`, `flex+reduce-
 HEADLINES = {"events": "device time (CUDA events)", "wall": "wall time", "cuda_graph": "device time (CUDA graph "
              "replays)", "profiler": "kernel time (profiler)"}
 Column = tuple[str, Callable[[JobRecord], str]]  # header, cell
+SHARE = "% ceiling"  # of the bandwidth for a GB/s row, of the matmul peak for a TFLOP/s row
 CONTENDED_NOTE = ("contended: its threads waited for a core (the share shown) while it was timed — another process, "
                   "or more torch threads than free cores: the time is the scheduler's; no speedup, never a winner")
 
@@ -43,7 +45,8 @@ def jobs_table(jobs: list[JobRecord], title: str) -> RenderableType:
     """The table, then its numbered notes."""
     ok = [j for j in jobs if j.ok]
     columns = param_columns(jobs)
-    speedups = {id(job): speedup(p.baseline, job) for p in summarise(jobs) if p.baseline for job in p.jobs if job.ok}
+    problems = summarise(jobs)
+    speedups = {id(job): speedup(p.baseline, job) for p in problems if p.baseline for job in p.jobs if job.ok}
     notes: dict[str, int] = {}  # reason → its number; jobs with the same reason share one note
 
     def note(job: JobRecord) -> str:
@@ -63,8 +66,14 @@ def jobs_table(jobs: list[JobRecord], title: str) -> RenderableType:
         numbers.insert(1, ("wall", lambda j: format_time(j.metrics.get("wall_median_us"))))
     if any(j.basis == "wall" and "kernel_us" in j.metrics for j in ok):  # launch-bound: the GPU's own share
         numbers.insert(1, ("kernels", lambda j: format_time(j.metrics.get("kernel_us"))))
-    if any("tflops" in j.metrics for j in ok):
-        numbers.append(("TFLOP/s", lambda j: format_tflops(j.metrics.get("tflops"))))
+    bounds = {id(job): bound_of(p.jobs) for p in problems for job in p.jobs}
+    for memory, metric, header in ((False, "tflops", "TFLOP/s"), (True, "gbps", "GB/s")):
+        # each problem read against the ceiling it meets first (attnbench.analysis.roofline): one column or both
+        if any(bounds[id(j)].memory == memory and metric in j.metrics for j in ok):
+            numbers.append((header, lambda j, m=memory, k=metric: format_rate(j.metrics.get(k))
+                            if bounds[id(j)].memory == m else ""))
+    if any(bounds[id(j)].share_of_peak(j) is not None for j in ok):
+        numbers.append((SHARE, lambda j: format_percent(bounds[id(j)].share_of_peak(j))))
     if any("peak_mem_mib" in j.metrics for j in ok):
         numbers.append(("peak", lambda j: format_memory(j.metrics.get("peak_mem_mib"))))
 
@@ -117,6 +126,12 @@ def caption(jobs: list[JobRecord]) -> str:
         lines.append(f"median: {HEADLINES.get(headline, headline) if headline else 'each job’s timing.headline'} "
                      "per call · speedup: against the slowest exact, uncontended run of its problem; ~ where the "
                      "two are the same within noise")
+    if any(j.ok and "gbps" in j.metrics for j in jobs) and any(bound_of([j]).memory for j in jobs if j.ok):
+        lines.append("GB/s: the minimum bytes (q, k, v read and the output written once) per second, for problems "
+                     "below the device's ridge point or, with no ceiling known, decode steps (memory-bound); "
+                     "TFLOP/s for the others")
+    if any(j.ok and any(k.startswith("pct_") for k in j.metrics) for j in jobs):
+        lines.append(f"{SHARE}: of the measured bandwidth (GB/s) or matmul peak (TFLOP/s), else the datasheet's")
     if any(j.ok and j.basis == "wall" for j in jobs):
         lines.append("launch-bound problems (the GPU idles between launches, and CUDA events would time the host's "
                      "gaps): median is the wall time per call in a Python loop, kernels the GPU's time in kernels")

@@ -1,9 +1,12 @@
-"""The pivot as markdown (summary.md, a parent run's description): rows = problems, columns = backend × compile."""
+"""The pivot as markdown (summary.md, a parent run's description): rows = problems, columns = backend × compile;
+then each problem's jobs side by side, the kernel comparison: winner, throughput against the ceiling the problem
+meets first, error against float64 and the first call's cost."""
 
 from __future__ import annotations
 
-from attnbench.analysis.pivot import Problem, launch_note, speedup
-from attnbench.core.units import format_time
+from attnbench.analysis.pivot import JobRecord, Problem, launch_note, speedup
+from attnbench.analysis.roofline import bound_of
+from attnbench.core.units import format_percent, format_time
 
 
 def markdown(problems: list[Problem], title: str, baseline_backend: str | None = None) -> str:
@@ -33,4 +36,54 @@ def markdown(problems: list[Problem], title: str, baseline_backend: str | None =
         lines.append(f"- contended (no speedup, never a winner): {', '.join(j.implementation for j in contended)}: "
                      "timed while its threads waited for a core")
     note = launch_note(problems)
-    return "\n".join(lines + (["", note] if note else []))
+    return "\n".join(lines + (["", note] if note else []) + ["", *kernel_table(problems)])
+
+
+def kernel_table(problems: list[Problem]) -> list[str]:
+    """Each problem's jobs, fastest first, the winner in bold: median, speedup, throughput (GB/s where the problem is
+    memory-bound, TFLOP/s where it is not) and its share of that ceiling, error against float64, first call and
+    compilation. A column no job has a number for is left out."""
+    jobs = [j for p in problems for j in p.jobs if j.ok]
+    optional = [("% of peak", any(bound_of(p.jobs).share_of_peak(j) is not None for p in problems for j in p.jobs
+                                  if j.ok)),
+                ("error vs float64", any("rel_l2_err" in j.metrics for j in jobs)),
+                ("first call", any("first_call_s" in j.metrics for j in jobs)),
+                ("compile", any("compile_s" in j.metrics for j in jobs))]
+    headers = ["problem", "run", "median", "speedup", "throughput", *(name for name, shown in optional if shown)]
+    lines = ["| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
+    for p in problems:
+        bound = bound_of(p.jobs)
+        ordered = sorted((j for j in p.jobs if j.ok), key=lambda j: (j.approximate, j.median_us)) + [
+            j for j in p.jobs if not j.ok]
+        for job in ordered:
+            cells = {"problem": f"{p.label} · {bound.label}", "run": _name(job, p), "median": job.status}
+            if job.ok:
+                cells |= {"median": format_time(job.median_us) + (" (contended)" if job.contended else ""),
+                          "speedup": speedup(p.baseline, job) if p.baseline is not None else "",
+                          "throughput": bound.throughput(job),
+                          "% of peak": format_percent(bound.share_of_peak(job)),
+                          "error vs float64": _error(job),
+                          "first call": _seconds(job.metrics.get("first_call_s")),
+                          "compile": _seconds(job.metrics.get("compile_s"))}
+            lines.append("| " + " | ".join(cells.get(h, "") for h in headers) + " |")
+    lines += ["", "Throughput: GB/s of the minimum traffic (q, k, v read and the output written once) where the "
+              "problem is memory-bound (below the device's ridge point; with no ceiling known, a decode step), useful "
+              "TFLOP/s where it is not; % of peak: of the measured bandwidth or matmul peak, else the datasheet's. "
+              "Error: the output's norm-wise relative error against float64 softmax attention. First call: "
+              "compilation included."]
+    return lines
+
+
+def _name(job: JobRecord, problem: Problem) -> str:
+    return f"**{job.implementation}**" if job is problem.best else job.implementation
+
+
+def _error(job: JobRecord) -> str:
+    error = job.metrics.get("rel_l2_err")
+    if error is None:
+        return ""
+    return f"{error:.2g} (approximate)" if job.approximate else f"{error:.2g}"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else format_time(value * 1e6)
