@@ -20,7 +20,8 @@ from attnbench.store.tracking.store import MAX_TAG_VALUE
 from attnbench.store.tracking.sweeps import SweepProblem, one_per_case, records, sweep_of
 
 CSV_FILE, MARKDOWN_FILE = "summary.csv", "summary.md"
-PLOT_TITLES = {"latency.png": "latency", "tflops.png": "useful TFLOP/s", "memory.png": "peak memory"}
+PLOT_TITLES = {"latency.png": "latency", "tflops.png": "useful TFLOP/s", "gbps.png": "GB/s (memory-bound)",
+               "memory.png": "peak memory"}
 
 
 @dataclass

@@ -1,8 +1,12 @@
-"""PNG plots of a sweep (matplotlib): drawn only for what varied.
+"""PNG plots of a sweep (matplotlib): drawn only for what varied, read at a glance.
 
-With a numeric axis (a size that varied: sequence length first): latency, useful TFLOP/s (with the device's measured
-peak as a line) and peak memory (with `oom` jobs marked) against it, one line per backend (× compile, × whatever
-else varied); log scales where the sizes double. Without one: a bar chart of the medians.
+With a numeric axis (a size that varied: sequence length first): latency, throughput (useful TFLOP/s for
+compute-bound problems, GB/s for memory-bound ones: attnbench.analysis.roofline; with the device's measured ceiling
+as a line) and peak memory against it, one line per backend (× compile, × whatever else varied); log₂ where the sizes
+double. Without one: a bar chart of the medians. Every axis is in one unit chosen from its data, with plain tick
+labels; the title says what the jobs shared (model, mode, dtype, problem, device); a job that did not run is an ×
+at the bottom of the plot at its size (a bar chart: a row without a bar), and a note under the plot says why.
+Figures are 1210 px wide: whole on a 1280-px screen or page.
 """
 
 from __future__ import annotations
@@ -10,9 +14,17 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from attnbench.analysis.pivot import JobRecord, problem_keys, short
+from attnbench.analysis.pivot import JobRecord, problem_keys, problem_of, short
+from attnbench.analysis.render.plot_axes import plain_ticks, size_axis, unit_for
+from attnbench.analysis.render.plot_labels import not_run, subtitle, wrapped
+from attnbench.analysis.roofline import bound_of
+from attnbench.core.units import format_time
 
 AXES = ("shape.seq_len", "shape.q_len", "shape.batch", "shape.heads", "shape.kv_heads", "shape.head_dim")
+WIDTH_IN, DPI = 11.0, 110  # 1210 px
+PLOT_HEIGHT_IN = 5.0
+NOTE_LINE_IN = 0.16  # the height of one line of notes (8 pt)
+NOT_RUN_Y = 0.025  # where a job that did not run is marked: this share of the plot's height from its bottom
 
 
 def numeric_axis(records: list[JobRecord]) -> str | None:
@@ -29,20 +41,34 @@ def plot_sweep(records: list[JobRecord], out_dir: Path, title: str) -> list[Path
     if axis is None:
         return [_bars(records, out_dir / "latency.png", title)]
     lines = _lines(records, axis)
-    paths = [_plot(lines, axis, "median_us", "median per call (µs)", out_dir / "latency.png", title)]
-    paths.append(_plot(lines, axis, "tflops", tflops_label(records), out_dir / "tflops.png", title,
-                       ceiling=_first(records, "device_peak_tflops")))
+    plot = _Plot(records, lines, axis, title)
+    paths = [plot.draw("median_us", "median per call", out_dir / "latency.png")]
+    memory = _memory_bound(records)
+    if not all(memory):  # compute-bound problems: useful FLOP/s against the matmul ceiling
+        paths.append(plot.draw("tflops", tflops_label(records), out_dir / "tflops.png",
+                               ceiling=(_first(records, "device_peak_tflops"), "measured matmul peak")))
+    if any(memory):  # memory-bound ones (a decode step): bytes per second against the copy's bandwidth
+        paths.append(plot.draw("gbps", "minimum bytes moved per second", out_dir / "gbps.png",
+                               ceiling=(_first(records, "device_peak_gbps"), "measured bandwidth")))
     if any("peak_mem_mib" in r.metrics for r in records):
-        paths.append(_plot(lines, axis, "peak_mem_mib", "peak memory of one call (MiB)", out_dir / "memory.png",
-                           title, mark_oom=True))
+        paths.append(plot.draw("peak_mem_mib", "peak memory of one call", out_dir / "memory.png"))
     return paths
+
+
+def _memory_bound(records: list[JobRecord]) -> list[bool]:
+    """Each problem's bound, from its own jobs."""
+    keys = problem_keys(records)
+    problems: dict[str, list[JobRecord]] = defaultdict(list)
+    for r in records:
+        problems[problem_of(r, keys)].append(r)
+    return [bound_of(jobs).memory for jobs in problems.values()]
 
 
 def tflops_label(records: list[JobRecord]) -> str:
     """An approximate backend's TFLOP/s count its own formula's FLOPs, not softmax attention's useful ones."""
     if any(r.approximate for r in records):
-        return "TFLOP/s (useful; dashed, approximate:\ntheir own formula's FLOPs)"
-    return "useful TFLOP/s"
+        return "useful FLOP/s (dashed, approximate: their own formula's FLOPs)"
+    return "useful FLOP/s"
 
 
 def _lines(records: list[JobRecord], axis: str) -> dict[str, list[JobRecord]]:
@@ -63,75 +89,135 @@ def _approximate_label(label: str, jobs: list[JobRecord]) -> str:
     return label + (f" (approximate, error ≤ {max(errors):.2g} vs softmax)" if errors else " (approximate)")
 
 
-def _plot(lines, axis: str, metric: str, ylabel: str, path: Path, title: str, ceiling: float | None = None,
-          mark_oom: bool = False) -> Path:
+def _figure(notes: list[str], height_in: float = PLOT_HEIGHT_IN, heading: str = "Did not run (×):"):
+    """A figure 1210 px wide: the plot, and under it a panel of notes (none without notes)."""
     import matplotlib.pyplot as plt
-    from matplotlib import ticker
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    xs_all = []
-    for label, jobs in lines.items():
-        timed = sorted((j for j in jobs if j.ok and metric in j.metrics), key=lambda j: float(j.params[axis]))
-        xs_all += [float(j.params[axis]) for j in jobs]
-        line = None
-        if timed:
-            xs, ys = [float(j.params[axis]) for j in timed], [j.metrics[metric] for j in timed]
-            errors = _errors(timed) if metric == "median_us" else None
-            style = "--" if any(j.approximate for j in timed) else "-"
-            line = ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label, linestyle=style).lines[0]
-        if mark_oom:
-            for j in jobs:
-                if j.status == "oom":
-                    ax.scatter([float(j.params[axis])], [0], marker="x", s=80, zorder=3,
-                               color=line.get_color() if line else "black")
-    if ceiling:
-        ax.axhline(ceiling, linestyle="--", color="gray", label=f"measured device peak ({ceiling:.0f})")
-    if mark_oom and any(j.status == "oom" for jobs in lines.values() for j in jobs):
-        ax.scatter([], [], marker="x", color="black", label="out of memory (oom)")
-    if _doubling(xs_all):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(set(xs_all)), [f"{x:g}" for x in sorted(set(xs_all))])
-    if metric == "median_us":
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))  # 100, not 10²
-        ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
-    ax.set_xlabel(short(axis))
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    text = wrapped(notes)
+    lines = text.count("\n") + 1 if text else 0
+    notes_in = NOTE_LINE_IN * (lines + 1) if lines else 0.0
+    fig = plt.figure(figsize=(WIDTH_IN, height_in + notes_in), layout="constrained")
+    if not lines:
+        return fig, fig.add_subplot()
+    grid = fig.add_gridspec(2, 1, height_ratios=[height_in, notes_in])
+    ax, panel = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    panel.axis("off")
+    panel.text(0, 1, f"{heading}\n{text}", va="top", ha="left", fontsize=8, transform=panel.transAxes)
+    return fig, ax
+
+
+def _titled(ax, title: str, records: list[JobRecord]) -> None:
+    context = subtitle(records)
+    ax.set_title(f"{title}\n{context}" if context else title, fontsize=11)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=DPI)  # the figure's own size: no bbox_inches="tight", which may widen it
     plt.close(fig)
     return path
+
+
+class _Plot:
+    """One sweep's lines, drawn against its numeric axis for one metric at a time."""
+
+    def __init__(self, records: list[JobRecord], lines: dict[str, list[JobRecord]], axis: str, title: str):
+        self.records, self.lines, self.axis, self.title = records, lines, axis, title
+        self.notes = not_run(records)
+
+    def draw(self, metric: str, quantity: str, path: Path, ceiling: tuple[float | None, str] = (None, "")) -> Path:
+        from matplotlib.transforms import blended_transform_factory
+
+        fig, ax = _figure(self.notes)
+        limit, limit_name = ceiling
+        values = [j.metrics[metric] for jobs in self.lines.values() for j in jobs if j.ok and metric in j.metrics]
+        scale, unit = unit_for(metric, values)
+        bottom = blended_transform_factory(ax.transData, ax.transAxes)  # x in data, y in the plot's height
+        xs_all: list[float] = []
+        for (label, jobs), color in zip(self.lines.items(), _colors(len(self.lines))):
+            timed = sorted((j for j in jobs if j.ok and metric in j.metrics), key=self._x)
+            xs_all += [self._x(j) for j in jobs]
+            if timed:
+                errors = _errors(timed, scale) if metric == "median_us" else None
+                style = "--" if any(j.approximate for j in timed) else "-"
+                ax.errorbar([self._x(j) for j in timed], [j.metrics[metric] / scale for j in timed], yerr=errors,
+                            marker="o", capsize=3, label=label, linestyle=style, color=color)
+            missing = [j for j in jobs if not j.ok]
+            if missing:
+                ax.scatter([self._x(j) for j in missing], [NOT_RUN_Y] * len(missing), marker="x", s=70,
+                           color=color, transform=bottom, clip_on=False, zorder=3,
+                           label=None if timed else f"{label}: did not run")
+        if limit:
+            ax.axhline(limit / scale, linestyle=":", color="gray",
+                       label=f"{limit_name} ({limit / scale:.3g} {unit})")
+        size_axis(ax, xs_all)
+        if metric == "median_us":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)  # a rate from zero: how far apart two lines are reads true
+        plain_ticks(ax.yaxis, log=metric == "median_us")
+        ax.set_xlabel(short(self.axis))
+        ax.set_ylabel(f"{quantity} ({unit})")
+        _titled(ax, self.title, self.records)
+        ax.grid(True, which="both", alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        order = sorted(range(len(labels)), key=lambda i: labels[i].endswith("did not run"))  # those last
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small", loc="upper left",
+                  bbox_to_anchor=(1.01, 1), borderaxespad=0)
+        return _save(fig, path)
+
+    def _x(self, job: JobRecord) -> float:
+        return float(job.params[self.axis])
 
 
 def _bars(records: list[JobRecord], path: Path, title: str) -> Path:
-    import matplotlib.pyplot as plt
-
+    """One bar per job, its median written at its end; a job that did not run is a row without a bar that says
+    its status, with why under the plot."""
+    keys = problem_keys(records)
+    labels = [_approximate_label(", ".join([r.implementation, *(f"{short(k)}={r.params.get(k)}" for k in keys)]),
+                                 [r]) for r in records]
     ok = [r for r in records if r.ok]
-    labels = [_approximate_label(", ".join([r.implementation, *(f"{short(k)}={r.params.get(k)}"
-                                                               for k in problem_keys(records))]), [r]) for r in ok]
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.4 * len(ok) + 1)))
-    ax.barh(labels, [r.median_us for r in ok], xerr=_errors(ok), capsize=3)
-    ax.set_xlabel("median per call (µs), with its 95% interval")
-    ax.set_title(title)
+    scale, unit = unit_for("median_us", [r.median_us for r in ok])
+    fig, ax = _figure(not_run(records), height_in=max(3.0, 0.42 * len(records) + 1.4), heading="Did not run:")
+    ax.barh(labels, [r.median_us / scale if r.ok else 0 for r in records])
+    errors = _errors(ok, scale) if ok else None
+    if errors:
+        rows = [i for i, r in enumerate(records) if r.ok]
+        ax.errorbar([r.median_us / scale for r in ok], rows, xerr=errors, fmt="none", capsize=3, color="black")
+    above = dict(zip(map(id, ok), errors[1] if errors else [0.0] * len(ok)))  # the value is written past its bar
+    for row, r in enumerate(records):
+        text = f"  {format_time(r.median_us)}" if r.ok else f" {r.status} (why: below)"
+        ax.text(r.median_us / scale + above[id(r)] if r.ok else 0, row, text, va="center", fontsize=9)
+    ax.margins(x=0.15)  # room for the value written at the longest bar's end
+    plain_ticks(ax.xaxis, log=False)
+    ax.set_xlabel(f"median per call ({unit}), with its 95% interval")
+    _titled(ax, title, records)
     ax.invert_yaxis()  # the sweep's order, top to bottom
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def _errors(jobs: list[JobRecord]) -> list[list[float]] | None:
+def _colors(count: int) -> list:
+    """A colour per line, the same in every plot of the sweep (a backend keeps its colour from latency to memory);
+    past the default cycle's ten, a wider map."""
+    import matplotlib
+
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    if count <= len(cycle):
+        return cycle[:count]
+    many = matplotlib.colormaps["tab20"]
+    return [many(i % 20) for i in range(count)]
+
+
+def _errors(jobs: list[JobRecord], scale: float = 1.0) -> list[list[float]] | None:
     """Distances from each median down and up to its bootstrap interval; None when samples are missing."""
     from attnbench.core.timing.noise import median_interval
 
     if not all(j.headline_samples for j in jobs):
         return None
     intervals = [median_interval(j.headline_samples) for j in jobs]
-    return [[max(0.0, j.median_us - low) for j, (low, _) in zip(jobs, intervals)],
-            [max(0.0, high - j.median_us) for j, (_, high) in zip(jobs, intervals)]]
+    return [[max(0.0, j.median_us - low) / scale for j, (low, _) in zip(jobs, intervals)],
+            [max(0.0, high - j.median_us) / scale for j, (_, high) in zip(jobs, intervals)]]
 
 
 def _first(records: list[JobRecord], metric: str) -> float | None:
@@ -144,8 +230,3 @@ def _number(value: str | None) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _doubling(values: list[float]) -> bool:
-    distinct = sorted(set(values))
-    return len(distinct) > 2 and all(b / a >= 1.9 for a, b in zip(distinct, distinct[1:]) if a > 0)

@@ -1,0 +1,122 @@
+"""Plots a person reads at a glance: one unit per axis and plain tick labels, titles that say what was measured,
+every job that did not run marked and explained, throughput against the ceiling the problem meets first, and
+figures that fit 1280 px."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from attnbench.analysis.pivot import JobRecord
+from attnbench.analysis.render import plots
+from attnbench.analysis.render.plot_axes import plain, unit_for
+from attnbench.analysis.render.plot_labels import not_run, subtitle
+
+
+def _job(backend: str, seq_len: int, median_us: float, status: str = "ok", q_len: int | None = None,
+         reason: str = "") -> JobRecord:
+    rng = random.Random(seq_len * 7 + len(backend))
+    samples = [rng.gauss(median_us, median_us * 0.01) for _ in range(21)]
+    q, median_us = q_len or seq_len, median_us or 1.0  # a job that did not run: its numbers are dropped below
+    metrics = {"median_us": median_us, "gflop": 4e-6 * q * seq_len, "gbyte": 1e-6 * (q + seq_len),
+               "tflops": 4e-3 * q * seq_len / median_us, "gbps": (q + seq_len) / median_us}
+    return JobRecord(backend, {"backend.name": backend, "compile": "false", "shape.seq_len": str(seq_len),
+                               "shape.q_len": str(q), "model.name": "attention", "mode": "fwd",
+                               "dtype": "bfloat16"},
+                     metrics if status == "ok" else {},
+                     {"status": status, "reason": reason, "timing.headline": "wall", "device": "cpu",
+                      "env.device_name": "Some CPU", "problem": f"B2 H4 S{seq_len}{' Q1' if q_len == 1 else ''} D64 "
+                                                                 "causal"},
+                     {"wall": samples} if status == "ok" else {})
+
+
+def _sweep(q_len: int | None = None) -> list[JobRecord]:
+    """Medians from 60 ms to 480 ms (a decode on a CPU reads so), efficient refused at every length."""
+    return [job for seq_len in (1024, 2048, 4096, 8192) for job in (
+        _job("math", seq_len, 60 * seq_len, q_len=q_len), _job("naive", seq_len, 30 * seq_len, q_len=q_len),
+        _job("efficient", seq_len, 0, "unsupported", q_len, "memory-efficient attention runs on CUDA only"))]
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures plot_sweep saves, by file name, with their tick labels, title and legend as saved."""
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    figures = {}
+    save = Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        save(fig, path, *args, **kwargs)  # lays the ticks out as they are saved
+        ax = fig.axes[0]
+        figures[Path(path).name] = {
+            "ticks": [t.get_text() for t in (*ax.get_xticklabels(), *ax.get_yticklabels(),
+                                             *ax.get_yticklabels(minor=True)) if t.get_text()],
+            "offsets": [ax.xaxis.get_offset_text().get_text(), ax.yaxis.get_offset_text().get_text()],
+            "ylabel": ax.get_ylabel(), "xlabel": ax.get_xlabel(), "title": ax.get_title(),
+            "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
+            "text": " ".join(t.get_text() for a in fig.axes for t in a.texts)}
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return figures
+
+
+def test_time_is_in_one_readable_unit_with_plain_tick_labels(tmp_path, drawn):
+    paths = plots.plot_sweep(_sweep(), tmp_path, "seqlen")
+    labels = [label for figure in drawn.values() for label in figure["ticks"]]
+    assert labels and not [label for label in labels if "e+" in label or "e-" in label or "×10" in label]
+    latency = drawn["latency.png"]
+    assert latency["ylabel"] == "median per call (ms)"  # 31 ms to 490 ms: read in ms, not as 490000 µs
+    assert not any(offset for figure in drawn.values() for offset in figure["offsets"])  # no "1e6" above an axis
+    assert [label for label in latency["ticks"] if label in ("1024", "2048", "4096", "8192")] == [
+        "1024", "2048", "4096", "8192"]  # sizes that double: a log₂ axis, each size labelled
+    for path in paths:
+        width, _ = struct.unpack(">II", path.read_bytes()[16:24])
+        assert width <= 1280, (path.name, width)
+
+
+def test_titles_say_the_model_mode_dtype_problem_and_device(tmp_path, drawn):
+    plots.plot_sweep(_sweep(), tmp_path, "seqlen")
+    assert drawn["latency.png"]["title"] == "seqlen\nattention · fwd · bfloat16 · B2 H4 S* D64 causal (* varies) · " \
+                                            "Some CPU (cpu)"
+
+
+def test_every_backend_that_did_not_run_is_marked_with_why(tmp_path, drawn):
+    plots.plot_sweep(_sweep(), tmp_path, "seqlen")
+    for figure in drawn.values():
+        assert "efficient: did not run" in figure["legend"]
+        assert ("efficient (seq_len 1024, 2048, 4096, 8192): unsupported — memory-efficient attention runs on CUDA "
+                "only") in figure["text"]
+
+
+def test_a_bar_chart_keeps_a_row_for_each_job_that_did_not_run(tmp_path, drawn):
+    jobs = [_job("math", 1024, 250.0), _job("flash", 1024, 0, "unsupported", reason="needs CUDA")]
+    (path,) = plots.plot_sweep(jobs, tmp_path, "seed")
+    bars = drawn["latency.png"]
+    assert bars["xlabel"] == "median per call (µs), with its 95% interval"
+    assert "unsupported (why: below)" in bars["text"] and "flash: unsupported — needs CUDA" in bars["text"]
+    assert "250 µs" in bars["text"]
+
+
+def test_a_memory_bound_sweep_plots_gb_per_s_not_tflops(tmp_path, drawn):
+    paths = plots.plot_sweep(_sweep(q_len=1), tmp_path, "decode")
+    assert [p.name for p in paths] == ["latency.png", "gbps.png"]
+    assert drawn["gbps.png"]["ylabel"] == "minimum bytes moved per second (MB/s)"
+    assert [p.name for p in plots.plot_sweep(_sweep(), tmp_path, "prefill")] == ["latency.png", "tflops.png"]
+
+
+def test_plain_labels_and_units_from_the_data():
+    assert [plain(v) for v in (60000.0, 0.0125, 1.5, 100.0, 2e-5)] == ["60000", "0.0125", "1.5", "100", "0.00002"]
+    assert unit_for("median_us", [900.0, 40_000.0, 2_000_000.0]) == (1e3, "ms")
+    assert unit_for("median_us", [12.0, 80.0]) == (1.0, "µs")
+    assert unit_for("tflops", [0.004, 0.02]) == (1e-3, "GFLOP/s")
+
+
+def test_the_subtitle_and_notes_from_jobs():
+    assert subtitle([_job("math", 64, 10.0)]) == "attention · fwd · bfloat16 · B2 H4 S64 D64 causal · Some CPU (cpu)"
+    long = "x " * 300
+    (note,) = not_run([_job("math", 64, 10.0), _job("flash", 64, 0, "unsupported", reason=long)])
+    assert note.startswith("flash: unsupported — x x") and note.endswith("…") and len(note) < 240
