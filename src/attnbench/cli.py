@@ -44,13 +44,31 @@ def main(argv: list[str] | None = None) -> int:
                                           "first) and print its links")
     url.add_argument("run", nargs="?", metavar="PARENT_RUN_ID", help="default: the latest sweep")
     url.add_argument("--base", help="the UI's address (default: the tracking server, else http://127.0.0.1:5000)")
-    for command in (report, compare, url):
+    ls = commands.add_parser("ls", help="the store's sweeps, newest first: name, start, jobs by status, winner, "
+                                        "run id")
+    ls.add_argument("--experiment", help="only this MLflow experiment's sweeps (default: every experiment)")
+    ls.add_argument("--limit", type=_positive, default=20, metavar="N", help="the N newest sweeps (default: 20)")
+    show = commands.add_parser("show", help="one sweep (its jobs, as the end-of-sweep table) or one job")
+    show.add_argument("run", metavar="RUN_ID", help="a sweep's parent run or a job's run (`attnbench ls` lists them)")
+    for command in (report, compare, url, ls, show):
         command.add_argument("--uri", help="the store (default: $MLFLOW_TRACKING_URI, else <repo>/mlruns/mlflow.db)")
     args = parser.parse_args(hide_in_arguments(sys.argv[1:] if argv is None else argv))
     if args.command == "compare" and not (len(args.runs) == 2 and not args.rerun or not args.runs and args.rerun):
         parser.error("compare takes two runs (RUN_A RUN_B) or --rerun RUN_ID; got "
                      f"{len(args.runs)} runs{' and --rerun' if args.rerun else ''}")
-    return {"sync": _sync, "report": _report, "compare": _compare, "url": _url}[args.command](args)
+    return {"sync": _sync, "report": _report, "compare": _compare, "url": _url, "ls": _ls,
+            "show": _show}[args.command](args)
+
+
+def _positive(text: str) -> int:
+    """--limit: a whole number of 1 or more (argparse says which option, and exits 2 with the usage)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more; got {text!r}")
+    return value
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -168,6 +186,36 @@ def _url(args: argparse.Namespace) -> int:
         return 0
 
     return _reading("url", work)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    def work() -> int:
+        from attnbench.analysis.listing import sweep_lines
+        from attnbench.analysis.render.console import render
+        from attnbench.analysis.render.listing_table import sweeps_table
+
+        client = _client(args)
+        lines = sweep_lines(client, args.experiment, args.limit)
+        if not lines:
+            print(f"attnbench ls: no sweep in {mask(client.tracking_uri)} yet: run one with `python run.py -m ...`")
+            return 0
+        render(sweeps_table(lines, mask(client.tracking_uri)))
+        return 0
+
+    return _reading("ls", work)
+
+
+def _show(args: argparse.Namespace) -> int:
+    def work() -> int:
+        from attnbench.analysis.listing import SweepShown, show
+        from attnbench.analysis.render.console import render
+        from attnbench.analysis.render.listing_table import job_view, sweep_view
+
+        shown = show(_client(args), args.run)
+        render(sweep_view(shown) if isinstance(shown, SweepShown) else job_view(shown))
+        return 0
+
+    return _reading("show", work)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,16 @@ def _active_experiments(client) -> list[str]:
 
 def latest_sweep(client, experiment: str | None = None):
     """The latest sweep's parent run, in one experiment or in the whole store."""
+    runs = newest_sweeps(client, experiment, 1)
+    if not runs:
+        where = f"experiment {experiment!r}" if experiment else "any experiment"
+        raise SweepProblem(f"no sweep in {where} of store {mask(client.tracking_uri)}: run one with "
+                           "`python run.py -m ...`, or give a parent run's id")
+    return runs[0]
+
+
+def newest_sweeps(client, experiment: str | None = None, limit: int = MAX_RUNS) -> list:
+    """Sweeps' parent runs, newest first, in one experiment (refused when it is not there) or in the whole store."""
     if experiment is None:
         ids = _active_experiments(client)
     else:
@@ -65,13 +75,8 @@ def latest_sweep(client, experiment: str | None = None):
             raise SweepProblem(f"no experiment {experiment!r} in store {mask(client.tracking_uri)}: "
                                f"its experiments are {names}")
         ids = [found.experiment_id]
-    runs = client.search_runs(ids, filter_string=f"tags.`{SWEEP_TAG}` LIKE '%'",
-                              order_by=["attributes.start_time DESC"], max_results=1) if ids else []
-    if not runs:
-        where = f"experiment {experiment!r}" if experiment else "any experiment"
-        raise SweepProblem(f"no sweep in {where} of store {mask(client.tracking_uri)}: run one with "
-                           "`python run.py -m ...`, or give a parent run's id")
-    return runs[0]
+    return client.search_runs(ids, filter_string=f"tags.`{SWEEP_TAG}` LIKE '%'",
+                              order_by=["attributes.start_time DESC"], max_results=limit) if ids else []
 
 
 def children(client, parent) -> list:
