@@ -120,3 +120,11 @@ def test_the_subtitle_and_notes_from_jobs():
     long = "x " * 300
     (note,) = not_run([_job("math", 64, 10.0), _job("flash", 64, 0, "unsupported", reason=long)])
     assert note.startswith("flash: unsupported — x x") and note.endswith("…") and len(note) < 240
+
+
+def test_a_contended_job_is_drawn_hollow_and_said_in_the_legend(tmp_path, drawn):
+    jobs = _sweep()
+    jobs[0].tags["contended"] = "its threads waited for a core 52% of the time"
+    plots.plot_sweep(jobs, tmp_path, "seqlen")
+    assert "contended: timed while waiting for a core (no winner)" in drawn["latency.png"]["legend"]
+    assert unit_for("gbps", [0.15, 6.8], log=False) == (1.0, "GB/s")  # a rate from zero: by its largest value

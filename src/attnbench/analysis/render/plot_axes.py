@@ -16,14 +16,16 @@ UNITS = {
 }
 
 
-def unit_for(metric: str, values: list[float]) -> tuple[float, str]:
-    """(scale, unit) that puts the data's middle value at 1 or more: 30 µs–4 ms reads in µs; 0.8–60 ms in ms."""
+def unit_for(metric: str, values: list[float], log: bool = True) -> tuple[float, str]:
+    """(scale, unit) for an axis: on a log axis, the one that puts the data's middle value at 1 or more (30 µs–4 ms
+    reads in µs; 0.8–60 ms in ms); on a linear axis from zero, the one that puts its largest value at 1 or more (0.15
+    to 6.8 GB/s in GB/s, ticks 0 to 7)."""
     choices = UNITS[metric]
     positive = [v for v in values if v > 0]
     if not positive:
         return choices[-1]
-    middle = statistics.median(positive)
-    return next(((scale, unit) for scale, unit in choices if middle >= scale), choices[-1])
+    reference = statistics.median(positive) if log else max(positive)
+    return next(((scale, unit) for scale, unit in choices if reference >= scale), choices[-1])
 
 
 def plain(value: float) -> str:

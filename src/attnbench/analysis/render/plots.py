@@ -132,7 +132,7 @@ class _Plot:
         fig, ax = _figure(self.notes)
         limit, limit_name = ceiling
         values = [j.metrics[metric] for jobs in self.lines.values() for j in jobs if j.ok and metric in j.metrics]
-        scale, unit = unit_for(metric, values)
+        scale, unit = unit_for(metric, values, log=metric == "median_us")
         bottom = blended_transform_factory(ax.transData, ax.transAxes)  # x in data, y in the plot's height
         xs_all: list[float] = []
         for (label, jobs), color in zip(self.lines.items(), _colors(len(self.lines))):
@@ -143,6 +143,9 @@ class _Plot:
                 style = "--" if any(j.approximate for j in timed) else "-"
                 ax.errorbar([self._x(j) for j in timed], [j.metrics[metric] / scale for j in timed], yerr=errors,
                             marker="o", capsize=3, label=label, linestyle=style, color=color)
+                contended = [j for j in timed if j.contended]  # timed while waiting for a core: hollow
+                ax.scatter([self._x(j) for j in contended], [j.metrics[metric] / scale for j in contended], s=60,
+                           facecolors="white", edgecolors=color, zorder=3)
             missing = [j for j in jobs if not j.ok]
             if missing:
                 ax.scatter([self._x(j) for j in missing], [NOT_RUN_Y] * len(missing), marker="x", s=70,
@@ -161,8 +164,12 @@ class _Plot:
         ax.set_ylabel(f"{quantity} ({unit})")
         _titled(ax, self.title, self.records)
         ax.grid(True, which="both", alpha=0.3)
+        if any(j.contended for j in self.records if j.ok):
+            ax.scatter([], [], s=60, facecolors="white", edgecolors="gray",
+                       label="contended: timed while waiting for a core (no winner)")
         handles, labels = ax.get_legend_handles_labels()
-        order = sorted(range(len(labels)), key=lambda i: labels[i].endswith("did not run"))  # those last
+        order = sorted(range(len(labels)), key=lambda i: labels[i].endswith("did not run")  # those last
+                       or labels[i].startswith("contended"))
         ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small", loc="upper left",
                   bbox_to_anchor=(1.01, 1), borderaxespad=0)
         return _save(fig, path)
