@@ -16,7 +16,8 @@ PORT ?= 5000
 SERVER_STORE := $(STORE)/server
 DB ?= sqlite:///$(SERVER_STORE)/mlflow.db
 
-.PHONY: help install run single seed-sdpa seed-csa sync report test test-long ui server clean gpu-wheels
+.PHONY: help install run single seed-sdpa seed-csa sync report test test-long ui server clean gpu-wheels \
+	slurm-install slurm-up slurm-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,6 +69,20 @@ server: install ## a shared MLflow tracking server on 127.0.0.1:PORT (5000) [DB=
 	@$(BIN)/python -m attnbench.store.tracking.serve '$(DB)' $(PORT) $(SERVER_STORE)/artifacts
 	@MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec $(BIN)/mlflow server --host 127.0.0.1 --port $(PORT) --workers 1 \
 	  --backend-store-uri '$(DB)' --serve-artifacts --artifacts-destination $(SERVER_STORE)/artifacts
+
+# A one-node Slurm cluster on this machine, for the tests marked `slurm` (which bring up their own) and for trying
+# hydra/launcher=slurm_cpu by hand: its daemons, config and database live in SLURM_DIR (tests/slurm_cluster.py).
+SLURM_DIR ?= /tmp/attnbench-slurm
+SLURM_PACKAGES := slurm-wlm slurmdbd mariadb-server munge
+
+slurm-install: ## install Debian's Slurm, slurmdbd, MariaDB and munge (root; what CI's tests marked slurm need)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES)
+
+slurm-up: install ## start a one-node Slurm cluster in SLURM_DIR (/tmp/attnbench-slurm); prints the SLURM_CONF to export
+	$(BIN)/python tests/slurm_cluster.py up $(SLURM_DIR)
+
+slurm-down: install ## cancel its jobs and stop the cluster of make slurm-up
+	$(BIN)/python tests/slurm_cluster.py down $(SLURM_DIR)
 
 # The offline GPU host's Python; its torch, numpy and rich are expected to be there already.
 GPU_PYTHON_VERSION ?= 3.12
