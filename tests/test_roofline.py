@@ -107,3 +107,17 @@ def test_the_compile_column_is_left_out_where_no_job_compiled():
     text = markdown(summarise(_decode_sweep(None)), "decode")
     header = next(line for line in text.splitlines() if line.startswith("| problem | run"))
     assert header == "| problem | run | median | speedup | throughput | error vs float64 | first call |"
+
+
+def test_a_description_too_long_for_the_per_job_table_keeps_the_pivot():
+    from attnbench.analysis.sweep_report import _fit, _summary
+
+    jobs = [job for seq_len in range(1024, 1024 + 64 * 40, 64) for job in (
+        _job("flash", seq_len, 1, seq_len / 20, 4.0, H200, seed=seq_len),
+        _job("cudnn", seq_len, 1, seq_len / 40, 4.0, H200, seed=seq_len + 1))]
+    problems = summarise(jobs)
+    whole = _summary(problems, jobs, "decode", None, None, [], "run")
+    assert len(whole) > 8000  # 80 jobs: the per-job table alone is past what MLflow keeps of a description
+    shorter = _summary(problems, jobs, "decode", None, None, [], "run", kernel_table=False)
+    assert len(shorter) <= 8000 and _fit(shorter, problems) == shorter
+    assert "| problem | flash | cudnn | winner |" in shorter and "side by side" in shorter

@@ -51,6 +51,9 @@ def report_sweep(client, run_id: str | None, out_dir: Path | None = None, baseli
     (out_dir / MARKDOWN_FILE).write_text(summary)
     files = [out_dir / CSV_FILE, out_dir / MARKDOWN_FILE, *plots]
     note = _summary(problems, jobs, title, baseline, command, [p.name for p in plots], parent.info.run_id)
+    if len(note) > MAX_TAG_VALUE:  # the pivot and the plots before the per-job table, in what MLflow keeps
+        note = _summary(problems, jobs, title, baseline, command, [p.name for p in plots], parent.info.run_id,
+                        kernel_table=False)
     return Report(parent.info.run_id, title, summary, files, _fit(note, problems), parent.info.experiment_id)
 
 
@@ -78,11 +81,11 @@ def _plots(jobs: list[JobRecord], out_dir: Path, title: str) -> list[Path]:
 
 
 def _summary(problems: list[Problem], jobs: list[JobRecord], title: str, baseline: str | None,
-             command: str | None, plots: list[str], run_id: str | None = None) -> str:
+             command: str | None, plots: list[str], run_id: str | None = None, kernel_table: bool = True) -> str:
     """The markdown summary. With run_id, plots are linked through the tracking server (for the run page, which
     renders its description as markdown: `get-artifact` is the server's artifact route, relative to the page);
-    without, as files beside summary.md."""
-    lines = [winners_line(problems), "", markdown(problems, title, baseline), ""]
+    without, as files beside summary.md. Without kernel_table, the per-job table is a pointer to the file."""
+    lines = [winners_line(problems), "", markdown(problems, title, baseline, kernel_table), ""]
     lines += _not_timed(jobs)
     if plots:
         lines += [" ".join(f"![{PLOT_TITLES.get(name, name)}]({_link(name, run_id)})" for name in plots), ""]

@@ -9,8 +9,9 @@ from attnbench.analysis.roofline import bound_of
 from attnbench.core.units import format_percent, format_time
 
 
-def markdown(problems: list[Problem], title: str, baseline_backend: str | None = None) -> str:
-    """A pivot: rows = problems, columns = backend × compile; cells = median and speedup against the baseline."""
+def markdown(problems: list[Problem], title: str, baseline_backend: str | None = None, jobs: bool = True) -> str:
+    """A pivot: rows = problems, columns = backend × compile; cells = median and speedup against the baseline; then,
+    unless jobs is False (a description MLflow would cut), each problem's jobs side by side (kernel_table)."""
     columns = list(dict.fromkeys(j.implementation for p in problems for j in p.jobs))
     baseline_note = (f"backend={baseline_backend}" if baseline_backend
                      else "the slowest exact, uncontended backend of each problem")
@@ -36,7 +37,9 @@ def markdown(problems: list[Problem], title: str, baseline_backend: str | None =
         lines.append(f"- contended (no speedup, never a winner): {', '.join(j.implementation for j in contended)}: "
                      "timed while its threads waited for a core")
     note = launch_note(problems)
-    return "\n".join(lines + (["", note] if note else []) + ["", *kernel_table(problems)])
+    side_by_side = kernel_table(problems) if jobs else ["Each problem's jobs side by side (throughput, error, first "
+                                                        "call): `summary.md`."]
+    return "\n".join(lines + (["", note] if note else []) + ["", *side_by_side])
 
 
 def kernel_table(problems: list[Problem]) -> list[str]:
