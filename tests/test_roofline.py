@@ -121,3 +121,19 @@ def test_a_description_too_long_for_the_per_job_table_keeps_the_pivot():
     shorter = _summary(problems, jobs, "decode", None, None, [], "run", kernel_table=False)
     assert len(shorter) <= 8000 and _fit(shorter, problems) == shorter
     assert "| problem | flash | cudnn | winner |" in shorter and "side by side" in shorter
+
+
+def test_the_ui_view_shows_gb_per_s_for_a_memory_bound_sweep():
+    from types import SimpleNamespace
+
+    from attnbench.analysis.view import columns
+
+    def run(job: JobRecord):
+        return SimpleNamespace(info=SimpleNamespace(run_name=job.name),
+                               data=SimpleNamespace(params=job.params, metrics=job.metrics, tags=job.tags))
+
+    decode = columns([run(job) for job in _decode_sweep(H200)])
+    assert "metrics.`gbps`" in decode and "metrics.`tflops`" not in decode
+    prefill = columns([run(_job("flash", 8192, 8192, 500, 2048.0, H200)), run(_job("cudnn", 8192, 8192, 400,
+                                                                                      2048.0, H200, seed=2))])
+    assert "metrics.`tflops`" in prefill and "metrics.`gbps`" not in prefill

@@ -13,22 +13,32 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 
-from attnbench.analysis.pivot import IMPLEMENTATION, JobRecord, problem_keys, varied
+from attnbench.analysis.pivot import IMPLEMENTATION, JobRecord, problem_keys, problem_of, varied
+from attnbench.analysis.roofline import bound_of
 from attnbench.store.credentials import mask
 from attnbench.store.tracking.names import PARENT_TAG
 
 VIEW_ID = "attnbench"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"
 LOCAL_UI = "http://127.0.0.1:5000"  # `make ui`
-ALWAYS_SHOWN = ["attributes.`Description`", "tags.`status`", "metrics.`median_us`", "metrics.`tflops`"]
+ALWAYS_SHOWN = ["attributes.`Description`", "tags.`status`", "metrics.`median_us`"]
 
 
 def columns(runs: list) -> list[str]:
-    """The description, status, median and TFLOP/s, then the params that varied: implementation, then problem."""
-    jobs = [JobRecord(run.info.run_name or "", dict(run.data.params), {}, {}) for run in runs]
+    """The description, status, median and throughput (TFLOP/s, GB/s for memory-bound problems, both where the sweep
+    has both: attnbench.analysis.roofline), then the params that varied: implementation, then problem."""
+    jobs = [JobRecord(run.info.run_name or "", dict(run.data.params), dict(run.data.metrics), dict(run.data.tags))
+            for run in runs]
+    keys = problem_keys(jobs)
+    problems: dict[str, list[JobRecord]] = defaultdict(list)
+    for job in jobs:
+        problems[problem_of(job, keys)].append(job)
+    memory = {bound_of(found).memory for found in problems.values()} or {False}
+    throughput = [f"metrics.`{metric}`" for metric, bound in (("tflops", False), ("gbps", True)) if bound in memory]
     implementation = [k for k in varied(jobs) if k.startswith("backend.") or k in IMPLEMENTATION]
-    return ALWAYS_SHOWN + [f"params.`{k}`" for k in implementation + problem_keys(jobs)]
+    return ALWAYS_SHOWN + throughput + [f"params.`{k}`" for k in implementation + keys]
 
 
 def view_state(parent_id: str, runs: list) -> dict:
