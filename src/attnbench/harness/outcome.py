@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 # A job that ended in one of these did not do what it was asked: the command exits 1. Every other status
 # (ok, unsupported, oom, wrong, invalid, fallback, skipped, ...) is a measurement or a verdict about the kernel.
-FAILED_STATUSES = ("error", "timeout", "crashed")
+# `interrupted` without a signal to this command: something else stopped the job (Slurm cancelled its task).
+FAILED_STATUSES = ("error", "timeout", "crashed", "interrupted")
 
 EXIT_JOB_FAILED = 1  # also Hydra's exit code for a config it refused
 EXIT_TRACKING_FAILED = 2  # every result is in the sweep folder, not all of them in MLflow: `attnbench sync`

@@ -15,8 +15,14 @@ def sweep_title(config: DictConfig, sweep_dir: Path) -> str:
     return config.hydra.runtime.choices.get("experiment") or f"sweep {sweep_dir.name}"
 
 
+def launcher_overrides(config: DictConfig) -> list[str]:
+    """The command line's choice of launcher and its settings (`hydra/launcher=slurm hydra.launcher.partition=cpu`):
+    part of the sweep's command, since the same command without them would run the jobs here."""
+    return [o for o in config.hydra.overrides.hydra if o.startswith(("hydra/launcher=", "hydra.launcher."))]
+
+
 def sweep_run(config: DictConfig, sweep_dir: Path) -> SweepRun:
     return SweepRun(title=sweep_title(config, sweep_dir), key=sweep_key(config),
-                    overrides=list(config.hydra.overrides.task),
+                    overrides=launcher_overrides(config) + list(config.hydra.overrides.task),
                     params={str(k): str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()},
                     dir=sweep_dir)
