@@ -108,8 +108,8 @@ def test_a_decode_step_reads_the_whole_cache_once():
 def test_problem_rules_name_the_field(field, changes):
     from omegaconf import OmegaConf
 
-    shape = OmegaConf.create({"batch": 2, "heads": 8, "kv_heads": 8, "q_len": 64, "seq_len": 64, "head_dim": 16}
-                             | changes)
+    shape = OmegaConf.create({"batch": 2, "heads": 8, "kv_heads": 8, "q_len": 64, "seq_len": 64, "head_dim": 16,
+                              "page_size": 0} | changes)
     with pytest.raises(ConfigError) as info:
         Problem.from_config(shape, make_mask("none", 64, 64))
     assert info.value.field == field and field in str(info.value)

@@ -186,7 +186,7 @@ def _first_call(spec: JobSpec, plan: Plan, step: Step, result: JobResult) -> Non
             raise Unsupported(reason) from e
         raise
     result.metrics["first_call_s"] = seconds
-    if spec.compile:
+    if spec.compile or plan.backend.compiles_on_first_call:
         result.metrics["compile_s"] = seconds
     if graphs := dynamo_graphs() - graphs_before:
         result.metrics["dynamo_graphs"] = graphs  # evidence that something was compiled (flex always is)

@@ -35,6 +35,7 @@ class Problem:
     head_dim: int
     mask: Mask
     inputs: str = "normal"  # how q, k, v are drawn: normal | large_logits (config.Inputs)
+    page_size: int = 0  # the KV cache read in pages of page_size positions (shape.page_size); 0: contiguous
 
     @classmethod
     def from_config(cls, shape: Shape, mask: Mask, inputs: str = "normal") -> "Problem":
@@ -43,10 +44,13 @@ class Problem:
                 raise ConfigError(f"shape.{key}", getattr(shape, key), "a positive int")
         if shape.heads % shape.kv_heads:
             raise ConfigError("shape.kv_heads", shape.kv_heads, f"a divisor of shape.heads ({shape.heads})")
+        if shape.page_size < 0:
+            raise ConfigError("shape.page_size", shape.page_size, "a number of positions per page, or 0 (contiguous)")
         if shape.q_len > shape.seq_len:
             raise ConfigError("shape.q_len", shape.q_len, f"at most shape.seq_len ({shape.seq_len})")
         mask.validate()
-        return cls(shape.batch, shape.heads, shape.kv_heads, shape.q_len, shape.seq_len, shape.head_dim, mask, inputs)
+        return cls(shape.batch, shape.heads, shape.kv_heads, shape.q_len, shape.seq_len, shape.head_dim, mask, inputs,
+                   shape.page_size)
 
     @property
     def input_scale(self) -> float:
@@ -80,4 +84,5 @@ class Problem:
         heads = f"H{self.heads}" + (f"/{self.kv_heads}" if self.kv_heads != self.heads else "")
         q = f" Q{self.q_len}" if self.q_len != self.seq_len else ""
         inputs = "" if self.inputs == "normal" else f" {self.inputs.replace('_', ' ')}"
-        return f"B{self.batch} {heads} S{self.seq_len}{q} D{self.head_dim} {self.mask.describe()}{inputs}"
+        paged = f" paged({self.page_size})" if self.page_size else ""
+        return f"B{self.batch} {heads} S{self.seq_len}{q} D{self.head_dim} {self.mask.describe()}{paged}{inputs}"

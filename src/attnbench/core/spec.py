@@ -80,6 +80,7 @@ class Shape:
     seq_len: int  # keys and values (the KV cache when q_len < seq_len)
     q_len: int  # queries, the last q_len positions: 1 is one decode step
     head_dim: int
+    page_size: int = 0  # KV cache in pages of this many positions (a serving engine's paged cache); 0: contiguous
 
 
 @dataclass(frozen=True)

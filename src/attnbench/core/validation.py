@@ -46,6 +46,16 @@ def _check_timing(timing: Timing) -> None:
         raise ConfigError("timing.max_reps", timing.max_reps, f">= timing.min_reps ({timing.min_reps})")
 
 
+def _cache_support(backend, problem: Problem) -> str | None:
+    if problem.page_size and not backend.paged_kv:
+        return (f"backend={backend.name} reads a contiguous KV cache; shape.page_size={problem.page_size} asks for a "
+                "paged one (backend=flashinfer reads pages; shape.page_size=0 is contiguous)")
+    if problem.page_size and problem.seq_len % problem.page_size:
+        return (f"shape.page_size={problem.page_size} must divide shape.seq_len={problem.seq_len}: the cache is "
+                "whole pages")
+    return None
+
+
 def validate(spec: JobSpec) -> Plan:
     _check_timing(spec.timing)
     if spec.compile_mode.value != "default" and not spec.compile:
@@ -60,7 +70,7 @@ def validate(spec: JobSpec) -> Plan:
     model.validate()
     check_dtype(device, dtype)
     methods = methods_for(spec.timing.method, device)
-    reason = model.supports() or backend.supports(problem, device, dtype, spec.mode)
+    reason = model.supports() or _cache_support(backend, problem) or backend.supports(problem, device, dtype, spec.mode)
     if reason:
         raise Unsupported(reason)
     return Plan(problem, backend, model, device, dtype, methods)

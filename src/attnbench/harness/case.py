@@ -16,14 +16,21 @@ from omegaconf import DictConfig, OmegaConf
 # Top-level keys that say how a job was run or recorded, not what it ran.
 NOT_PART_OF_A_CASE = ("hydra", "timing", "tracking", "resume")
 # Keys added after cases were first recorded, left out at their default value: older runs' cases stay the same.
-LEFT_OUT_AT_DEFAULT = {"inputs": "normal"}
+LEFT_OUT_AT_DEFAULT = {"inputs": "normal", "shape.page_size": 0}
 
 
 def case_config(cfg: DictConfig) -> dict:
     """The resolved config of what was measured, as plain data."""
     kept = [key for key in cfg if key not in NOT_PART_OF_A_CASE]
     case = OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True, enum_to_str=True)
-    return {key: value for key, value in case.items() if LEFT_OUT_AT_DEFAULT.get(key, object()) != value}
+    for dotted, default in LEFT_OUT_AT_DEFAULT.items():
+        *parents, key = dotted.split(".")
+        node = case
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node and node[key] == default:
+            del node[key]
+    return case
 
 
 def case_key(cfg: DictConfig) -> str:

@@ -40,6 +40,7 @@ class ShapeConfig:
     seq_len: int = MISSING  # keys and values (the KV cache when q_len < seq_len)
     q_len: int = II(".seq_len")  # queries, the last q_len positions: 1 is one decode step
     head_dim: int = MISSING
+    page_size: int = 0  # a paged KV cache of this many positions per page (serving engines' layout); 0: contiguous
 
 
 TimingConfig = Timing  # the timing group's schema is what the job reads

@@ -60,6 +60,9 @@ class Backend(ABC):
     # Approximate backends (linear attention) are not judged against exact softmax attention: their error is
     # logged and tagged, and their own float64 formula (`reference`) is what they must match.
     approximate: ClassVar[bool] = False
+    # Tolerances that judge it (attnbench.core.correctness.TOLERANCE) where none of the built-in classes fits: an
+    # approximate backend with no float64 formula of its own (`reference` None) is judged against softmax with them.
+    tolerance_class: ClassVar[str | None] = None
     # Rounds its scores (QKᵀ) to the input dtype, as eager model code does, instead of keeping them in float32 as
     # fused kernels do: judged by the looser `eager` tolerances (attnbench.core.correctness).
     scores_in_input_dtype: ClassVar[bool] = False
@@ -69,6 +72,13 @@ class Backend(ABC):
     # A kernel of F.scaled_dot_product_attention: modules that call SDPA themselves (nn.MultiheadAttention)
     # can be forced onto it through `context()`.
     sdpa: ClassVar[bool] = False
+    # Takes sequence-major tensors (B, S, H, D), as FlashAttention and FlashInfer do: the attention model allocates
+    # its inputs that way, so the free transpose of the (B, H, S, D) views it passes is contiguous, never a copy.
+    sequence_major: ClassVar[bool] = False
+    # Reads a paged KV cache (shape.page_size > 0); a backend that does not is unsupported for such a problem.
+    paged_kv: ClassVar[bool] = False
+    # Compiles its kernel for the shapes at the first call (a JIT, CuTe DSL): that call is also its `compile_s`.
+    compiles_on_first_call: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config  # its Config dataclass (from the JobSpec): cheap to read inside compiled code

@@ -23,10 +23,17 @@ class Attention(Model):
 
     def build(self, attend):
         p = self.problem
-        q = torch.randn(p.q_shape, device=self.device, dtype=self.dtype) * p.input_scale  # (B, H, Sq, D)
-        k = torch.randn(p.kv_shape, device=self.device, dtype=self.dtype) * p.input_scale  # (B, Hkv, S, D)
-        v = torch.randn(p.kv_shape, device=self.device, dtype=self.dtype)
+        q = self._random(p.q_shape) * p.input_scale  # (B, H, Sq, D)
+        k = self._random(p.kv_shape) * p.input_scale  # (B, Hkv, S, D)
+        v = self._random(p.kv_shape)
         return attend, (q, k, v)
+
+    def _random(self, shape):
+        """(B, H, S, D) values; for a sequence-major backend, a view of (B, S, H, D) memory (converted untimed)."""
+        if not self.backend.sequence_major:
+            return torch.randn(shape, device=self.device, dtype=self.dtype)
+        b, h, s, d = shape
+        return torch.randn((b, s, h, d), device=self.device, dtype=self.dtype).transpose(1, 2)
 
     def output_shape(self):
         return self.problem.q_shape
