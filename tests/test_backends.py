@@ -23,8 +23,8 @@ ONE_SAMPLE = ["device=cpu", "timing.warmup_s=0", "timing.min_time_s=0", "timing.
 # Small enough for the CPU, not so small that every mask is trivial: 2 documents, a window of 8, a prefix of 8.
 SMALL = ["shape=tiny", "shape.seq_len=32", "shape.heads=4", "shape.kv_heads=2", "dtype=float32"]
 MASK_FIELDS = {"sliding_window": ["mask.window=8"], "document": ["mask.documents=2"], "prefix_lm": ["mask.prefix=8"]}
-BUILT_IN = ["default", "math", "flash", "efficient", "cudnn", "flash3", "flash4", "flex", "naive", "linear",
-            "performer"]
+BUILT_IN = ["default", "math", "flash", "efficient", "cudnn", "flash3", "flash4", "flex", "flex_flash", "naive",
+            "linear", "performer", "fa4", "fa3", "fa2", "flashinfer", "xformers", "sage"]
 EXACT_ON_CPU = ["default", "math", "flash", "flex", "naive"]
 
 

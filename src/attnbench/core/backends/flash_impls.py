@@ -14,6 +14,7 @@ import torch
 import torch.nn.attention as attention
 
 from attnbench.core.backends import register_backend
+from attnbench.core.backends.libraries import first_line, raised_by, version_of
 from attnbench.core.backends.sdpa import Flash
 
 # The module each implementation imports (torch/nn/attention/_fa3.py, _fa4.py) and where it comes from.
@@ -21,6 +22,7 @@ PACKAGES = {
     "FA3": ("flash_attn_interface", "FlashAttention-3 (flash-attention's hopper/ build)"),
     "FA4": ("flash_attn.cute", "FlashAttention-4 (flash-attn's CuTe DSL interface)"),
 }
+DISTRIBUTIONS = {"FA3": "flash-attn-3", "FA4": "flash-attn-4"}
 
 
 class RegisteredFlash(Flash):
@@ -38,6 +40,16 @@ class RegisteredFlash(Flash):
         if device.type != "cuda":
             return f"backend={self.name} runs on CUDA only; device is {device.type}"
         return super().supports(problem, device, dtype, mode)
+
+    def explain_failure(self, exc, warned):
+        """torch's glue for the implementation (torch/nn/attention/_fa4.py) calls the package's private functions:
+        a release of the package that changed them fails inside the glue (torch 2.11 with flash-attn-4 4.0.0b36:
+        `_flash_attn_fwd` returns five values where the glue unpacks two). That pair cannot run: unsupported."""
+        if raised_by(exc, f"torch/nn/attention/_{self.impl.lower()}"):
+            package = DISTRIBUTIONS[self.impl]
+            return (f"backend={self.name}: torch {torch.__version__}'s {self.impl} route does not work with {package} "
+                    f"{version_of(package)} ({type(exc).__name__}: {first_line(exc)}); backend=fa4 calls it directly")
+        return super().explain_failure(exc, warned)
 
     @contextlib.contextmanager
     def context(self):

@@ -105,3 +105,17 @@ class Flex(Backend):
         if getattr(self, "sparsity", None) is not None:
             tags["flex.block_sparsity_pct"] = f"{self.sparsity:.1f}"
         return tags
+
+
+@dataclass
+class FlexFlashConfig(FlexConfig):
+    name: str = "flex_flash"
+    kernel_backend: str = "FLASH"
+
+
+@register_backend("flex_flash")
+class FlexFlash(Flex):
+    """flex with kernel_options BACKEND=FLASH: FlashAttention-4's CuTe DSL kernels run the BlockMask (flash-attn-4
+    installed, CUDA), as a backend of its own so that a sweep can put it beside flex, fa4 and flash4."""
+
+    Config = FlexFlashConfig

@@ -1,0 +1,80 @@
+"""FlashAttention-2 (`flash_attn`) and FlashAttention-3 (`flash_attn_interface`, Hopper) called directly.
+
+PyPI has no wheels of either for current torch releases: users build them, so these backends run where a build is
+installed and are otherwise `unsupported` with the build line. Same calling convention as fa4: sequence-major
+inputs, grouped-query heads by head counts, masks none, causal and sliding_window as a bottom-right
+(left, right) window, forward and backward. `flash3` reaches FA3 through SDPA's flash backend instead.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from attnbench.core.backends import Backend, Dispatch, register_backend
+from attnbench.core.backends.libraries import (Library, capability, cuda_and_half, first_line, head_major,
+                                               kernels_named, raised_by, sequence_major, version_of, window,
+                                               window_masks)
+
+FA2 = Library("flash_attn.flash_attn_interface", "flash-attn", None,
+              "no wheel for this torch on PyPI: build it, `pip install flash-attn --no-build-isolation` (CUDA toolkit "
+              "needed, ~1 h)")
+FA3 = Library("flash_attn_interface", "flash-attn-3", None,
+              "no wheel on PyPI: build flash-attention's hopper/ folder, `cd hopper && python setup.py install`")
+
+
+class DirectFlashAttention(Backend):
+    library: ClassVar[Library]
+    package: ClassVar[str]  # the folder its code lives in, to tell its own refusals from a crash
+    min_capability: ClassVar[tuple[int, int]]
+    max_head_dim = 256
+    native_masks = window_masks()
+    sequence_major = True
+
+    def supports(self, problem, device, dtype, mode):
+        reason = self.library.missing(self.name) or cuda_and_half(self.name, device, dtype) or self._mask_support(problem)
+        if reason:
+            return reason
+        if capability(device) < self.min_capability:
+            return (f"backend={self.name} needs compute capability {'.'.join(map(str, self.min_capability))} or "
+                    f"newer; this GPU is {'.'.join(map(str, capability(device)))}")
+        if problem.head_dim > self.max_head_dim or problem.head_dim % 8:
+            return f"backend={self.name} takes head_dim ≤ {self.max_head_dim}, a multiple of 8; shape.head_dim={problem.head_dim}"
+        return None
+
+    def build(self, problem, device, dtype):
+        attention = self.library.load().flash_attn_func
+        causal = problem.mask.name == "causal"
+        size = (-1, -1) if causal else window(problem)
+
+        def attend(q, k, v):
+            out = attention(sequence_major(q), sequence_major(k), sequence_major(v), causal=causal, window_size=size)
+            return head_major(out[0] if isinstance(out, tuple) else out)  # FA3 releases differ: out, or (out, lse)
+
+        return attend
+
+    def explain_failure(self, exc, warned):
+        if isinstance(exc, (AssertionError, RuntimeError, ValueError)) and raised_by(exc, self.package):
+            return f"backend={self.name}: {self.library.distribution} refuses these inputs: {first_line(exc)}"
+        return None
+
+    def dispatch(self, profile):
+        found = kernels_named(profile.kernels, "flash")
+        ran = self.name if found else f"{self.name} (no FlashAttention kernel seen)"
+        return Dispatch(ran=ran, accepts=(self.name,), tags={f"{self.name}.kernels": "; ".join(found)})
+
+    def tags(self):
+        return {f"{self.name}.version": version_of(self.library.distribution)}
+
+
+@register_backend("fa2")
+class FlashAttention2(DirectFlashAttention):
+    library = FA2
+    package = "flash_attn"
+    min_capability = (8, 0)
+
+
+@register_backend("fa3")
+class FlashAttention3(DirectFlashAttention):
+    library = FA3
+    package = "flash_attn_interface"
+    min_capability = (9, 0)

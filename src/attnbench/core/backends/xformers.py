@@ -1,0 +1,91 @@
+"""xFormers' `memory_efficient_attention` (`xformers.ops`), with the operator its dispatcher picked recorded.
+
+Sequence-major inputs (B, S, H, D); grouped-query heads as xFormers takes them, 5-D (B, S, G, H/G, D) with each key
+and value head expanded (a view) over its group; masks none and causal (bottom-right) as its attention biases, and
+sliding_window as its bottom-right local-attention bias. xFormers' C++/CUDA operators are built for one torch and
+CUDA: where they do not load (a wheel built for CUDA 12 on a CUDA 13 torch), xFormers warns and would run whatever
+operators are left; here the job is `unsupported` with xFormers' own message instead.
+"""
+
+from __future__ import annotations
+
+from attnbench.core.backends import Backend, Dispatch, register_backend
+from attnbench.core.backends.libraries import (Library, cuda_and_half, first_line, kernels_named, raised_by,
+                                               version_of, window_masks)
+from attnbench.core.errors import Unsupported
+from attnbench.core.spec import Mode
+
+XFORMERS = Library("xformers.ops", "xformers", "xformers")
+
+
+@register_backend("xformers")
+class XFormers(Backend):
+    native_masks = window_masks()
+    sequence_major = True
+
+    def supports(self, problem, device, dtype, mode):
+        reason = XFORMERS.missing(self.name) or cuda_and_half(self.name, device, dtype) or self._mask_support(problem)
+        if reason:
+            return reason
+        if problem.kv_heads != problem.heads and mode is not Mode.fwd:
+            return "xFormers runs grouped-query heads forward only (its documentation); mode=fwd runs"
+        return cpp_ops_problem()
+
+    def build(self, problem, device, dtype):
+        ops = XFORMERS.load()
+        bias = attention_bias(problem)
+        group, kv_heads = problem.group, problem.kv_heads
+
+        def attend(q, k, v):
+            b, h, sq, d = q.shape
+            s = k.shape[2]
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, S, H, D) views
+            if group > 1:  # (B, S, G, H/G, D): each key/value head expanded over its query heads, no copy
+                q = q.reshape(b, sq, kv_heads, group, d)
+                k, v = (t.reshape(b, s, kv_heads, 1, d).expand(b, s, kv_heads, group, d) for t in (k, v))
+            out = ops.memory_efficient_attention(q, k, v, attn_bias=bias)
+            return out.reshape(b, sq, h, d).transpose(1, 2)
+
+        return attend
+
+    def explain_failure(self, exc, warned):
+        if isinstance(exc, (NotImplementedError, ValueError)) and raised_by(exc, "xformers"):
+            return f"backend=xformers: {first_line(exc)}"  # its dispatcher lists why each operator refused
+        return None
+
+    def dispatch(self, profile):
+        found = kernels_named(profile.kernels, "fmha", "flash", "attention", "cutlass")
+        ran = "xformers" if found else "xformers (no attention kernel seen)"
+        op = next((name for name in profile.ops if name.startswith(("xformers", "xformers_flash"))), "")
+        return Dispatch(ran=ran, accepts=("xformers",), tags={"xformers.op": op, "xformers.kernels": "; ".join(found)})
+
+    def tags(self):
+        return {"xformers.version": version_of(XFORMERS.distribution)}
+
+
+def cpp_ops_problem() -> str | None:
+    """xFormers' own message when its C++/CUDA operators did not load (it only warns, at import)."""
+    try:
+        import xformers
+    except Exception as e:  # noqa: BLE001 - the library's own failure, as the reason
+        return f"xformers does not import here: {type(e).__name__}: {first_line(e)}"
+    if getattr(xformers, "_has_cpp_library", True):  # xFormers' flag; absent in a release that renames it: trust it
+        return None
+    from xformers import _cpp_lib
+
+    error = getattr(_cpp_lib, "_cpp_library_load_exception", None)
+    words = " ".join(str(error).split()) if error else "its C++/CUDA operators did not load"
+    return f"backend=xformers: {words}"
+
+
+def attention_bias(problem):
+    from xformers.ops import fmha
+
+    name = problem.mask.name
+    if name == "none":
+        return None
+    if name == "causal":
+        return fmha.attn_bias.LowerTriangularFromBottomRightMask()
+    if name == "sliding_window":
+        return fmha.attn_bias.LowerTriangularFromBottomRightLocalAttentionMask(problem.mask.config.window)
+    raise Unsupported(f"backend=xformers runs mask=none, causal, sliding_window; not {name}")
