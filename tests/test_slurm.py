@@ -176,7 +176,8 @@ def test_a_job_past_its_slurm_time_limit_is_a_timeout(tmp_path: Path, store: Pat
 
 
 @pytest.mark.parametrize("ask, refusal", [
-    ("hydra.launcher.cpus_per_task=8", "Slurm's partition debug: UP, 1 node, up to "),
+    ("hydra.launcher.cpus_per_task=8", "Slurm partition debug can never run a task asking for cpus_per_task=8, "
+                                       "timeout_min=60, nodes=1: too many CPUs (partition debug: UP, 1 node, up to 2"),
     ("hydra.launcher.partition=gpu", "hydra.launcher.partition=gpu, and Slurm has no such partition (its "
                                      "partitions: debug)")])
 def test_a_request_the_partition_cannot_run_is_refused_before_submission(

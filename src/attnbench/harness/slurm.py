@@ -69,7 +69,7 @@ class Partition:
     def __str__(self) -> str:
         limit = "no time limit" if self.max_time_min is None else f"MaxTime {self.max_time_min} min"
         gpus = f"{self.gpus} GPUs" if self.gpus else "no GPUs"
-        return (f"partition {self.name}: {self.state}, {self.nodes} node{'s' * (self.nodes != 1)}, up to "
+        return (f"{self.state}, {self.nodes} node{'s' * (self.nodes != 1)}, up to "
                 f"{self.cpus} CPUs, {self.mem_mb} MB and {gpus} a node, {limit}")
 
 
@@ -86,16 +86,16 @@ def request_problem(request: Request, launcher: str) -> str | None:
         return (f"hydra/launcher={launcher}: {given}, and Slurm has {which} (its partitions: "
                 f"{', '.join(sorted(partitions)) or 'none'})")
     partition = _partition(name, partitions[name])
-    too_much = [what for what, wanted, limit in (
+    problems = [f"too many {what}" for what, wanted, limit in (
         ("CPUs", request.cpus_per_task, partition.cpus), ("GPUs", request.gpus, partition.gpus),
         ("MB of memory", (request.mem_gb or 0) * 1024, partition.mem_mb), ("nodes", request.nodes, partition.nodes),
         ("minutes", request.timeout_min, partition.max_time_min)) if limit is not None and wanted > limit]
     if partition.state != "UP":
-        too_much.insert(0, f"a partition that is {partition.state}")
-    if not too_much:
+        problems.insert(0, f"the partition is {partition.state}")
+    if not problems:
         return None
-    return (f"hydra/launcher={launcher}: Slurm's {partition} cannot run a task asking for {request} "
-            f"(too many: {', '.join(too_much)}); change hydra.launcher.* or the partition")
+    return (f"hydra/launcher={launcher}: Slurm partition {name} can never run a task asking for {request}: "
+            f"{', '.join(problems)} (partition {name}: {partition}); change hydra.launcher.* or the partition")
 
 
 def _partitions() -> dict[str, dict[str, str]] | None:
