@@ -144,3 +144,10 @@ def test_the_tflops_axis_says_whose_flops_an_approximate_line_counts():
     linear.tags["approximate"] = "true"
     assert tflops_label(exact) == "useful FLOP/s"  # its unit (TFLOP/s, GFLOP/s) follows, chosen from the data
     assert "approximate: their own formula's FLOPs" in tflops_label([*exact, linear])
+
+
+def test_a_resumed_sweeps_jobs_are_the_same_problems_as_the_first_runs():
+    first, resumed = _job("math", 1024, 100.0), _job("flash", 1024, 50.0, seed=1)
+    first.params["resume"], resumed.params["resume"] = "false", "true"
+    problems = summarise([first, resumed])
+    assert len(problems) == 1 and problems[0].has_winner

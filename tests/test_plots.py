@@ -128,3 +128,27 @@ def test_a_contended_job_is_drawn_hollow_and_said_in_the_legend(tmp_path, drawn)
     plots.plot_sweep(jobs, tmp_path, "seqlen")
     assert "contended: timed while waiting for a core (no winner)" in drawn["latency.png"]["legend"]
     assert unit_for("gbps", [0.15, 6.8], log=False) == (1.0, "GB/s")  # a rate from zero: by its largest value
+
+
+def _shaped(backend: str, batch: int, seq_len: int, median_us: float, status: str = "ok") -> JobRecord:
+    job = _job(backend, seq_len, median_us, status, reason="" if status == "ok" else "not installed")
+    job.params["shape.batch"] = str(batch)
+    return job
+
+
+def test_whole_shapes_swapped_get_one_panel_per_problem_not_a_size_axis(tmp_path, drawn):
+    # shape=long_context,gqa_prefill: batch and seq_len change together, so neither is an axis
+    jobs = [_shaped(b, batch, seq, median) for batch, seq in ((4, 4096), (1, 8192))
+            for b, median in (("fa4", 470.0), ("flex", 760.0))] + [_shaped("fa3", 4, 4096, 0, "unsupported")]
+    assert plots.numeric_axis(jobs) is None
+    (path,) = plots.plot_sweep(jobs, tmp_path, "kernels")
+    latency = drawn["latency.png"]
+    assert "470 µs" in latency["text"] and "760 µs" in latency["text"]
+    assert "fa3" in latency["text"] and "not installed" in latency["text"]  # named, and why
+    width, _ = struct.unpack(">II", path.read_bytes()[16:24])
+    assert width <= 1280
+
+
+def test_sizes_that_vary_independently_keep_the_first_as_the_axis():
+    jobs = [_shaped("math", batch, seq, 100.0) for batch in (1, 4) for seq in (1024, 2048)]
+    assert plots.numeric_axis(jobs) == "shape.seq_len"

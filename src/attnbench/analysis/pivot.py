@@ -24,7 +24,9 @@ if TYPE_CHECKING:  # noise imports torch: only when a verdict is needed, not for
     from attnbench.core.timing.noise import Comparison
 
 # Params that say how a job was run or recorded, or which implementation ran it: not part of the problem.
-NOT_PROBLEM = ("backend.", "timing.", "tracking.", "hydra.")
+# How a job was run, not what it computed: a resumed sweep's parent holds jobs of resume=false and resume=true
+# that solved the same problems (attnbench.harness.case leaves the same keys out of a case).
+NOT_PROBLEM = ("backend.", "timing.", "tracking.", "hydra.", "resume")
 IMPLEMENTATION = ("compile", "compile_mode")
 
 

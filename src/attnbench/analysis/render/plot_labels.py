@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from attnbench.analysis.pivot import JobRecord, problem_keys, problem_of
 
-NOTE_WIDTH = 150  # characters of a note's line at the notes' font size, within the figure's width
+NOTE_WIDTH = 140  # characters of a note's line at the notes' font size, within the figure's width
 REASON_CHARS = 200  # a reason longer than this is cut: the report and summary.csv hold it whole
 
 
@@ -44,9 +44,10 @@ def _problem(tags: list[str]) -> str:
     return " ".join(merged) + " (* varies)"
 
 
-def not_run(jobs: list[JobRecord]) -> list[str]:
+def not_run(jobs: list[JobRecord], where: bool = True) -> list[str]:
     """One note per backend and outcome that gave no number: `efficient (seq_len 64, 128): unsupported —
-    memory-efficient attention runs on CUDA only`."""
+    memory-efficient attention runs on CUDA only`; with where=False, how many jobs instead of which problems (a
+    figure that names each problem in its own panel)."""
     keys = problem_keys(jobs)
     grouped: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for job in jobs:
@@ -54,8 +55,8 @@ def not_run(jobs: list[JobRecord]) -> list[str]:
             reason = " ".join(job.tags.get("reason", "").split())
             grouped[(job.implementation, job.status, reason)].append(problem_of(job, keys))
     notes = []
-    for (name, status, reason), where in grouped.items():
-        at = f" ({_where(where)})" if keys else ""
+    for (name, status, reason), problems in grouped.items():
+        at = f" ({_where(problems)})" if keys and where else f" ({len(problems)} jobs)" if len(problems) > 1 else ""
         why = f" — {reason[:REASON_CHARS - 1]}…" if len(reason) > REASON_CHARS else f" — {reason}" if reason else ""
         notes.append(f"{name}{at}: {status}{why}")
     return notes

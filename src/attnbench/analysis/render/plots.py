@@ -28,8 +28,23 @@ NOT_RUN_Y = 0.025  # where a job that did not run is marked: this share of the p
 
 
 def numeric_axis(records: list[JobRecord]) -> str | None:
+    """The one size that varied, if only one did: shapes that differ in several sizes at once (a batch-1 GQA prefill
+    beside a batch-4 one) are not points on one axis, and get bars."""
     keys = problem_keys(records)
-    return next((k for k in AXES if k in keys and all(_number(r.params.get(k)) for r in records)), None)
+    sizes = [k for k in AXES if k in keys and all(_number(r.params.get(k)) for r in records)]
+    if not sizes or (len(sizes) > 1 and _together(records, sizes)):
+        return None
+    return sizes[0]
+
+
+def _together(records: list[JobRecord], sizes: list[str]) -> bool:
+    """Whether the sizes changed only together (whole shapes swapped: `shape=long_context,gqa_prefill`)."""
+    seen: dict[str, tuple] = {}
+    for r in records:
+        others = tuple(r.params.get(k) for k in sizes[1:])
+        if seen.setdefault(r.params[sizes[0]], others) != others:
+            return False
+    return True
 
 
 def plot_sweep(records: list[JobRecord], out_dir: Path, title: str) -> list[Path]:
@@ -38,6 +53,8 @@ def plot_sweep(records: list[JobRecord], out_dir: Path, title: str) -> list[Path
     matplotlib.use("Agg")  # files only: no display, whatever the machine
     out_dir.mkdir(parents=True, exist_ok=True)
     axis = numeric_axis(records)
+    if axis is None and len(_problems(records)) > 1:
+        return [_panels(records, out_dir / "latency.png", title)]
     if axis is None:
         return [_bars(records, out_dir / "latency.png", title)]
     lines = _lines(records, axis)
@@ -55,13 +72,65 @@ def plot_sweep(records: list[JobRecord], out_dir: Path, title: str) -> list[Path
     return paths
 
 
-def _memory_bound(records: list[JobRecord]) -> list[bool]:
-    """Each problem's bound, from its own jobs."""
+def _problems(records: list[JobRecord]) -> dict[str, list[JobRecord]]:
     keys = problem_keys(records)
     problems: dict[str, list[JobRecord]] = defaultdict(list)
     for r in records:
         problems[problem_of(r, keys)].append(r)
-    return [bound_of(jobs).memory for jobs in problems.values()]
+    return problems
+
+
+def _memory_bound(records: list[JobRecord]) -> list[bool]:
+    """Each problem's bound, from its own jobs."""
+    return [bound_of(jobs).memory for jobs in _problems(records).values()]
+
+
+def _panels(records: list[JobRecord], path: Path, title: str) -> Path:
+    """Several problems and no one size to put on an axis (a kernels sweep): one panel per problem, its jobs that
+    ran as bars, fastest on top, on a log scale shared by all panels; those that did not run are named in their
+    panel and explained once under the figure."""
+    import matplotlib.pyplot as plt
+
+    problems = _problems(records)
+    ok = [r for r in records if r.ok]
+    scale, unit = unit_for("median_us", [r.median_us for r in ok] or [1.0])
+    rows = [max(1, sum(j.ok for j in jobs)) for jobs in problems.values()]
+    notes = not_run(records, where=False)
+    text = wrapped(notes)
+    notes_in = NOTE_LINE_IN * (text.count("\n") + 2) if notes else 0.0
+    heights = [0.22 * n + 0.9 for n in rows]
+    fig = plt.figure(figsize=(WIDTH_IN, sum(heights) + notes_in + 0.6), layout="constrained")
+    grid = fig.add_gridspec(len(problems) + 1, 1, height_ratios=[*heights, max(notes_in, 0.01)])
+    fig.suptitle(f"{title}\n{subtitle(records)}", fontsize=11)
+    axes = [fig.add_subplot(grid[i]) for i in range(len(problems))]
+    names = sorted({r.implementation for r in records})
+    color = dict(zip(names, _colors(len(names))))  # a backend keeps its colour from panel to panel
+    for ax, (problem, jobs) in zip(axes, problems.items()):
+        ran = sorted((j for j in jobs if j.ok), key=lambda j: j.median_us)
+        labels = [_approximate_label(j.implementation, [j]) for j in ran]
+        ax.barh(labels, [j.median_us / scale for j in ran], color=[color[j.implementation] for j in ran])
+        for row, j in enumerate(ran):
+            ax.text(j.median_us / scale, row, f" {format_time(j.median_us)}", va="center", fontsize=8)
+        missing = sorted({j.implementation for j in jobs if not j.ok})
+        heading = problem + (f"\ndid not run: {', '.join(missing)}" if missing else "")
+        ax.set_title(heading, fontsize=9, loc="left")
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=8)
+    for ax in axes:
+        ax.set_xlim(*_shared_limits(ok, scale))
+        plain_ticks(ax.xaxis, log=True)
+    axes[-1].set_xlabel(f"median per call ({unit}), log scale")
+    if notes:
+        panel = fig.add_subplot(grid[-1])
+        panel.axis("off")
+        panel.text(0, 1, f"Did not run:\n{text}", va="top", ha="left", fontsize=8, transform=panel.transAxes)
+    return _save(fig, path)
+
+
+def _shared_limits(ok: list[JobRecord], scale: float) -> tuple[float, float]:
+    values = [r.median_us / scale for r in ok] or [1.0]
+    return min(values) / 1.5, max(values) * 2.5  # room for the value written past the longest bar
 
 
 def tflops_label(records: list[JobRecord]) -> str:
