@@ -113,3 +113,16 @@ def test_problem_rules_name_the_field(field, changes):
     with pytest.raises(ConfigError) as info:
         Problem.from_config(shape, make_mask("none", 64, 64))
     assert info.value.field == field and field in str(info.value)
+
+
+@pytest.mark.parametrize("q_len", [1, 5, 64])
+@pytest.mark.parametrize("name", sorted(registered_masks()))
+def test_keys_read_are_the_key_positions_some_query_keeps(name, q_len):
+    mask = make_mask(name, q_len, 64)
+    assert mask.keys_read() == int(brute_force_keeps(name, q_len, 64, mask).any(0).sum())
+
+
+def test_a_sliding_window_decode_step_reads_its_window_not_the_cache():
+    window = make_mask("sliding_window", 1, 1024, config=registered_masks()["sliding_window"].Config(window=256))
+    p = Problem(1, 32, 8, 1, 1024, 128, window)
+    assert p.min_bytes(2) == (2 * 32 * 128 + 2 * 8 * 256 * 128) * 2

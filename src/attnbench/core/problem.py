@@ -76,8 +76,10 @@ class Problem:
         return int(forward * ATTENTION_FLOP_FACTOR[mode])
 
     def min_bytes(self, element_size: int, mode: Mode = Mode.fwd) -> int:
+        """Bytes a kernel must move at least: each tensor once; of K and V only the positions the mask lets some
+        query see (a sliding-window decode step reads its window, not the whole cache)."""
         query_side = self.batch * self.heads * self.q_len * self.head_dim
-        key_side = self.batch * self.kv_heads * self.seq_len * self.head_dim
+        key_side = self.batch * self.kv_heads * self.mask.keys_read() * self.head_dim
         return (QUERY_SIDE_TENSORS[mode] * query_side + KEY_SIDE_TENSORS[mode] * key_side) * element_size
 
     def describe(self) -> str:

@@ -52,6 +52,14 @@ class Mask(ABC):
         """Score elements kept in one (batch, head): the work an exact kernel must do."""
         return int(self.row_counts().sum())
 
+    def keys_read(self) -> int:
+        """Key positions that some query keeps: the keys (and values) a kernel must read at least once. Counted
+        row block by row block; masks whose last query sees every key (none, causal, a prefix) say seq_len."""
+        seen = torch.zeros(self.seq_len, dtype=torch.bool)
+        for start, stop in self._chunks():
+            seen |= self.dense_rows(start, stop).any(0)
+        return int(seen.sum())
+
     def positions(self) -> torch.Tensor:
         """Absolute position of each query row."""
         return torch.arange(self.q_len, dtype=torch.int64) + self.offset

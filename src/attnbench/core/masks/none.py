@@ -14,3 +14,6 @@ class NoMask(Mask):
 
     def row_counts(self):
         return torch.full((self.q_len,), self.seq_len, dtype=torch.int64)
+
+    def keys_read(self):
+        return self.seq_len

@@ -26,5 +26,8 @@ class PrefixLM(Mask):
     def row_counts(self):
         return (self.positions() + 1).clamp(min=self.config.prefix, max=self.seq_len)
 
+    def keys_read(self):
+        return self.seq_len  # the last query sees every key
+
     def describe(self):
         return f"prefix_lm({self.config.prefix})"

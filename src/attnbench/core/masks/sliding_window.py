@@ -27,5 +27,9 @@ class SlidingWindow(Mask):
     def row_counts(self):
         return (self.positions() + 1).clamp(max=self.config.window)
 
+    def keys_read(self):
+        """From the first query's window to the last query: a decode step reads its window, not the cache."""
+        return min(self.seq_len, self.q_len + self.config.window - 1)
+
     def describe(self):
         return f"sliding_window({self.config.window})"
