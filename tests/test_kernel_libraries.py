@@ -201,3 +201,23 @@ def test_a_failure_inside_torchs_fa4_glue_makes_flash4_unsupported_naming_both_v
     assert reason.startswith(f"backend=flash4: torch {torch.__version__}'s FA4 route does not work with flash-attn-4 ")
     assert "ValueError: too many values to unpack" in reason
     assert flash4.explain_failure(ValueError("elsewhere"), []) is None
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_broken_sage_is_wrong_under_its_own_tolerance(monkeypatch, broken):
+    from attnbench.core.correctness import check
+
+    sage_module = standins.sageattention()
+    if broken:  # a kernel that drops its causal mask
+        working = sage_module.sageattn
+        sage_module.sageattn = lambda q, k, v, is_causal=False, **kwargs: working(q, k, v, is_causal=False, **kwargs)
+    standins.install(monkeypatch, sage_module)
+    p = problem("causal", head_dim=64)
+    sage = get_backend("sage")(get_backend("sage").Config(name="sage"))
+    model = get_model("attention")(get_model("attention").Config(name="attention"), p, sage, torch.bfloat16, CPU)
+    fn, args = model.build(sage.build(p, CPU, torch.bfloat16))
+    verdict = check(model, sage, Mode.fwd, args, fn(*args))
+    assert verdict.tags["check"] == "approximate"
+    assert bool(verdict.wrong) is broken, verdict.wrong
+    if broken:
+        assert "against float64 softmax attention" in verdict.wrong
