@@ -7,6 +7,7 @@ import json
 import pickle
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from omegaconf import open_dict
 
 from attnbench.core.record import Record
 from attnbench.harness import outcome
+from attnbench.harness.jobs_checked import jobs_checked
 from attnbench.harness.tracking import MlflowTrackingCallback
 from attnbench.store import results
 from attnbench.store.tracking import upload
@@ -146,6 +148,7 @@ def sweep(compose_cfg, tmp_path, empty_store_db):
         cfg.hydra.mode = RunMode.MULTIRUN
     callback = MlflowTrackingCallback()
     callback.on_multirun_start(cfg)
+    jobs_checked()  # as the sweeper says once it has checked the jobs' configs: the parent run is opened
 
     def job(num: int):
         """Job `num` started (its run created on the background thread, maybe not yet), its config and return."""
@@ -250,3 +253,23 @@ def test_a_run_that_could_not_be_created_in_the_background_fails_the_tracking_no
     assert not (Path(cfg.hydra.sweep.dir) / "0" / "mlflow_run.json").exists()
     parent = _fresh_view(cfg).get_run(callback._recorder.parent_id)
     assert parent.info.status == "FAILED" and "not every job is recorded" in parent.data.tags["reason"]
+
+
+def test_a_quick_job_recorded_behind_another_does_not_end_before_its_run_started(sweep, monkeypatch):
+    # An `unsupported` job ends milliseconds after it starts, while its run waits on the background thread behind
+    # the previous job's recording: its run must start when the job did, not when the thread got to it (the UI
+    # showed such runs with negative durations).
+    callback, cfg, job = sweep
+    _held_until_drained(callback, monkeypatch)
+    first_cfg, first_return = job(0)
+    callback.on_job_end(first_cfg, first_return)  # its recording holds the thread until the sweep ends
+    quick_cfg, _ = job(1)
+    record = Record.begun("1", "job 1", Path(quick_cfg.hydra.runtime.output_dir), {"seed": "0"}, {"case": "1"})
+    record = record.ended(Record("unsupported", "no kernel for this device"))
+    while int(time.time() * 1000) <= record.ended_ms:  # the clock past its end, so that a later start shows
+        time.sleep(0.001)
+    callback.on_job_end(quick_cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=record))
+    callback.on_multirun_end(cfg)
+    run = _fresh_view(cfg).get_run(_run_of(cfg, 1))
+    assert run.data.tags["status"] == "unsupported"
+    assert run.info.start_time <= record.started_ms <= record.ended_ms == run.info.end_time

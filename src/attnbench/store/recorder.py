@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -86,7 +87,10 @@ class SweepRecorder:
         if self.parent_id is not None:
             tags = tags | {"hydra.job.num": key, PARENT_TAG: self.parent_id}
         self._tracked.add(key)
-        self._in_order(partial(self._start_job, key, name, tags, params, job_dir))
+        # Started now, not when the background thread gets to it: a job that ends within milliseconds (`unsupported`)
+        # would otherwise end before its run started (a negative duration in the UI).
+        started_ms = int(time.time() * 1000)
+        self._in_order(partial(self._start_job, key, name, tags, params, job_dir, started_ms))
 
     def end_job(self, key: str, record: Record, dtype: str) -> bool:
         """Record a job's result on its run; False if the job has no run (tracking had stopped, or it was
@@ -103,12 +107,13 @@ class SweepRecorder:
         else:
             work()
 
-    def _start_job(self, key: str, name: str, tags: dict[str, str], params: dict[str, str], job_dir: Path) -> None:
+    def _start_job(self, key: str, name: str, tags: dict[str, str], params: dict[str, str], job_dir: Path,
+                   started_ms: int) -> None:
         if self.failed:  # an earlier call failed: the rest of the sweep is saved in its job folders only
             return
         try:  # the params come with the job's results, in the same call as its metrics and tags
             self._runs[key] = (self._left_by_a_dead_worker(key, job_dir / RUN_FILE)
-                               or self.session.start_job(name, tags, job_dir / RUN_FILE))
+                               or self.session.start_job(name, tags, job_dir / RUN_FILE, started_ms))
         except Exception as e:  # noqa: BLE001
             self._failed(f"could not create the run of job {key}", e)
             return
