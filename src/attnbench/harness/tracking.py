@@ -3,7 +3,9 @@
 A thin adapter: it turns Hydra's hooks and config into calls of the store's sweep recorder
 (attnbench.store.recorder), which writes through the store session that `attnbench sync` uses too. Before the
 first job the store is checked: a store that cannot be used stops the command with one line, before anything
-runs. A tracking failure later loses nothing (results are in the job folders): one line, the command exits 2.
+runs. A sweep's parent run is created once its sweeper has checked every job's config, so a sweep refused for a
+bad override leaves no run behind (attnbench.harness.jobs_checked). A tracking failure later loses nothing
+(results are in the job folders): one line, the command exits 2.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from attnbench.core.record import Record, Status
 from attnbench.harness import outcome, resume
 from attnbench.harness.case import case_key
+from attnbench.harness.jobs_checked import jobs_checked, when_jobs_checked
 from attnbench.harness.summary import SUMMARY_FILE, count, summary_text
 from attnbench.harness.sweep import sweep_run, sweep_title
 from attnbench.store import results
@@ -36,6 +39,11 @@ from attnbench.store.tracking.stale import process_tags
 from attnbench.store.tracking.store import artifact_location, job_params, tracking_uri
 
 log = logging.getLogger(__name__)
+
+# Sweepers that call attnbench.harness.jobs_checked once every job of their first batch is valid (the compose-once
+# sweeper of conf/config.yaml): under them the parent run waits for it.
+SWEEPERS_THAT_SAY_JOBS_CHECKED = ("compose_once",)
+OPEN_SWEEP = "the sweep's parent run"
 
 
 class MlflowTrackingCallback(Callback):
@@ -86,7 +94,17 @@ class MlflowTrackingCallback(Callback):
         self._open(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = self._folder = self._sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        self._folder = self._sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        if config.hydra.runtime.choices.get("hydra/sweeper") in SWEEPERS_THAT_SAY_JOBS_CHECKED:
+            # Hydra calls this before any job's config is composed: a parent run opened now would outlive a sweep
+            # refused for a bad swept value, and MLflow would be loaded just to refuse it.
+            when_jobs_checked(OPEN_SWEEP, lambda: self._open_sweep(config))
+        else:  # another sweeper says nothing before its first job, which may run in another process
+            self._open_sweep(config)
+
+    def _open_sweep(self, config: DictConfig) -> None:
+        """The store checked, then the sweep's parent run (or its earlier one, resumed) and its link file."""
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
         recorder = self._open(config)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -123,9 +141,11 @@ class MlflowTrackingCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("resume") and resume.done_in(case_key(config)):
             return  # a skipped job has no run: its case's run is the one that finished ok
-        recorder = self._recorder
         if config.hydra.mode == RunMode.MULTIRUN and self._sweep_dir != Path(config.hydra.sweep.dir).resolve():
-            recorder = self._join_sweep(config)  # a worker process's first job of this sweep
+            self._join_sweep(config)  # a worker process's first job of this sweep
+        elif config.hydra.mode == RunMode.MULTIRUN:
+            jobs_checked()  # the sweep's parent, if no sweeper opened it yet (one that runs jobs in this process)
+        recorder = self._recorder
         choices = {f"choice.{group}": str(choice) for group, choice in config.hydra.runtime.choices.items()
                    if not group.startswith("hydra/") and choice is not None}
         recorder.start_job(_job_key(config), results.run_name(config), process_tags() | choices,

@@ -39,7 +39,7 @@ from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, RangeSweep
 from hydra.core.utils import JobReturn
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.plugins.config_source import ConfigSource
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
@@ -47,8 +47,10 @@ from hydra.types import HydraContext, RunMode, TaskFunction
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from attnbench.harness.bad_option import missing_option_line
 from attnbench.harness.disk import DiskFull, check_space, free_bytes, is_disk_full, message
 from attnbench.harness.hydra_settings import hydra_settings_problem
+from attnbench.harness.jobs_checked import jobs_checked
 from attnbench.harness.outcome import raise_if_stopped, record_stop_reason
 from attnbench.harness.progress import set_sweep_size
 from attnbench.harness.shared_compositions import SharedCompositions
@@ -174,6 +176,7 @@ class _LaunchingComposedOnce(Launcher):
         self.launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        jobs_checked()  # the batch is valid: now what only a sweep that runs may leave (its MLflow parent run)
         with self.loader.launching():
             return self.launcher.launch(job_overrides, initial_job_idx)
 
@@ -212,6 +215,8 @@ class ComposeOnceSweeper(Sweeper):
         set_sweep_size(self.config.hydra.sweep.dir, jobs)
         try:
             return self.basic.sweep(arguments)
+        except MissingConfigException as e:  # an OSError too: before the disk's clause
+            raise _in_one_line(e) from None
         except (DiskFull, OSError) as e:  # the sweep folder's disk: one line, and the parent's reason
             if not isinstance(e, DiskFull) and not is_disk_full(e):
                 raise
@@ -221,6 +226,13 @@ class ComposeOnceSweeper(Sweeper):
         finally:  # every job has asked for its config by now: what is left was not run (a stopped sweep)
             if self.handoff_dir is not None:
                 shutil.rmtree(self.handoff_dir, ignore_errors=True)
+
+
+def _in_one_line(error: MissingConfigException) -> Exception:
+    """A swept option that does not exist (`backend=math,flsh`): one line naming the group, the value and the
+    allowed values (attnbench.harness.bad_option), not Hydra's twenty; another missing config as Hydra says it."""
+    line = missing_option_line(error)
+    return error if line is None else ConfigCompositionException(line)
 
 
 def _check_launcher(config: DictConfig) -> None:
