@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 VENV_FLAGS ?=
 STORE := $(CURDIR)/mlruns
-# `make server`: its port, and its database (SQLite in mlruns/server/ by default, a store of its own: README,
+# `make server` and `make ui`: their port; `make server`'s database (SQLite in mlruns/server/ by default, a store of its own: README,
 # "Shared tracking server", says why; or DB=postgresql://user@host:port/database).
 PORT ?= 5000
 SERVER_STORE := $(STORE)/server
@@ -56,10 +56,12 @@ test: install ## the import rules of the four wings (lint-imports), then the tes
 test-long: install ## the long tests: hundreds of jobs, whole experiments, Inductor (~4 min on 2 cores; CI runs them)
 	$(BIN)/python -m pytest -m long $(ARGS)
 
-ui: install ## the MLflow UI for the local store on http://127.0.0.1:5000, after the links to the latest sweep
+# A busy port stops it before the links are printed (mlflow ui itself would exit 0 after them).
+ui: install ## the MLflow UI for the local store on http://127.0.0.1:PORT (5000), after the links to the latest sweep
+	@$(BIN)/python -m attnbench.store.tracking.port '$(PORT)' ui
 	mkdir -p $(STORE)
-	-$(BIN)/attnbench url --uri sqlite:///$(STORE)/mlflow.db --base http://127.0.0.1:5000
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
+	-$(BIN)/attnbench url --uri sqlite:///$(STORE)/mlflow.db --base http://127.0.0.1:$(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(PORT) --workers 1 \
 	  --backend-store-uri sqlite:///$(STORE)/mlflow.db --default-artifact-root $(STORE)/artifacts
 
 # Artifacts are uploaded through the server (--serve-artifacts), so a client needs nothing but its URL. The DB is

@@ -6,12 +6,10 @@ already taken is one line saying what to do, not MLflow's traceback a few second
 
 from __future__ import annotations
 
-import socket
 import sys
 
 from attnbench.store.credentials import mask
-
-HOST = "127.0.0.1"  # loopback only: MLflow's server has no authentication by default
+from attnbench.store.tracking.port import HOST, port_number, port_problem
 
 
 def problem(db: str, port: int) -> str | None:
@@ -39,20 +37,13 @@ def problem(db: str, port: int) -> str | None:
         return f"DB={mask(db)} cannot be opened: {mask(reason)[:300]}"
     finally:
         engine.dispose()
-    with socket.socket() as s:
-        # As the server binds: a crashed server's connections lingering in TIME_WAIT do not keep it from starting.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError as e:
-            return f"port {port} on {HOST} cannot be used ({e.strerror}; `make ui` or another server?): " \
-                   f"make server PORT={port + 1}"
-    return None
+    return port_problem(str(port), "server")
 
 
 def main(argv: list[str]) -> int:
-    db, port, artifacts = argv[0], int(argv[1]), argv[2]
-    found = problem(db, port)
+    db, port_text, artifacts = argv[0], argv[1], argv[2]
+    port = port_number(port_text)
+    found = port_problem(port_text, "server") if port is None else problem(db, port)
     if found:
         print(f"attnbench: {found}", file=sys.stderr)
         return 1
