@@ -169,7 +169,8 @@ def xformers(cpp_library_error: Exception | None = None):
         out = windowed(query.contiguous(), key.contiguous(), value.contiguous(), left, right)
         return out.reshape(*out.shape[:2], g, hg, d) if grouped else out
 
-    fmha_bias = module("xformers.ops.fmha.attn_bias", LowerTriangularFromBottomRightMask=LowerTriangularFromBottomRightMask,
+    fmha_bias = module("xformers.ops.fmha.attn_bias",
+                       LowerTriangularFromBottomRightMask=LowerTriangularFromBottomRightMask,
                        LowerTriangularFromBottomRightLocalAttentionMask=LowerTriangularFromBottomRightLocalAttentionMask)
     fmha = module("xformers.ops.fmha", attn_bias=fmha_bias)
     ops = module("xformers.ops", memory_efficient_attention=memory_efficient_attention, fmha=fmha)

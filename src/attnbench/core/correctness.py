@@ -140,7 +140,8 @@ def check(model: Model, backend: Backend, mode: Mode, args: tuple, out: torch.Te
         formula = backend.reference(model.problem)  # None: it approximates softmax itself, with its own tolerance
         own = exact if formula is None else _against(model, formula, rows, args, out, grads, grad_out)
         verdict.metrics |= {f"self_{k}": v for k, v in own.items()}
-        verdict.wrong = _over(own, limits, "float64 softmax attention" if formula is None else "its own formula in float64")
+        against = "float64 softmax attention" if formula is None else "its own formula in float64"
+        verdict.wrong = _over(own, limits, against)
     else:
         verdict.tags["check"] = "exact"
         verdict.wrong = _over(exact, limits, "float64 softmax attention")

@@ -31,14 +31,16 @@ class DirectFlashAttention(Backend):
     sequence_major = True
 
     def supports(self, problem, device, dtype, mode):
-        reason = self.library.missing(self.name) or cuda_and_half(self.name, device, dtype) or self._mask_support(problem)
+        reason = (self.library.missing(self.name) or cuda_and_half(self.name, device, dtype)
+                  or self._mask_support(problem))
         if reason:
             return reason
         if capability(device) < self.min_capability:
             return (f"backend={self.name} needs compute capability {'.'.join(map(str, self.min_capability))} or "
                     f"newer; this GPU is {'.'.join(map(str, capability(device)))}")
         if problem.head_dim > self.max_head_dim or problem.head_dim % 8:
-            return f"backend={self.name} takes head_dim ≤ {self.max_head_dim}, a multiple of 8; shape.head_dim={problem.head_dim}"
+            return (f"backend={self.name} takes head_dim ≤ {self.max_head_dim}, a multiple of 8; "
+                    f"shape.head_dim={problem.head_dim}")
         return None
 
     def build(self, problem, device, dtype):

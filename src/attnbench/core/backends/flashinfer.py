@@ -53,7 +53,8 @@ class FlashInfer(Backend):
         return attend
 
     def explain_failure(self, exc, warned):
-        if isinstance(exc, (AssertionError, NotImplementedError, ValueError, RuntimeError)) and raised_by(exc, "flashinfer"):
+        refusal = isinstance(exc, (AssertionError, NotImplementedError, ValueError, RuntimeError))
+        if refusal and raised_by(exc, "flashinfer"):
             return f"backend=flashinfer: flashinfer refuses these inputs: {first_line(exc)}"
         return None
 
@@ -105,8 +106,8 @@ class Calls:
             cache = tuple(t.reshape(pages, self.page_size, p.kv_heads, p.head_dim) for t in (k, v))
             out = self._batch_decode().run(q.reshape(p.batch, p.heads, p.head_dim), cache)
         else:
-            out = self._batch_prefill().run(q.reshape(-1, p.heads, p.head_dim),
-                                            k.reshape(-1, p.kv_heads, p.head_dim), v.reshape(-1, p.kv_heads, p.head_dim))
+            k, v = (t.reshape(-1, p.kv_heads, p.head_dim) for t in (k, v))
+            out = self._batch_prefill().run(q.reshape(-1, p.heads, p.head_dim), k, v)
         return out.reshape(p.batch, p.q_len, p.heads, p.head_dim).transpose(1, 2)
 
     def _workspace(self) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """SageAttention (`sageattention.sageattn`): QKᵀ in INT8 with per-block scales, PV in float16; forward only.
 
 Approximate: it quantises on purpose, so it is ranked apart from the exact kernels and never named a winner among
-them (the `approximate` tag). It has no float64 formula of its own: its output is judged against exact softmax
-attention with a tolerance of its own (`reference` None; `TOLERANCE` class `quantized` in attnbench.core.correctness, set from its
-measured error with a margin), so a broken kernel is still `wrong`. Its causal mask is aligned top-left (query i
-sees keys 0..i), which is attnbench's bottom-right only when q_len = seq_len: other causal problems are refused.
+them (the `approximate` tag). It has no float64 formula of its own (`reference` is None): its output is judged
+against exact softmax attention with a tolerance of its own (`TOLERANCE` class `quantized` in
+attnbench.core.correctness, set from its measured error with a margin), so a broken kernel is still `wrong`. Its
+causal mask is aligned top-left (query i sees keys 0..i), which is attnbench's bottom-right only when q_len =
+seq_len: other causal problems are refused.
 It subtracts the keys' mean from k in place (`smooth_k`, its default): softmax does not change, the inputs do.
 """
 
