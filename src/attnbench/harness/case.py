@@ -13,8 +13,9 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
-# Top-level keys that say how a job was run or recorded, not what it ran.
-NOT_PART_OF_A_CASE = ("hydra", "timing", "tracking", "resume")
+# Top-level keys that say how a job was run or recorded, not what it ran. `size` chose the shape and mask values
+# a job ran, which are in its case; the size section itself is the sweeper's instruction (attnbench.harness.sizes).
+NOT_PART_OF_A_CASE = ("hydra", "timing", "tracking", "resume", "size")
 # Keys added after cases were first recorded, left out at their default value: older runs' cases stay the same.
 LEFT_OUT_AT_DEFAULT = {"inputs": "normal", "shape.page_size": 0}
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from enum import Enum
+from typing import Any, Dict, Optional
 
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
@@ -46,6 +47,18 @@ class ShapeConfig:
 TimingConfig = Timing  # the timing group's schema is what the job reads
 
 
+class SizeName(Enum):
+    full = "full"  # the sizes the experiment states
+    cpu = "cpu"  # the CPU size it states in `size.cpu`: the same problem, minutes on 2 cores
+
+
+@dataclass
+class SizeConfig:
+    name: SizeName = SizeName.full  # the `size` group's option: size=cpu
+    # An experiment's CPU size: override -> value(s), as hydra.sweeper.params (attnbench.harness.sizes)
+    cpu: Dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class TrackingConfig:
     # None: $MLFLOW_TRACKING_URI if set, else sqlite:///<repo>/mlruns/mlflow.db
@@ -72,6 +85,7 @@ class Config:
     inputs: Inputs = Inputs.normal
     seed: int = 0
     resume: bool = False  # skip each job whose case already finished `ok` in the experiment
+    size: SizeConfig = field(default_factory=SizeConfig)
 
 
 def job_spec(cfg: DictConfig) -> JobSpec:

@@ -10,6 +10,8 @@ So a file is checked before Hydra sees it, against what a sweep definition needs
 - keys of the config schema, except `tracking` (where results go is the user's choice);
 - under `hydra`, only `sweeper.params`, whose keys are schema fields or groups, and whose values for a group
   or a top-level key are names (a path would make Hydra load a file no check has seen);
+- under `size`, only `cpu`: the file's CPU size, in the form of `sweeper.params` and checked as it is (which size
+  runs is the user's choice: `size=cpu`);
 - no `_target_` (or any `_name_` instantiation key) anywhere, no interpolation that calls a resolver
   (`${oc.env:...}`, `${now:...}`, custom ones) or reads `hydra`/`tracking`.
 Command-line overrides are not checked: they are the user's own.
@@ -32,6 +34,8 @@ from omegaconf import OmegaConf
 from attnbench.harness.config import Config
 
 NOT_SHAREABLE = {"tracking": "sets where results are recorded: choose the store on the command line"}
+SIZES = ("cpu",)  # what a file may state under `size`: the values of each size (attnbench.harness.sizes)
+USERS_CHOICE = {"size": "which size runs is the user's choice (size=cpu on the command line)"}
 HYDRA_SETTINGS = {  # why each of Hydra's own settings is the user's alone
     "callbacks": "instantiates objects (any importable function) when Hydra starts",
     "job_logging": "configures log handlers, which can write any file",
@@ -155,6 +159,8 @@ def check_experiment(tree: Any, package: str | None, file: str) -> None:
             _check_defaults(value, allowed, refuse)
         elif key == "hydra":
             _check_hydra(value, allowed, refuse)
+        elif key == "size":
+            _check_sizes(value, allowed, refuse)
         elif key in NOT_SHAREABLE:
             refuse(key, NOT_SHAREABLE[key])
         elif key not in allowed:
@@ -194,6 +200,8 @@ def _check_defaults(entries: Any, allowed: list[str], refuse) -> None:
             refuse(f"defaults[{i}]", f"{entry!r}: expected `override /GROUP: OPTION`")
         (target, option), = entry.items()
         group = str(target).removeprefix("override").strip().lstrip("/")
+        if group in USERS_CHOICE:
+            refuse(f"defaults[{i}]", USERS_CHOICE[group])
         if group not in allowed or group in NOT_SHAREABLE or "@" in group:
             refuse(f"defaults[{i}]", f"{target!r}: not one of attnbench's config groups")
         if option is not None and not (isinstance(option, str) and OPTION.match(option)):
@@ -213,9 +221,30 @@ def _check_hydra(node: Any, allowed: list[str], refuse) -> None:
     for key in sweeper:
         if key != "params":
             refuse(f"hydra.sweeper.{key}", "only hydra.sweeper.params can be shared")
-    for key, values in (sweeper.get("params") or {}).items():
-        full = f"hydra.sweeper.params.{key}"
+    _check_params(sweeper.get("params"), "hydra.sweeper.params", allowed, refuse)
+
+
+def _check_sizes(node: Any, allowed: list[str], refuse) -> None:
+    if not isinstance(node, dict):
+        refuse("size", "expected a mapping of sizes (size.cpu) to their values")
+    for key, values in node.items():
+        if key not in SIZES:
+            refuse(f"size.{key}", f"a file states the values of a size ({', '.join(SIZES)}); "
+                   f"{USERS_CHOICE['size']}")
+        if values is not None and not isinstance(values, dict):
+            refuse(f"size.{key}", "expected a mapping of keys to values, as hydra.sweeper.params")
+        _check_params(values, f"size.{key}", allowed, refuse)
+
+
+def _check_params(params: Any, where: str, allowed: list[str], refuse) -> None:
+    """A sweep's parameters, or a size's values: keys are schema fields or groups, a group's values are names."""
+    if params is not None and not isinstance(params, dict):
+        refuse(where, "expected a mapping of keys to values")
+    for key, values in (params or {}).items():
+        full = f"{where}.{key}"
         root = OVERRIDE_PREFIX.sub("", str(key)).split(".")[0].split("@")[0]
+        if root in USERS_CHOICE:
+            refuse(full, USERS_CHOICE[root])
         if root not in allowed or root in NOT_SHAREABLE:
             refuse(full, f"{root!r} is not something a sweep may vary")
         if isinstance(values, (dict, list)):
