@@ -17,8 +17,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Param, RunTag
-
 HOST_KEYS = frozenset({"attnbench.host", "env.hostname", "placement.host"})
 SALT_FILE = Path.home() / ".cache" / "attnbench" / "host-salt"
 
@@ -86,6 +84,8 @@ class RedactingClient:
         return self._client.log_param(run_id, key, redact(key, value), *args, **kwargs)
 
     def log_batch(self, run_id, metrics=(), params=(), tags=(), *args, **kwargs):
+        from mlflow.entities import Param, RunTag  # here, not at import (attnbench.store.tracking.upload says why)
+
         params = [Param(p.key, redact(p.key, p.value)) for p in params]
         tags = [RunTag(t.key, redact(t.key, t.value)) for t in tags]
         return self._client.log_batch(run_id, metrics, params, tags, *args, **kwargs)

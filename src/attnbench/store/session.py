@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlflow.entities import RunTag
-
 from attnbench.core.record import Record
 from attnbench.store.redact import RedactingClient
 from attnbench.store.tracking import upload
@@ -161,6 +159,8 @@ class StoreSession:
 
     def interrupt_job(self, run_id: str, params: dict[str, str], reason: str) -> None:
         """A job stopped while it ran: its params, status `interrupted` and the reason; KILLED."""
+        from mlflow.entities import RunTag  # here, not at import (attnbench.store.tracking.upload says why)
+
         for params_batch, _, tags in upload.batches(upload.param_list(params), [], [RunTag("reason", reason)],
                                                     RunTag("status", "interrupted")):
             self.client.log_batch(run_id, params=params_batch, tags=tags)

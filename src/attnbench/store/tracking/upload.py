@@ -13,8 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
-
-from mlflow.entities import Metric, Param, RunTag
+from typing import TYPE_CHECKING
 
 from attnbench.core.record import Record, Status
 from attnbench.store.credentials import mask
@@ -23,6 +22,11 @@ from attnbench.store.tracking.describe import NOTE, job_description, terminal_st
 from attnbench.store.tracking.names import COMMAND, RESULT_ID, SAMPLES_FILE, SWEEP_TAG
 from attnbench.store.tracking.stale import process_tags
 from attnbench.store.tracking.store import MAX_PARAMS_PER_BATCH, MAX_TAG_VALUE, chunks, flatten, safe_name
+
+# MLflow (~1.5 s to import) is imported where a run is written, not with this module: Hydra creates the sweep's
+# callbacks, which import it, before the sweeper checks the jobs, and a sweep refused then never writes a run.
+if TYPE_CHECKING:
+    from mlflow.entities import Param, RunTag
 
 MAX_TAGS_PER_BATCH = 100  # MLflow's limit; a batch holds at most 1000 entities
 MAX_METRICS_PER_BATCH = 1000 - MAX_PARAMS_PER_BATCH - MAX_TAGS_PER_BATCH
@@ -40,6 +44,8 @@ def start_run(client, experiment_id: str, name: str, params: dict[str, str], tag
 
 
 def param_list(params: dict[str, str]) -> list[Param]:
+    from mlflow.entities import Param
+
     return [Param(safe_name(k), mask(str(v))) for k, v in params.items()]
 
 
@@ -77,6 +83,8 @@ def write_link(path: Path, run_id: str, experiment_id: str, uri: str) -> None:
 def finish_job_run(client, run_id: str, record: Record) -> None:
     """Artifacts (the raw samples among them), then params, metrics and tags in one call where MLflow's limits
     allow, then close the run: against a server, each call is a round trip and a database commit."""
+    from mlflow.entities import Metric, RunTag
+
     when = record.ended_ms or record.started_ms
     metrics = [Metric(safe_name(k), float(v), when, 0) for k, v in record.metrics.items()
                if v is not None and math.isfinite(float(v))]
