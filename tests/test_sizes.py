@@ -4,6 +4,7 @@ grouped, decode stays one query against a cache, a window keeps its share of the
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -13,6 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
 
 from attnbench.harness.safety import UnsafeExperiment, load_experiment
 from attnbench.harness.single_run import SingleRunCallback, skipped_sweep_line
@@ -169,3 +171,44 @@ def test_a_single_run_says_so_on_the_console_and_runs_its_job(store, tmp_path):
     refused = run_script("experiment=masks", "size=cpu", *ONE_SAMPLE, store=store, cwd=tmp_path)
     assert refused.returncode == 1 and refused.stderr.strip().endswith("size=cpu (docs/experiments.md)")
     assert "job 1/1" not in refused.stderr
+
+
+# experiment -> (jobs, {status: count}) at size=cpu on a CPU: the kernels a CPU has none of (efficient, cudnn, the
+# third-party libraries) and flex's backward are `unsupported`; compile_modes' eager repeats are `skipped`.
+AT_CPU_SIZE = {
+    "compile_modes": (8, {"ok": 5, "skipped": 3}),
+    "decode": (42, {"ok": 30, "unsupported": 12}),
+    "decode_paged": (12, {"unsupported": 12}),  # FlashInfer: CUDA
+    "gqa_prefill": (7, {"ok": 5, "unsupported": 2}),
+    "kernels": (104, {"ok": 20, "unsupported": 84}),
+    "kernels_decode": (26, {"ok": 6, "unsupported": 20}),
+    "masks": (15, {"ok": 9, "unsupported": 6}),
+    "seed_causal_self_attention": (2, {"ok": 2}),
+    "seed_sdpa": (5, {"ok": 3, "unsupported": 2}),
+    "seqlen_scaling": (54, {"ok": 42, "unsupported": 12}),
+    "training": (12, {"ok": 6, "unsupported": 6}),
+}
+RECORDED = ("shape.batch", "shape.heads", "shape.kv_heads", "shape.seq_len", "shape.q_len", "shape.head_dim")
+
+
+def test_every_experiment_has_its_cpu_size_run_below():
+    assert set(AT_CPU_SIZE) == set(EXPERIMENTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n if n == "gqa_prefill" else pytest.param(n, marks=pytest.mark.long)
+                                  for n in sorted(AT_CPU_SIZE)])
+def test_an_experiment_runs_at_cpu_size_and_its_runs_record_the_sizes_that_ran(name, store, tmp_path):
+    """One timed sample per job (the timing is not part of a size; benchmarks/cpu_sizes.py times the real runs)."""
+    jobs, statuses = AT_CPU_SIZE[name]
+    proc = run_script("-m", f"experiment={name}", "size=cpu", *ONE_SAMPLE, store=store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("attnbench").experiment_id], max_results=1000)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == jobs
+    assert Counter(c.data.tags["status"] for c in children) == Counter(statuses)
+    assert all(c.data.params["size.name"] == "cpu" and c.data.tags["choice.size"] == "cpu" for c in children)
+    composed = Counter(tuple(str(c.shape[k.split(".")[1]]) for k in RECORDED)
+                       for c in sweep_configs(f"experiment={name}", "size=cpu", "device=cpu"))
+    assert Counter(tuple(c.data.params[k] for k in RECORDED) for c in children) == composed
