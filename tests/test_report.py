@@ -182,6 +182,7 @@ def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_noth
 
     from attnbench.analysis import sweep_report
     from attnbench.harness import outcome
+    from attnbench.harness.jobs_checked import jobs_checked
     from attnbench.harness.tracking import MlflowTrackingCallback
 
     monkeypatch.setattr(outcome, "outcome", outcome.Outcome())
@@ -195,6 +196,7 @@ def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_noth
     monkeypatch.setattr(sweep_report, "report_sweep", broken)
     callback = MlflowTrackingCallback()
     callback.on_multirun_start(cfg)
+    jobs_checked()  # as the sweeper says before its first launch: the parent run is opened then
     callback.on_multirun_end(cfg)
     parent = callback._recorder.session.client.get_run(callback._recorder.parent_id)
     assert parent.info.status == "FINISHED" and outcome.outcome.exit_code() == 0
