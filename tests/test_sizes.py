@@ -212,3 +212,11 @@ def test_an_experiment_runs_at_cpu_size_and_its_runs_record_the_sizes_that_ran(n
     composed = Counter(tuple(str(c.shape[k.split(".")[1]]) for k in RECORDED)
                        for c in sweep_configs(f"experiment={name}", "size=cpu", "device=cpu"))
     assert Counter(tuple(c.data.params[k] for k in RECORDED) for c in children) == composed
+
+
+def test_a_run_logs_the_size_that_ran_not_the_sizes_its_file_states(compose_cfg):
+    from attnbench.store.tracking.store import job_params
+
+    params = job_params(compose_cfg("experiment=decode"))
+    assert params["size.name"] == "full" and params["shape.q_len"] == "1"
+    assert not [key for key in params if key.startswith("size.cpu")]

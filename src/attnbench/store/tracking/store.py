@@ -72,10 +72,16 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# An experiment's stated CPU sizes (`size.cpu`: what size=cpu would set): the sizes that ran are in shape.*, mask.*
+# and size.name; logging the statement too would give every run a dozen params that describe another run.
+NOT_PARAMS = ("size.cpu.",)
+
+
 def job_params(config: DictConfig) -> dict[str, str]:
     """The flattened resolved job config, without Hydra's own node."""
     job_only = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-    return flatten(OmegaConf.to_container(job_only, resolve=True, enum_to_str=True))
+    params = flatten(OmegaConf.to_container(job_only, resolve=True, enum_to_str=True))
+    return {key: value for key, value in params.items() if not key.startswith(NOT_PARAMS)}
 
 
 def chunks(items: list, size: int) -> list[list]:
