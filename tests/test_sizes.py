@@ -196,7 +196,7 @@ def test_every_experiment_has_its_cpu_size_run_below():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n if n == "gqa_prefill" else pytest.param(n, marks=pytest.mark.long)
+@pytest.mark.parametrize("name", [n if n == "seed_sdpa" else pytest.param(n, marks=pytest.mark.long)
                                   for n in sorted(AT_CPU_SIZE)])
 def test_an_experiment_runs_at_cpu_size_and_its_runs_record_the_sizes_that_ran(name, store, tmp_path):
     """One timed sample per job (the timing is not part of a size; benchmarks/cpu_sizes.py times the real runs)."""

@@ -18,6 +18,8 @@ from attnbench.store.tracking.names import PARENT_FILE
 from conftest import NEVER_CONTENDED, REPO, _command, run_script, tracked_runs, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+# The sweeps on the cluster take 14-82 s each (Slurm checks time limits every 30 s): they are `long`, so `make test`
+# stays within 8 minutes on 2 cores and CI runs them in `make test-long`; `pytest -m slurm` runs them all.
 
 TRIVIAL = ["shape=tiny", "device=cpu", "dtype=float32", "timing.warmup_s=0", "timing.min_time_s=0",
            "timing.min_reps=1", "timing.max_reps=1", NEVER_CONTENDED]
@@ -79,6 +81,7 @@ def _running_jobs(store: Path, sweep_dir: Path) -> set[str]:
     return {run.data.tags["hydra.job.num"] for run in children if run.info.status == "RUNNING"}
 
 
+@pytest.mark.long
 def test_a_cpu_sweep_runs_as_one_slurm_array(tmp_path: Path, store: Path, cluster) -> None:
     done = run_script("-m", "hydra/launcher=slurm_cpu", *TRIVIAL, "seed=0,1,2", store=store, cwd=tmp_path,
                       env=cluster)
@@ -101,6 +104,7 @@ def test_a_cpu_sweep_runs_as_one_slurm_array(tmp_path: Path, store: Path, cluste
     assert {t["placement.launcher"] for t in tags.values()} == {"slurm_cpu"}
 
 
+@pytest.mark.long
 def test_a_task_cancelled_by_slurm_costs_its_job_alone(tmp_path: Path, store: Path, cluster) -> None:
     sweep_dir = tmp_path / "multirun"
     args = ["hydra/launcher=slurm_cpu", *TRIVIAL, *UNENDING, f"timing.min_time_s={TIMED_FOR_S}", "seed=0,1"]
@@ -140,6 +144,7 @@ def test_a_task_cancelled_by_slurm_costs_its_job_alone(tmp_path: Path, store: Pa
     assert "job 1/2" in done.stdout and f"Slurm task {_array(done.stdout)}_0" in done.stdout  # job 2, task 0
 
 
+@pytest.mark.long
 def test_ctrl_c_cancels_the_array(tmp_path: Path, store: Path, cluster) -> None:
     sweep_dir = tmp_path / "multirun"
     sweep = _start(tmp_path, store, cluster, "hydra/launcher=slurm_cpu", *TRIVIAL, *UNENDING,
@@ -161,6 +166,7 @@ def test_ctrl_c_cancels_the_array(tmp_path: Path, store: Path, cluster) -> None:
         [("KILLED", "interrupted")] * 2
 
 
+@pytest.mark.long
 def test_a_job_past_its_slurm_time_limit_is_a_timeout(tmp_path: Path, store: Path, cluster) -> None:
     # Slurm looks at time limits every 30 s: the job ends 60 to ~100 s after it starts.
     done = run_script("-m", "hydra/launcher=slurm_cpu", "hydra.launcher.timeout_min=1", *TRIVIAL, *UNENDING,
