@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 VENV_FLAGS ?=
 STORE := $(CURDIR)/mlruns
 # `make server` and `make ui`: their port; `make server`'s database (SQLite in mlruns/server/ by default, a store
-# of its own: README, "Shared tracking server", says why; or DB=postgresql://user@host:port/database).
+# of its own: docs/tracking.md, "A shared tracking server", says why; or DB=postgresql://user@host:port/database).
 PORT ?= 5000
 SERVER_STORE := $(STORE)/server
 DB ?= sqlite:///$(SERVER_STORE)/mlflow.db

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from attnbench.store.credentials import hide_in_arguments, mask
 
-# Exit codes of the store-reading commands (README: Reports, comparisons and the UI).
+# Exit codes of the store-reading commands (docs/cli.md: Exit codes).
 EXIT_REFUSED = 1  # a run that is not there or not what was asked for, a store that cannot be read, a bad value
 EXIT_STORE_FAILED = 2  # the store failed part-way (the same command again, once it works)
 EXIT_REGRESSION = 3  # compare --fail-if-slower: a case got significantly slower, or stopped being ok

@@ -1,7 +1,7 @@
 """One benchmark job, top to bottom: plan, build, first call, check, verify dispatch, memory, time, throughput.
 
 The job never raises: whatever happens becomes a status with a reason, so that one job cannot take a sweep
-down. Statuses (most severe first): error, oom, unsupported, skipped, wrong, fallback, invalid, ok — see README.
+down. Statuses (most severe first): error, oom, unsupported, skipped, wrong, fallback, invalid, ok — docs/results.md.
 """
 
 from __future__ import annotations

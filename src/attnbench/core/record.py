@@ -25,7 +25,7 @@ SCHEMA = 3
 
 
 class Status(str, Enum):
-    """How a job ended (README, the status table). A str, so `record.status == "ok"` reads as it says."""
+    """How a job ended (docs/results.md, Statuses). A str, so `record.status == "ok"` reads as it says."""
 
     ok = "ok"  # ran the promised kernel; answer within tolerance
     unsupported = "unsupported"  # this backend, model, device or build cannot run it
