@@ -49,11 +49,11 @@ sync: install ## upload a sweep folder's saved results to MLflow: make sync DIR=
 report: install ## the latest sweep's summary.csv, summary.md and plots, logged to its parent run [ARGS="RUN_ID --baseline math"]
 	$(BIN)/attnbench report $(ARGS)
 
-test: install ## the import rules of the four wings (lint-imports), then the tests but the long ones (~7 min on 2 cores)
+test: install ## the import rules of the four wings (lint-imports), then the tests but the long ones (~8 min on 2 cores)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -m "not long" $(ARGS)
 
-test-long: install ## the long tests: hundreds of jobs, whole experiments, Inductor (~4 min on 2 cores; CI runs them)
+test-long: install ## the long tests: hundreds of jobs, whole experiments, Slurm (~11 min on 2 cores; CI runs them)
 	$(BIN)/python -m pytest -m long $(ARGS)
 
 # A busy port stops it before the links are printed (mlflow ui itself would exit 0 after them).

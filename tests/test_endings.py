@@ -122,6 +122,7 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
 def test_runs_left_running_by_a_killed_sweep_are_closed_by_the_next_one(store, tmp_path):
     proc = start_script("-m", "seed=1,2", *RUNAWAY, store=store, cwd=tmp_path)

@@ -20,7 +20,7 @@ NOT_HERE = {"fa4", "fa3", "fa2", "flashinfer", "xformers", "sage", "flex_flash",
 
 # experiment → (overrides that shrink it, jobs, {status: count}). Each run keeps every backend the file sweeps.
 LONG = {"seqlen_scaling", "decode", "gqa_prefill", "masks", "kernels",
-        "kernels_decode"}  # ~12 s each on 2 cores: `make test-long`
+        "kernels_decode", "compile_modes"}  # ~12 s each on 2 cores: `make test-long`
 EXPERIMENTS = {
     "seed_sdpa": (["shape=tiny"], 5, {"ok": 3, "unsupported": 2}),
     "seed_causal_self_attention": (["shape=tiny"], 2, {"ok": 2}),

@@ -190,6 +190,7 @@ sys.exit(cli.main())
 """
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("point", ["link", "parent"])
 def test_a_sync_killed_part_way_then_run_again_uploads_each_result_once_and_closes_the_parent(
         failing_store_sweep, tmp_path, store, point):
