@@ -137,3 +137,13 @@ def test_the_ui_view_shows_gb_per_s_for_a_memory_bound_sweep():
     prefill = columns([run(_job("flash", 8192, 8192, 500, 2048.0, H200)), run(_job("cudnn", 8192, 8192, 400,
                                                                                       2048.0, H200, seed=2))])
     assert "metrics.`tflops`" in prefill and "metrics.`gbps`" not in prefill
+
+
+def test_the_console_table_reads_a_slow_cpus_flops_in_a_unit_it_fills():
+    # a CPU's prefill: ~1 GFLOP/s, which in a TFLOP/s column read 0.00104
+    jobs = [_job("math", 16, 16, 10e6, 128.0, seed=1), _job("flash", 16, 16, 12e6, 128.0, seed=2)]
+    text = render(jobs_table(jobs, "seed"), show=False)
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("run")).split()
+    assert "GFLOP/s" in header and "TFLOP/s" not in header
+    flash = next(line for line in text.splitlines() if line.split()[:1] == ["flash"])
+    assert "1.07" in flash.split()  # 12.8 GFLOP in 12 s

@@ -21,6 +21,7 @@ from rich.text import Text
 from attnbench.analysis.pivot import JobRecord, short, speedup, summarise, varied
 from attnbench.analysis.roofline import bound_of
 from attnbench.core.record import Record
+from attnbench.analysis.render.plot_axes import unit_for
 from attnbench.core.units import format_memory, format_percent, format_rate, format_time
 
 WIDTH = 100  # where the output is not a terminal (a CI log, a pipe), and in summary.txt
@@ -67,11 +68,14 @@ def jobs_table(jobs: list[JobRecord], title: str) -> RenderableType:
     if any(j.basis == "wall" and "kernel_us" in j.metrics for j in ok):  # launch-bound: the GPU's own share
         numbers.insert(1, ("kernels", lambda j: format_time(j.metrics.get("kernel_us"))))
     bounds = {id(job): bound_of(p.jobs) for p in problems for job in p.jobs}
-    for memory, metric, header in ((False, "tflops", "TFLOP/s"), (True, "gbps", "GB/s")):
-        # each problem read against the ceiling it meets first (attnbench.analysis.roofline): one column or both
-        if any(bounds[id(j)].memory == memory and metric in j.metrics for j in ok):
-            numbers.append((header, lambda j, m=memory, k=metric: format_rate(j.metrics.get(k))
-                            if bounds[id(j)].memory == m else ""))
+    for memory, metric in ((False, "tflops"), (True, "gbps")):
+        # each problem read against the ceiling it meets first (attnbench.analysis.roofline): one column or both,
+        # in the unit its rows read in (a CPU's 0.00104 TFLOP/s is 1.04 GFLOP/s)
+        rows = [j.metrics[metric] for j in ok if bounds[id(j)].memory == memory and metric in j.metrics]
+        if rows:
+            scale, header = unit_for(metric, rows)  # the unit its middle value reads in
+            numbers.append((header, lambda j, m=memory, k=metric, s=scale: format_rate(j.metrics[k] / s)
+                            if bounds[id(j)].memory == m and k in j.metrics else ""))
     if any(bounds[id(j)].share_of_peak(j) is not None for j in ok):
         numbers.append((SHARE, lambda j: format_percent(bounds[id(j)].share_of_peak(j))))
     if any("peak_mem_mib" in j.metrics for j in ok):
