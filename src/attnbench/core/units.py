@@ -39,23 +39,21 @@ def format_rate(value: float | None) -> str:
 
 def format_flops(tflops: float | None) -> str:
     """Useful FLOP/s with its unit scaled: `140 TFLOP/s`, `3.2 GFLOP/s` (a CPU), `726 MFLOP/s`."""
-    if tflops is None:
-        return ""
-    for scale, unit in ((1, "TFLOP/s"), (1e-3, "GFLOP/s"), (1e-6, "MFLOP/s")):
-        if tflops >= scale:
-            return f"{_three_digits(tflops / scale)} {unit}"
-    return f"{_three_digits(tflops * 1e9)} kFLOP/s"
+    return _scaled(tflops, ((1, "TFLOP/s"), (1e-3, "GFLOP/s"), (1e-6, "MFLOP/s"), (1e-9, "kFLOP/s")))
 
 
 def format_bandwidth(gbps: float | None) -> str:
     """Bytes per second with their unit scaled: `3.3 TB/s` (a GPU's decode), `850 GB/s`, `12.3 MB/s` (a CPU's tiny
     problem). Decimal units, as the GB/s of `gbps` and of bandwidth datasheets."""
-    if gbps is None:
+    return _scaled(gbps, ((1e3, "TB/s"), (1, "GB/s"), (1e-3, "MB/s"), (1e-6, "kB/s")))
+
+
+def _scaled(value: float | None, units: tuple[tuple[float, str], ...]) -> str:
+    """The value in the first unit (largest first) it fills, else the last."""
+    if value is None:
         return ""
-    for scale, unit in ((1e3, "TB/s"), (1, "GB/s"), (1e-3, "MB/s")):
-        if gbps >= scale:
-            return f"{_three_digits(gbps / scale)} {unit}"
-    return f"{_three_digits(gbps * 1e6)} kB/s"
+    scale, unit = next(((s, u) for s, u in units if value >= s), units[-1])
+    return f"{_three_digits(value / scale)} {unit}"
 
 
 def format_percent(value: float | None) -> str:
