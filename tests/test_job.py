@@ -42,12 +42,22 @@ def test_ok_job_reports_positive_latency_throughput_and_a_small_error(job):
     assert 0 <= m["max_abs_err"] < 1e-5 and "compile_s" not in m
 
 
+def test_a_job_says_where_its_time_went_phase_by_phase(job):
+    m = job().metrics
+    phases = {key: value for key, value in m.items() if key.startswith("phase_")}
+    assert set(phases) == {"phase_plan_s", "phase_build_s", "phase_first_call_s", "phase_check_s",
+                           "phase_verify_dispatch_s", "phase_time_s"}
+    assert all(value >= 0 for value in phases.values())
+    assert sum(phases.values()) <= m["job_s"]  # the phases lie inside the job, one after another
+    assert phases["phase_time_s"] >= 0.01  # the warm-up (timing.warmup_s=0.01, at least) is in the `time` phase
+
+
 def test_efficient_on_cpu_is_unsupported_before_anything_is_allocated(job, monkeypatch):
     monkeypatch.setattr(torch, "randn", lambda *a, **k: pytest.fail("allocated inputs for an unsupported job"))
     result = job("backend=efficient")
     assert result.status == "unsupported"
     assert "efficient" in result.reason and "CUDA only" in result.reason
-    assert set(result.metrics) == {"job_s"}  # nothing was timed
+    assert set(result.metrics) == {"job_s", "phase_plan_s"}  # refused while planned: nothing built or timed
 
 
 @pytest.fixture
@@ -75,7 +85,7 @@ def test_a_kernel_pytorch_refuses_at_the_first_call_is_unsupported_with_pytorchs
 def test_compile_mode_without_compile_repeats_the_eager_job_and_is_skipped(job):
     result = job("compile=false", "compile_mode=max-autotune")
     assert result.status == "skipped" and "compile_mode" in result.reason
-    assert set(result.metrics) == {"job_s"}
+    assert set(result.metrics) == {"job_s", "phase_plan_s"}  # skipped while planned: nothing run
 
 
 def test_compiled_job_really_compiles_and_reports_compile_time_apart(job):

@@ -54,6 +54,31 @@ class JobResult:
             self.reason += f"; also {status}: {reason}"
 
 
+class PhaseClock:
+    """The seconds each phase of a job took (`phase_<name>_s`): where a job's time goes, e.g. the compile in
+    `first call` or the timing budget in `time`. A phase lasts until the next one starts, the last until the end."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        self._notify = notify
+        self._spent: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def enter(self, phase: str) -> None:
+        self._stop()
+        self._current = (phase, time.perf_counter())
+        self._notify(phase)
+
+    def seconds(self) -> dict[str, float]:
+        self._stop()
+        return {f"phase_{name.replace(' ', '_')}_s": spent for name, spent in self._spent.items()}
+
+    def _stop(self) -> None:
+        if self._current is not None:
+            name, since = self._current
+            self._spent[name] = self._spent.get(name, 0.0) + time.perf_counter() - since
+            self._current = None
+
+
 @dataclass
 class Step:
     """The call a job times, its inputs, and what the first call produced."""
@@ -78,6 +103,8 @@ def run_job(spec: JobSpec, on_phase: Callable[[str], None] = lambda phase: None)
     `on_phase(name)` is called as each step starts (the progress line's phase); never inside a timed loop."""
     result = JobResult(tags={"case": spec.case} if spec.case else {})
     started = time.perf_counter()
+    phases = PhaseClock(on_phase)
+    on_phase = phases.enter
     try:
         on_phase("plan")
         plan = validate(spec)
@@ -98,6 +125,7 @@ def run_job(spec: JobSpec, on_phase: Callable[[str], None] = lambda phase: None)
             result.traceback = traceback.format_exc()
     finally:
         release_memory()
+    result.metrics |= phases.seconds()
     result.metrics["job_s"] = time.perf_counter() - started
     level = logging.INFO if result.status in ("ok", "unsupported", "skipped") else logging.ERROR
     log.log(level, "%s%s", result.status, f": {result.reason}" if result.reason else "")
