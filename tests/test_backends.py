@@ -250,10 +250,15 @@ def test_a_plugin_that_exits_at_import_leaves_every_command_working(tmp_path, st
     (site / "exits_plugin-0.1.dist-info" / "entry_points.txt").write_text(
         "[attnbench.backends]\nexits = exits_plugin:Backend\n")
     (site / "exits_plugin.py").write_text("import sys\nsys.exit(3)\n")
-    proc = run_script("backend=math", "shape=tiny", "device=cpu", *ONE_SAMPLE, store=store, cwd=tmp_path,
-                      env={"PYTHONPATH": str(site)})
+    env = {"PYTHONPATH": str(site)}
+    proc = run_script("backend=math", "shape=tiny", "device=cpu", *ONE_SAMPLE, store=store, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "backend plugin exits (exits_plugin:Backend) could not be loaded" in proc.stderr
+    # The job loads every backend: it says which one it could not (the command itself loads a plugin when chosen).
+    job_log = (tmp_path / "outputs" / "run.log").read_text()
+    assert "backend plugin exits (exits_plugin:Backend) could not be loaded" in job_log
+    chosen = run_script("backend=exits", store=store, cwd=tmp_path, env=env)
+    assert chosen.returncode == 1
+    assert "backend='exits' is not valid: expected a usable plugin backend; backend plugin exits " in chosen.stderr
 
 
 @pytest.mark.parametrize("backend", ["linear", "performer"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from attnbench.core.backends import registered_backends
@@ -30,6 +31,21 @@ def test_every_option_of_every_group_composes(compose_cfg, group):
 def test_group_options_match_the_registries():
     assert _options("device") == sorted(d.value for d in DeviceName)
     assert set(_options("backend")) <= set(registered_backends())
+
+
+def test_each_option_is_typed_by_the_config_its_implementation_takes(compose_cfg):
+    # Hydra reads the schemas from attnbench.core.options, without torch; the job builds each part with its class's
+    # own Config. The two must be one dataclass, or a field would be typed one way and read another.
+    from attnbench.core.masks import registered_masks
+    from attnbench.core.models import registered_models
+    from attnbench.core.options import OPTION_GROUPS
+
+    for group, registry in (("backend", registered_backends()), ("mask", registered_masks()),
+                            ("model", registered_models())):
+        for name, implementation in registry.items():
+            if implementation.__module__.startswith("attnbench."):  # not a test's stand-in
+                assert implementation.Config is OPTION_GROUPS[group].config(name), f"{group}={name}"
+    assert OmegaConf.get_type(compose_cfg("backend=flex").backend) is registered_backends()["flex"].Config
 
 
 def test_defaults_are_the_articles_seed(compose_cfg):

@@ -1,10 +1,25 @@
-"""Bad input on the command line: refused in one line, before any run is created in the store."""
+"""Bad input on the command line: refused in one line, before any run is created in the store; help and a refusal
+never import torch (~1.2 s of a 2-core machine's start-up), nor does a refused sweep import MLflow."""
 
 from __future__ import annotations
+
+import pytest
 
 from conftest import FAST_TIMING, REPO, run_script, tracked_runs
 
 TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
+
+
+def _run_and_say_what_loaded(tmp_path, store, modules: tuple[str, ...], *args: str):
+    """run.py with ARGS, which prints, as the process exits, `<module> loaded: True|False` for each module."""
+    loaded = ("import atexit, runpy, sys\n"
+              f"say = lambda: [print(m, 'loaded:', m in sys.modules, file=sys.stderr) for m in {modules!r}]\n"
+              "atexit.register(say)\n"
+              f"sys.argv = [{str(REPO / 'run.py')!r}] + sys.argv[1:]\n"
+              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    script = tmp_path / "run_and_say.py"
+    script.write_text(loaded)
+    return run_script(*args, store=store, cwd=tmp_path, script=script)
 
 
 def test_a_typo_in_a_swept_option_is_refused_in_one_line_and_leaves_no_run(store, tmp_path):
@@ -20,12 +35,17 @@ def test_a_typo_in_a_swept_option_is_refused_in_one_line_and_leaves_no_run(store
 
 def test_a_refused_sweep_never_loads_mlflow(store, tmp_path):
     # MLflow takes ~1.5 s to import; the callbacks Hydra creates before the sweeper checks the jobs must not need it.
-    loaded = ("import atexit, runpy, sys\n"
-              "atexit.register(lambda: print('mlflow loaded:', 'mlflow' in sys.modules, file=sys.stderr))\n"
-              f"sys.argv = [{str(REPO / 'run.py')!r}] + sys.argv[1:]\n"
-              "runpy.run_path(sys.argv[0], run_name='__main__')\n")
-    script = tmp_path / "run_and_say.py"
-    script.write_text(loaded)
-    proc = run_script("-m", "backend=math,flsh", *TINY, store=store, cwd=tmp_path, script=script)
+    proc = _run_and_say_what_loaded(tmp_path, store, ("mlflow",), "-m", "backend=math,flsh", *TINY)
     assert proc.returncode == 1 and "backend='flsh' is not an option" in proc.stderr
     assert proc.stderr.strip().endswith("mlflow loaded: False")
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["backend=flsh"], ["-m", "backend=math,flsh"],
+                                       ["shape.batch=abc"], ["mask=document", "mask.lengths=zipf"]],
+                         ids=" ".join)
+def test_help_and_a_refused_command_never_import_torch(store, tmp_path, arguments):
+    # Hydra composes the config to print help or refuse it: every option's schema is there without torch, whose
+    # import is most of a command's start-up. The job worker (another process) imports torch for the job.
+    proc = _run_and_say_what_loaded(tmp_path, store, ("torch",), *arguments)
+    assert proc.returncode == (0 if arguments == ["--help"] else 1), proc.stderr
+    assert proc.stderr.strip().endswith("torch loaded: False")

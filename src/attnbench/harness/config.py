@@ -8,7 +8,6 @@ composed config into the typed JobSpec the job reads (attnbench.core.spec).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, Optional
@@ -109,30 +108,12 @@ def job_spec(cfg: DictConfig) -> JobSpec:
 
 
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore. Called once, by the entry point and the tests.
+    """Put the root schema in Hydra's ConfigStore. Called once, by the entry point and the tests.
 
-    Every backend, model and mask gets `schema/<group>/<name>`, which its YAML option in conf/<group>/ extends.
-    A plugin's backend brings no YAML: its schema is stored as the option `backend/<name>` itself.
+    Each backend, model and mask option's YAML in conf/<group>/ extends `schema/<group>/<name>`, which Hydra reads
+    from attnbench.core.options without importing torch (src/hydra_plugins/attnbench_options); a plugin's backend,
+    which brings no YAML, is an option there too, loaded when chosen.
     """
     from hydra.core.config_store import ConfigStore
 
-    from attnbench.core.backends import plugin_backends, registered_backends
-    from attnbench.core.masks import registered_masks
-    from attnbench.core.models import registered_models
-
-    cs = ConfigStore.instance()
-    cs.store(name="attnbench_schema", node=Config)
-    backends = registered_backends()  # loads the plugins, so that plugin_backends() knows them
-    plugins = plugin_backends()
-    for group, registry in (("backend", backends), ("model", registered_models()), ("mask", registered_masks())):
-        for name, cls in registry.items():
-            try:
-                node = cls.Config(name=name)
-            except Exception as e:  # noqa: BLE001 - a plugin's broken schema must not stop attnbench
-                if name not in plugins:
-                    raise
-                logging.getLogger(__name__).warning("backend plugin %s has an unusable Config: %s", name, e)
-                continue
-            cs.store(group=f"schema/{group}", name=name, node=node)
-            if name in plugins and group == "backend":  # no YAML of its own: the schema is the option
-                cs.store(group="backend", name=name, node=node)
+    ConfigStore.instance().store(name="attnbench_schema", node=Config)

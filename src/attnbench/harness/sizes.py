@@ -17,11 +17,12 @@ from __future__ import annotations
 import itertools
 import sys
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 
-from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
+from attnbench.core.options import OPTION_GROUPS
 from attnbench.harness.strict import NAMED_GROUPS
 
 FULL = "full"
@@ -69,11 +70,18 @@ def size_plan(config: DictConfig) -> SizePlan | None:
 def _check_option_field(key: str, size: str, experiment: str | None) -> None:
     """`mask.window` is a field of some mask option (the sliding window's), or the plan has a typo."""
     group, _, name = key.partition(".")
-    store = ConfigStore.instance()
-    options = [o.removesuffix(".yaml") for o in store.list(f"schema/{group}")]
-    if not any(_has(store.load(f"schema/{group}/{o}.yaml").node, name) for o in options):
+    if not (OPTION_GROUPS[group].has_field(name) or _a_plugin_backend_has(group, name)):
         raise ConfigCompositionException(
             f"size.{size}.{key} (experiment={experiment}): no {group} option has a field {name!r}")
+
+
+def _a_plugin_backend_has(group: str, name: str) -> bool:
+    """Whether an installed plugin's backend has the field: loading plugins imports torch, so only when asked."""
+    if group != "backend":
+        return False
+    from attnbench.core.backends import registered_backends
+
+    return any(name in {f.name for f in dataclass_fields(backend.Config)} for backend in registered_backends().values())
 
 
 def _has(config: DictConfig, dotted: str) -> bool:

@@ -1,6 +1,7 @@
 """Attention backends: one implementation each, registered under the name `backend=` picks.
 
-A backend is a `Backend` subclass with a `Config` dataclass (its own fields), decorated `@register_backend`.
+A backend is a `Backend` subclass decorated `@register_backend`, with a `Config` dataclass: its own fields, declared
+in attnbench.core.options, which Hydra reads without importing torch (a plugin's lives in the plugin).
 It declares what it can run (`supports`, checked before anything is allocated), builds the `attend(q, k, v)`
 callable for a problem (`build`), and names the kernel that really ran from a profile (`dispatch`).
 
@@ -20,6 +21,8 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from attnbench.core.errors import ConfigError
+from attnbench.core.options import BACKEND_PLUGINS, BackendConfig  # BackendConfig: here too, for plugins to extend
 from attnbench.core.problem import Problem
 from attnbench.core.registry import Registry
 from attnbench.core.spec import Mode
@@ -27,18 +30,13 @@ from attnbench.core.timing.profiling import Profile, compiled_region
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "attnbench.backends"
 ALL_MASKS = None  # `native_masks` of a backend that runs every mask by itself
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 BACKENDS: Registry[type["Backend"]] = Registry("backend", __name__)
 _FROM_PLUGINS: set[str] = set()  # names registered from entry points: they bring no YAML in conf/backend/
 _SHADOWED: set[str] = set()  # plugins skipped because a backend of theirs had the name already (warned once)
-
-
-@dataclass
-class BackendConfig:
-    name: str = "default"
+_UNUSABLE: dict[str, str] = {}  # plugins that failed to load, by name: why
 
 
 @dataclass
@@ -140,7 +138,7 @@ register_backend = BACKENDS.register
 def registered_backends() -> dict[str, type[Backend]]:
     """Backends of this package and of installed plugins (entry point group `attnbench.backends`)."""
     found = BACKENDS.all()
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+    for entry_point in entry_points(group=BACKEND_PLUGINS):
         if entry_point.name in found:
             if entry_point.name not in _FROM_PLUGINS | _SHADOWED:
                 _SHADOWED.add(entry_point.name)
@@ -152,20 +150,29 @@ def registered_backends() -> dict[str, type[Backend]]:
         except KeyboardInterrupt:  # the user's Ctrl-C while it loads
             raise
         except BaseException as e:  # noqa: BLE001 - a broken plugin (sys.exit too) must not take the others down
-            log.warning("backend plugin %s (%s) could not be loaded: %s", entry_point.name, entry_point.value, e)
+            _unusable(entry_point, f"could not be loaded: {e}")
             continue
         if not (isinstance(cls, type) and issubclass(cls, Backend) and issubclass(cls.Config, BackendConfig)):
-            log.warning("backend plugin %s (%s) is not a Backend subclass with a Config extending BackendConfig",
-                        entry_point.name, entry_point.value)
+            _unusable(entry_point, "is not a Backend subclass with a Config extending BackendConfig")
             continue
         found[entry_point.name] = register_backend(entry_point.name)(cls)  # the name `backend=` takes
         _FROM_PLUGINS.add(entry_point.name)
     return found
 
 
-def plugin_backends() -> set[str]:
-    """Names of the backends that installed packages added (after registered_backends())."""
-    return set(_FROM_PLUGINS)
+def _unusable(entry_point, why: str) -> None:
+    reason = f"backend plugin {entry_point.name} ({entry_point.value}) {why}"
+    if _UNUSABLE.get(entry_point.name) != reason:  # each lookup tries it again: said once
+        log.warning("%s", reason)
+    _UNUSABLE[entry_point.name] = reason
+
+
+def plugin_backend(name: str) -> type[Backend]:
+    """The backend an installed plugin adds as `backend=<name>`, loaded now; ConfigError saying why it cannot be."""
+    found = registered_backends()
+    if name in _FROM_PLUGINS:
+        return found[name]
+    raise ConfigError("backend", name, f"a usable plugin backend; {_UNUSABLE.get(name, 'no installed plugin adds it')}")
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -7,15 +7,15 @@ blocks the mask leaves empty are skipped. Grouped-query heads are native (`enabl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import get_args, get_type_hints
 
 import torch
 from torch.nn.attention import flex_attention as flex
 
-from attnbench.core.backends import ALL_MASKS, Backend, BackendConfig, Dispatch, register_backend
+from attnbench.core.backends import ALL_MASKS, Backend, Dispatch, register_backend
 from attnbench.core.backends.flash_impls import importable
 from attnbench.core.errors import ConfigError
+from attnbench.core.options import FlexConfig, FlexFlashConfig
 from attnbench.core.spec import Mode
 
 
@@ -28,13 +28,6 @@ def _kernel_backends() -> tuple[str, ...]:
 
 KERNEL_BACKENDS = _kernel_backends()
 MIN_CUDA_HEAD_DIM = 16  # Inductor's Triton templates: tl.dot needs an embedding of at least 16 (torch 2.11, 2.13)
-
-
-@dataclass
-class FlexConfig(BackendConfig):
-    name: str = "flex"
-    block_size: int = 128  # BlockMask block (query and key positions)
-    kernel_backend: str = "AUTO"  # AUTO | TRITON | TRITON_DECODE | FLASH (torch builds with kernel_options BACKEND)
 
 
 @register_backend("flex")
@@ -105,12 +98,6 @@ class Flex(Backend):
         if getattr(self, "sparsity", None) is not None:
             tags["flex.block_sparsity_pct"] = f"{self.sparsity:.1f}"
         return tags
-
-
-@dataclass
-class FlexFlashConfig(FlexConfig):
-    name: str = "flex_flash"
-    kernel_backend: str = "FLASH"
 
 
 @register_backend("flex_flash")

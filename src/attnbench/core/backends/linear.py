@@ -9,12 +9,11 @@ not judged; it is judged against its own formula computed quadratically in float
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from attnbench.core.backends import Backend, BackendConfig, register_backend
+from attnbench.core.backends import Backend, register_backend
+from attnbench.core.options import LinearConfig
 from attnbench.core.errors import ConfigError
 from attnbench.core.spec import Mode
 
@@ -23,12 +22,6 @@ from attnbench.core.spec import Mode
 # largest value, 65504, is below what φ(q)·Σφ(k) reaches at a few thousand positions, so it computes in float32.
 WIDE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 COMPUTE = {torch.float16: torch.float32}
-
-
-@dataclass
-class LinearConfig(BackendConfig):
-    name: str = "linear"
-    chunk: int = 64  # causal: positions per chunk of the prefix sums
 
 
 def elu_feature_map(x: torch.Tensor, is_query: bool) -> torch.Tensor:

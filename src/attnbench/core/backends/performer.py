@@ -8,20 +8,13 @@ attention's (prefix sums when causal); approximate, like it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from attnbench.core.backends import register_backend
-from attnbench.core.backends.linear import Linear, LinearConfig
+from attnbench.core.backends.linear import Linear
 from attnbench.core.errors import ConfigError
-
-
-@dataclass
-class PerformerConfig(LinearConfig):
-    name: str = "performer"
-    features: int = 256  # random features m: more is closer to softmax and slower
-    seed: int = 0  # draws the random features
+from attnbench.core.options import PerformerConfig
 
 
 def orthogonal_gaussian(features: int, dim: int, generator: torch.Generator) -> torch.Tensor:

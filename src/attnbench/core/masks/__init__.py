@@ -1,29 +1,25 @@
 """Attention masks: which keys each query may see, as one rule shared by every backend and the reference.
 
-A mask is one module here (a `Mask` subclass decorated `@register_mask`, with a `Config` dataclass) plus
-`conf/mask/<name>.yaml`. Queries are the *last* `q_len` of `seq_len` positions, so every mask is aligned
-bottom-right: a decode step (q_len 1) sits at position seq_len - 1 and a causal mask lets it see every key.
+A mask is one module here (a `Mask` subclass decorated `@register_mask`) plus `conf/mask/<name>.yaml`; a mask with
+fields declares its `Config` dataclass in attnbench.core.options (read without torch). Queries are the *last*
+`q_len` of `seq_len` positions, so every mask is aligned bottom-right: a decode step (q_len 1) sits at position
+seq_len - 1 and a causal mask lets it see every key.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from attnbench.core.errors import ConfigError
+from attnbench.core.options import MaskConfig
 from attnbench.core.registry import Registry
 
 MASKS: Registry[type["Mask"]] = Registry("mask", __name__)
 # Rows of the dense mask built at once: bounds the temporary index tensors for long sequences.
 _ROWS_PER_CHUNK = 1024
-
-
-@dataclass
-class MaskConfig:
-    name: str = "none"
 
 
 class Mask(ABC):

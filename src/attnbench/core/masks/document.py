@@ -6,25 +6,10 @@ config always gives the same documents.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
-
 import torch
 
-from attnbench.core.masks import Mask, MaskConfig, register_mask
-
-
-class DocumentLengths(Enum):
-    equal = "equal"
-    random = "random"
-
-
-@dataclass
-class DocumentConfig(MaskConfig):
-    name: str = "document"
-    documents: int = 4  # documents packed into seq_len positions
-    lengths: DocumentLengths = DocumentLengths.equal  # equal | random (seeded by the job's seed)
-    causal: bool = True  # causal within a document, as in packed language-model training
+from attnbench.core.masks import Mask, register_mask
+from attnbench.core.options import DocumentConfig, DocumentLengths
 
 
 @register_mask("document")

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from attnbench.core.masks import Mask, MaskConfig, register_mask
-
-
-@dataclass
-class PrefixLMConfig(MaskConfig):
-    name: str = "prefix_lm"
-    prefix: int = 256  # length of the bidirectional prefix (a prompt, an image's patches)
+from attnbench.core.masks import Mask, register_mask
+from attnbench.core.options import PrefixLMConfig
 
 
 @register_mask("prefix_lm")

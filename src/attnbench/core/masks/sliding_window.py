@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from attnbench.core.masks import Mask, MaskConfig, register_mask
-
-
-@dataclass
-class SlidingWindowConfig(MaskConfig):
-    name: str = "sliding_window"
-    window: int = 256  # keys each query sees, its own position included
+from attnbench.core.masks import Mask, register_mask
+from attnbench.core.options import SlidingWindowConfig
 
 
 @register_mask("sliding_window")

@@ -1,8 +1,9 @@
 """Models: what calls the backend. One module each, registered under its `model=` name.
 
-A new model is this package's module (a `Model` subclass decorated `@register_model`, with a `Config`
-dataclass) plus `conf/model/<name>.yaml`. A model that cannot route its attention through the chosen backend
-says so in `supports`, and the job is `unsupported` rather than timed under a misleading label.
+A new model is this package's module (a `Model` subclass decorated `@register_model`) plus `conf/model/<name>.yaml`;
+its `Config` dataclass is declared in attnbench.core.options (read without torch). A model that cannot route its
+attention through the chosen backend says so in `supports`, and the job is `unsupported` rather than timed under a
+misleading label.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from attnbench.core.backends import Attend, Backend
 from attnbench.core.errors import ConfigError
+from attnbench.core.options import ModelConfig
 from attnbench.core.problem import Problem
 from attnbench.core.registry import Registry
 from attnbench.core.spec import Mode
@@ -25,11 +27,6 @@ LINEAR_FLOP_FACTOR = {Mode.fwd: 1.0, Mode.bwd: 2.0, Mode.fwd_bwd: 3.0}
 
 
 Index = tuple[slice, ...]
-
-
-@dataclass
-class ModelConfig:
-    name: str = "attention"
 
 
 @dataclass(frozen=True)

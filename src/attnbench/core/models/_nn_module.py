@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.core.models import LINEAR_FLOP_FACTOR, Model, ModelConfig, module_min_bytes, sdpa_only
-
-
-@dataclass
-class NnModuleConfig(ModelConfig):
-    bias: bool = True  # nn's default
-    dropout: float = 0.0  # only active when training
-    training: bool = False
+from attnbench.core.models import LINEAR_FLOP_FACTOR, Model, module_min_bytes, sdpa_only
 
 
 class NnAttentionModule(Model):

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from attnbench.core.models import CheckBlock, Model, ModelConfig, Piece, register_model
-
-
-@dataclass
-class AttentionConfig(ModelConfig):
-    name: str = "attention"
+from attnbench.core.models import CheckBlock, Model, Piece, register_model
+from attnbench.core.options import AttentionConfig
 
 
 @register_model("attention")

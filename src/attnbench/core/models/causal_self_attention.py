@@ -8,19 +8,17 @@ from the `mask` group (the article's is `mask=causal`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 
 from attnbench.core.models import (
     LINEAR_FLOP_FACTOR,
     Model,
-    ModelConfig,
     module_min_bytes,
     register_model,
     self_attention_only,
 )
+from attnbench.core.options import CausalSelfAttentionConfig
 
 
 class CausalSelfAttention(nn.Module):
@@ -43,14 +41,6 @@ class CausalSelfAttention(nn.Module):
         y = self.attend(q, k, v)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
-
-
-@dataclass
-class CausalSelfAttentionConfig(ModelConfig):
-    name: str = "causal_self_attention"
-    bias: bool = False
-    dropout: float = 0.1  # as in the article; only active when training
-    training: bool = False
 
 
 @register_model("causal_self_attention")

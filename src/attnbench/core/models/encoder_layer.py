@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn as nn
 
 from attnbench.core.errors import ConfigError
 from attnbench.core.models import register_model
-from attnbench.core.models._nn_module import NnAttentionModule, NnModuleConfig
-
-
-@dataclass
-class EncoderLayerConfig(NnModuleConfig):
-    name: str = "encoder_layer"
-    dropout: float = 0.1  # nn's default; only active when training
-    feedforward: int = 4  # dim_feedforward = feedforward × E
+from attnbench.core.models._nn_module import NnAttentionModule
+from attnbench.core.options import EncoderLayerConfig
 
 
 @register_model("encoder_layer")

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn as nn
 
 from attnbench.core.models import register_model
-from attnbench.core.models._nn_module import NnAttentionModule, NnModuleConfig
-
-
-@dataclass
-class MultiheadAttentionConfig(NnModuleConfig):
-    name: str = "multihead_attention"
+from attnbench.core.models._nn_module import NnAttentionModule
+from attnbench.core.options import MultiheadAttentionConfig
 
 
 @register_model("multihead_attention")
