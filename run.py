@@ -1,12 +1,14 @@
 """attnbench entry point: `python run.py` for one job, `python run.py -m ...` for a sweep (see README)."""
 
 import gc
+import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from attnbench.harness import outcome
+from attnbench.harness.bad_option import refusal_text
 from attnbench.harness.config import register_configs
 from attnbench.harness.runner import run, start_worker
 from attnbench.store.credentials import hide_in_arguments, mask_log_records
@@ -26,12 +28,23 @@ if __name__ == "__main__":
     mask_log_records()
     sys.argv = hide_in_arguments(sys.argv)  # before Hydra reads them: no secret reaches a config or a file
     start_worker(sys.argv)
+    # Hydra raises what it would print and exit on (its documented HYDRA_FULL_ERROR), so that a refused command is
+    # said here as attnbench says it: an option that does not exist in one line, in a single run as in a sweep.
+    # Whoever set HYDRA_FULL_ERROR=1 gets the whole trace, as Hydra gives it.
+    whole_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
     except KeyboardInterrupt:
         signal = outcome.outcome.interrupted_by = outcome.interrupted_by() or "SIGINT"
         print(f"attnbench: stopped by {signal}: the running job and the sweep are recorded as interrupted "
               "(MLflow status KILLED); `resume=true` with the same command runs what is left", file=sys.stderr)
+    except Exception as error:
+        refusal = None if whole_trace else refusal_text(error)
+        if refusal is None:
+            raise
+        print(refusal, file=sys.stderr)
+        sys.exit(1)
     # Nothing is left to collect: skip the final garbage collection over torch's and MLflow's millions of
     # objects, which costs ~1 s per command on a 2-core machine (atexit handlers and flushing still happen).
     gc.freeze()

@@ -22,15 +22,26 @@ def _run_and_say_what_loaded(tmp_path, store, modules: tuple[str, ...], *args: s
     return run_script(*args, store=store, cwd=tmp_path, script=script)
 
 
-def test_a_typo_in_a_swept_option_is_refused_in_one_line_and_leaves_no_run(store, tmp_path):
-    proc = run_script("-m", "backend=math,flsh", *TINY, store=store, cwd=tmp_path)
+@pytest.mark.parametrize("how", ["single run", "sweep"])
+def test_a_typo_in_an_option_is_refused_in_one_line_and_leaves_no_run(store, tmp_path, how):
+    arguments = ["backend=flsh"] if how == "single run" else ["-m", "backend=math,flsh"]
+    proc = run_script(*arguments, *TINY, store=store, cwd=tmp_path)
     assert proc.returncode == 1
     _, parents, children = tracked_runs(store)
     assert [run.info.run_name for run in parents + children] == []  # no empty FAILED parent left behind
-    assert not (tmp_path / "multirun" / "0").exists()  # no job started
-    line = proc.stderr.strip().splitlines()[0]
+    assert not (tmp_path / "multirun" / "0").exists() and not (tmp_path / "outputs" / "result.json").exists()
+    line = proc.stderr.strip().splitlines()[0]  # the group, the value given, the allowed values
     assert line.startswith("backend='flsh' is not an option: expected one of ") and "flash, " in line
-    assert "Available options" not in proc.stderr  # Hydra's list, one option a line
+    assert "Available options" not in proc.stderr and "search path" not in proc.stderr  # Hydra's twenty lines
+
+
+@pytest.mark.parametrize("option", ["mask=documnt", "model=atention", "experiment=mask"])
+def test_a_single_run_names_the_group_the_value_and_the_options(store, tmp_path, option):
+    proc = run_script(option, *TINY, store=store, cwd=tmp_path)
+    group, value = option.split("=")
+    assert proc.returncode == 1
+    line = proc.stderr.strip().splitlines()[0]
+    assert line.startswith(f"{group}={value!r} is not an option: expected one of "), proc.stderr
 
 
 def test_a_refused_sweep_never_loads_mlflow(store, tmp_path):
