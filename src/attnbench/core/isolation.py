@@ -37,10 +37,12 @@ def fresh_compiler():
 
 def warm_up_process() -> None:
     """What the first job of a process would otherwise pay inside its own time, paid before it, while the sweep
-    process starts up: the profiler's first start (which imports torch's compiler, seconds on a cold host) and, on
-    CUDA, the context. Called by the job worker (attnbench.harness.runner)."""
+    process starts up: the profiler's first start (which imports torch's compiler, seconds on a cold host), on
+    CUDA the context, and torch.compile's first wrapper (Dynamo's imports: 1.3 s of the first compiled job's build
+    on an H200 host; nothing is compiled until a call). Called by the job worker (attnbench.harness.runner)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     profile_call(lambda: torch.empty(1, device=device), device)
+    torch.compile(torch.empty)
 
 
 def dynamo_graphs() -> int:
