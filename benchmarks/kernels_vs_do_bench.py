@@ -2,8 +2,10 @@
 calls, written plainly here (not through attnbench's backends), in one process on a CUDA GPU.
 
 For FlashAttention-4 (flash_attn.cute) and FlashInfer, on the `kernels` experiments' problems: attnbench's `events`
-median (the real job, `run_job`, repeated `--repeats` times, L2 flushed before each call) against do_bench's median
-(`return_mode="median"`, which also clears the L2 before each call). Libraries that do not import are skipped.
+median (the real job, `run_job`, L2 flushed before each call) against do_bench's median (`return_mode="median"`,
+which also clears the L2 before each call), the two interleaved `--repeats` times: a compute-heavy kernel's time
+moves by ~10% with the card's clock as its power rises, so two timers run one after the other disagree by that
+much. `MHz`: the lowest SM clock NVML saw during attnbench's runs. Libraries that do not import are skipped.
 
     python benchmarks/kernels_vs_do_bench.py [--repeats 3]
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from attnbench.core.backends.flashinfer import CONTIGUOUS_PAGE
 from attnbench.core.job import run_job
 from attnbench.harness.config import job_spec, register_configs
 
@@ -66,7 +69,7 @@ def flashinfer_call(cfg, mode):
     left = cfg.mask.window - 1 if cfg.mask.name == "sliding_window" else -1
     workspace = torch.empty(128 * 2**20, dtype=torch.uint8, device="cuda")
     if s.q_len == 1:
-        page = s.page_size or s.seq_len
+        page = s.page_size or (CONTIGUOUS_PAGE if s.seq_len % CONTIGUOUS_PAGE == 0 else s.seq_len)  # as the backend
         per_seq = s.seq_len // page
         wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, kv_layout="NHD")
         wrapper.plan(torch.arange(s.batch + 1, dtype=torch.int32, device="cuda") * per_seq,
@@ -100,7 +103,7 @@ def main() -> None:
     register_configs()
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CUDA {torch.version.cuda}")
     print(f"{'backend':10} {'problem':30} {'mode':7} {'events µs':>10} {'rep CV':>7} {'do_bench µs':>11} "
-          f"{'ev/dob':>7}  within 3%")
+          f"{'ev/dob':>7}  within 3% {'MHz':>5}  each round (events/do_bench)")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for backend, plain in CALLS.items():
             for name, (shape, mode) in PROBLEMS.items():
@@ -114,17 +117,21 @@ def main() -> None:
                 if call is None:
                     continue
                 call()  # compile (JIT, CuTe DSL) before either timer sees it
-                reference = do_bench(call, warmup=25, rep=200, return_mode="median") * 1e3
-                runs = [run_job(job_spec(compose("config", overrides=overrides))) for _ in range(args.repeats)]
+                references, runs = [], []
+                for _ in range(args.repeats):  # interleaved: both see the same clocks (the card's power state)
+                    references.append(do_bench(call, warmup=25, rep=200, return_mode="median") * 1e3)
+                    runs.append(run_job(job_spec(compose("config", overrides=overrides))))
                 if runs[0].status.value != "ok":
                     print(f"{backend:10} {name:30} {mode:7} {runs[0].status.value}: {runs[0].reason[:100]}")
                     continue
                 medians = [r.metrics["events_median_us"] for r in runs]
-                events = statistics.median(medians)
+                events, reference = statistics.median(medians), statistics.median(references)
                 cv = statistics.stdev(medians) / statistics.fmean(medians) if len(medians) > 1 else 0.0
+                clock = min(r.metrics.get("gpu_sm_clock_min_mhz", float("nan")) for r in runs)
                 ok = "yes" if abs(events - reference) <= TARGET * reference else "NO"
                 print(f"{backend:10} {name:30} {mode:7} {events:10.1f} {cv:7.2%} {reference:11.1f} "
-                      f"{events / reference:7.3f}  {ok}", flush=True)
+                      f"{events / reference:7.3f}  {ok:9} {clock:5.0f}  "
+                      f"{' '.join(f'{m:.1f}/{r:.1f}' for m, r in zip(medians, references))}", flush=True)
                 torch.cuda.empty_cache()
 
 
