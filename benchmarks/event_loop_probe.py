@@ -1,58 +1,162 @@
 """Why attnbench's events median and triton's do_bench differ for calls with much host work (FA4's Python interface,
-a 60 µs decode kernel): the same calls timed by do_bench and by a plain event loop (flush, start, call, end) with
-no flush, attnbench's flush (2 × L2) and do_bench's (256 MB). Needs a CUDA GPU, flash-attn-4 and flashinfer.
+FlashInfer's paged decode): each call timed by do_bench and by event loops that differ in one thing each, for the
+plain library call and for the call attnbench's job times (captured from a real `run_job`). Needs a CUDA GPU,
+flash-attn-4 and flashinfer; an SDPA cuDNN call with little host work is the control.
+
+Columns: `host` is the call's own host time (µs per call, enqueued while the GPU is busy, so it never waits);
+`kernel` its kernels' device time (profiler); `do_bench` triton's median; `job` attnbench's events median from
+`run_job`; `events` attnbench's event loop (`_event_samples`, batches with a synchronize between them); `1 batch`
+the same loop with no synchronize between batches; `no flush` the loop without the L2 flush; `lead` the loop with
+the GPU given a head start before each batch; `1st/rest` the medians of each batch's first 3 samples and the rest.
 
     python benchmarks/event_loop_probe.py
 """
 
+from __future__ import annotations
+
 import statistics
+import time
+from pathlib import Path
+from unittest import mock
 
-import flashinfer
 import torch
-from flash_attn.cute import flash_attn_func
-from triton.testing import do_bench
+from hydra import compose, initialize_config_dir
+
+import attnbench.core.job as job_module
+from attnbench.core.job import run_job
+from attnbench.core.timing import timer
+from attnbench.core.timing.profiling import profile_call
+from attnbench.harness.config import job_spec, register_configs
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+BASE = ["device=cuda", "model=attention", "dtype=bfloat16", "mode=fwd", "timing.method=events"]
+CASES = {  # name: (backend, overrides)
+    "sdpa cudnn causal B4 H16 S4096": ("cudnn", ["shape=long_context", "mask=causal"]),
+    "fa4 causal B4 H16 S4096": ("fa4", ["shape=long_context", "mask=causal"]),
+    "fa4 decode B8 H32/8 S4096": ("fa4", ["shape=decode", "mask=causal"]),
+    "flashinfer decode pages of 16": ("flashinfer", ["shape=decode", "mask=causal", "shape.page_size=16"]),
+    "cudnn decode B8 H32/8 S4096": ("cudnn", ["shape=decode", "mask=causal"]),
+}
 
 
-def event_loop_us(fn, flush_bytes: int, calls: int = 200) -> float:
-    flush = torch.empty(max(1, flush_bytes // 4), dtype=torch.int32, device="cuda")
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-    for _ in range(20):
-        fn()
+def plain_call(backend: str, cfg):
+    """The library call written plainly, as benchmarks/kernels_vs_do_bench.py writes it."""
+    import kernels_vs_do_bench as plain
+
+    if backend in plain.CALLS:
+        return plain.CALLS[backend](cfg, "fwd")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention
+
+    s = cfg.shape
+    make = lambda *shape: torch.randn(*shape, device="cuda", dtype=torch.bfloat16)  # noqa: E731
+    q, k, v = make(s.batch, s.heads, s.q_len, s.head_dim), *(make(s.batch, s.kv_heads, s.seq_len, s.head_dim)
+                                                             for _ in range(2))
+    causal = s.q_len == s.seq_len  # decode: one query attends to the whole cache
+
+    def call():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=s.kv_heads != s.heads)
+
+    return call
+
+
+def job_call(spec):
+    """attnbench's job, run for real; returns its events median and the callable it timed."""
+    seen = {}
+    real_measure = job_module.measure
+
+    def measure(fn, *args, **kwargs):
+        seen["fn"] = fn
+        return real_measure(fn, *args, **kwargs)
+
+    with mock.patch.object(job_module, "measure", measure):
+        record = run_job(spec)
+    if record.status.value != "ok":
+        raise RuntimeError(f"{record.status.value}: {record.reason}")
+    return record.metrics["events_median_us"], seen["fn"]
+
+
+def host_us(fn, calls: int = 100) -> float:
+    """Host time per call while the GPU is busy with a long queue (the host never waits for it)."""
+    fn()
     torch.cuda.synchronize()
-    for start, end in zip(starts, ends):
-        flush.zero_()
-        start.record()
+    torch.cuda._sleep(int(2e9))  # ~1 s of GPU time ahead of the calls (private; a probe only)
+    start = time.perf_counter()
+    for _ in range(calls):
         fn()
-        end.record()
+    elapsed = time.perf_counter() - start
     torch.cuda.synchronize()
-    return statistics.median(start.elapsed_time(end) * 1e3 for start, end in zip(starts, ends))
+    return elapsed / calls * 1e6
 
 
-def cases():
-    like = dict(device="cuda", dtype=torch.bfloat16)
-    q, k, v = (torch.randn(4, 4096, 16, 128, **like) for _ in range(3))
-    yield "fa4 causal B4 H16 S4096 fwd", lambda: flash_attn_func(q, k, v, causal=True)[0]
-    query = torch.randn(8, 1, 32, 128, **like)
-    keys, values = (torch.randn(8, 4096, 8, 128, **like) for _ in range(2))
-    yield "fa4 decode B8 H32/8 S4096", lambda: flash_attn_func(query, keys, values, causal=True)[0]
-    workspace = torch.empty(128 * 2**20, dtype=torch.uint8, device="cuda")
-    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, kv_layout="NHD")
-    ints = dict(dtype=torch.int32, device="cuda")
-    wrapper.plan(torch.arange(9, **ints) * 256, torch.arange(8 * 256, **ints), torch.full((8,), 16, **ints),
-                 32, 8, 128, 16, q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
-    cache = (keys.reshape(-1, 16, 8, 128), values.reshape(-1, 16, 8, 128))
-    steps = query.reshape(8, 32, 128)
-    yield "flashinfer decode pages of 16", lambda: wrapper.run(steps, cache)
+def loop(fn, timing, *, batch: int | None = None, flush: bool = True, lead_s: float = 0.0):
+    """attnbench's _event_samples with one thing changed."""
+    cfg = type(timing)(**{**vars(timing), "flush_l2": flush, "min_reps": 400, "max_reps": 400, "min_time_s": 0})
+    patches = [mock.patch.object(timer, "MAX_EVENT_BATCH", batch)] if batch else []
+    if lead_s:
+        real_events = torch.cuda.Event
+
+        class LeadEvents:  # a head start each time the loop makes a batch's events (after each synchronize)
+            made = 0
+
+            def __new__(cls, *args, **kwargs):
+                if cls.made % 2 == 0 and cls.made % (2 * (batch or timer.MAX_EVENT_BATCH)) == 0:
+                    torch.cuda._sleep(int(lead_s * 2e9))
+                cls.made += 1
+                return real_events(*args, **kwargs)
+
+        patches.append(mock.patch.object(torch.cuda, "Event", LeadEvents))
+    for p in patches:
+        p.start()
+    try:
+        samples = timer._event_samples(fn, torch.device("cuda"), cfg, 1e-4)
+    finally:
+        for p in patches:
+            p.stop()
+    size = batch or timer.MAX_EVENT_BATCH
+    first = [s for i, s in enumerate(samples) if i % size < 3]
+    rest = [s for i, s in enumerate(samples) if i % size >= 3]
+    return statistics.median(samples), statistics.median(first), statistics.median(rest) if rest else 0.0
+
+
+def main() -> None:
+    from triton.testing import do_bench
+
+    register_configs()
+    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CUDA {torch.version.cuda}  "
+          f"flush {timer.l2_flush_buffer(torch.device('cuda')).numel() * 4 / 2**20:.0f} MiB")
+    head = (f"{'case':31} {'call':9} {'host':>6} {'kernel':>7} {'do_bench':>8} {'job':>6} {'events':>7}"
+            f" {'1st/rest':>13} {'1 batch':>7} {'no flush':>8} {'lead':>6}")
+    print(head)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for name, (backend, overrides) in CASES.items():
+            cfg = compose("config", overrides=[*BASE, f"backend={backend}", *overrides])
+            spec = job_spec(cfg)
+            try:
+                job_median, attnbench_fn = job_call(spec)
+                calls = {"plain": plain_call(backend, cfg), "attnbench": attnbench_fn}
+            except Exception as e:  # noqa: BLE001 - a library missing: say so, go on
+                print(f"{name:31} skipped: {str(e)[:100]}")
+                continue
+            for who, fn in calls.items():
+                try:
+                    fn()
+                    torch.cuda.synchronize()
+                except Exception as e:  # noqa: BLE001 - e.g. cuDNN refusing a grouped-query decode
+                    print(f"{name:31} {who:9} failed: {str(e).splitlines()[0][:100]}")
+                    continue
+                kernel = profile_call(fn, torch.device("cuda"), host_ops=False, calls=20).kernel_us
+                reference = do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e3
+                events, first, rest = loop(fn, spec.timing)
+                one_batch = loop(fn, spec.timing, batch=400)[0]
+                no_flush = loop(fn, spec.timing, flush=False)[0]
+                lead = loop(fn, spec.timing, lead_s=0.005)[0]
+                print(f"{name:31} {who:9} {host_us(fn):6.1f} {kernel:7.1f} {reference:8.1f} "
+                      f"{job_median if who == 'attnbench' else float('nan'):6.1f} {events:7.1f} "
+                      f"{first:6.1f}/{rest:6.1f} {one_batch:7.1f} {no_flush:8.1f} {lead:6.1f}", flush=True)
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
-    print(f"L2 {l2 / 2**20:.0f} MiB; attnbench flushes {2 * l2 / 2**20:.0f} MiB, do_bench 256 MB")
-    print(f"{'case':32} {'do_bench':>9} {'loop 2xL2':>10} {'loop 256MB':>11} {'no flush':>9}")
-    for name, fn in cases():
-        fn()
-        torch.cuda.synchronize()
-        reference = do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e3
-        print(f"{name:32} {reference:9.1f} {event_loop_us(fn, 2 * l2):10.1f} {event_loop_us(fn, 256 * 2**20):11.1f} "
-              f"{event_loop_us(fn, 0):9.1f}", flush=True)
+    main()
