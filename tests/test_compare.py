@@ -4,6 +4,7 @@ judged from both runs' samples; a regression fails CI, an equal pair is `same`, 
 from __future__ import annotations
 
 import random
+import shutil
 import statistics
 
 import pytest
@@ -42,8 +43,9 @@ def _sweep(client, experiment_id: str, tmp_path, name: str, jobs: list[tuple], e
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory):
+def planted(tmp_path_factory, empty_store_db):
     tmp = tmp_path_factory.mktemp("compare")
+    shutil.copyfile(empty_store_db, tmp / "mlflow.db")  # a store as after its first use (conftest: `store`)
     uri = f"sqlite:///{tmp}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("attnbench", artifact_location=(tmp / "artifacts").as_uri())
@@ -135,8 +137,8 @@ def _launch_bound_sweep(client, experiment_id: str, tmp_path, name: str, events:
     return parent
 
 
-def test_a_launch_bound_case_is_compared_by_wall_time_per_call(tmp_path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+def test_a_launch_bound_case_is_compared_by_wall_time_per_call(tmp_path, store):
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     experiment = client.create_experiment("attnbench", artifact_location=(tmp_path / "artifacts").as_uri())
     # B's events look 20% faster (host gaps), but each call in a Python loop is 30% slower.
     a = _launch_bound_sweep(client, experiment, tmp_path, "a", events=100, wall=110)
@@ -161,8 +163,8 @@ def test_sweeps_on_another_card_torch_or_thread_count_are_refused_unless_forced(
     assert code == 1 and "torch threads differs: A 1, B 2" in err
 
 
-def test_a_contended_side_gets_no_verdict_and_other_clocks_are_said(tmp_path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+def test_a_contended_side_gets_no_verdict_and_other_clocks_are_said(tmp_path, store):
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     experiment = client.create_experiment("attnbench", artifact_location=(tmp_path / "artifacts").as_uri())
     a = _sweep(client, experiment, tmp_path, "a", [("c1", "math", 64, "ok", _samples(100, 1))], H100,
                {"gpu_sm_clock_mhz": 1980.0})
@@ -174,8 +176,8 @@ def test_a_contended_side_gets_no_verdict_and_other_clocks_are_said(tmp_path):
     assert any("SM clock differs: A ran at 1980 MHz, B at 1680 MHz" in w for w in result.warnings)
 
 
-def test_an_approximate_pair_says_so_with_its_error_against_softmax(tmp_path):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+def test_an_approximate_pair_says_so_with_its_error_against_softmax(tmp_path, store):
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     experiment = client.create_experiment("attnbench", artifact_location=(tmp_path / "artifacts").as_uri())
     linear = H100 | {"approximate": "true"}
     a = _sweep(client, experiment, tmp_path, "a", [("c1", "linear", 64, "ok", _samples(100, 1))], linear,
@@ -186,14 +188,14 @@ def test_an_approximate_pair_says_so_with_its_error_against_softmax(tmp_path):
     assert pair.label == "linear (approximate: error 0.52 vs softmax)"
 
 
-def test_a_memory_bound_case_shows_bs_throughput_in_gb_per_s(tmp_path, capsys):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+def test_a_memory_bound_case_shows_bs_throughput_in_gb_per_s(tmp_path, store, capsys):
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     experiment = client.create_experiment("attnbench", artifact_location=(tmp_path / "artifacts").as_uri())
     # a decode step on an H200: 4 FLOP/byte, far below the ridge of its ceilings (~160 FLOP/byte)
     decode = {"gbyte": 0.1, "gflop": 0.4, "arith_intensity": 4.0, "gbps": 1000.0, "tflops": 4.0,
               "device_peak_tflops": 700.0, "device_peak_gbps": 4400.0}
     a = _sweep(client, experiment, tmp_path, "a", [("c1", "cudnn", 8192, "ok", _samples(100, 1))], H100, decode)
     b = _sweep(client, experiment, tmp_path, "b", [("c1", "cudnn", 8192, "ok", _samples(100, 2))], H100, decode)
-    code, out, err = _cli(capsys, f"sqlite:///{tmp_path}/mlflow.db", a, b)
+    code, out, err = _cli(capsys, f"sqlite:///{store}/mlflow.db", a, b)
     assert code == 0, err
     assert "B's throughput" in out and "1 TB/s" in out and "TFLOP/s" not in out

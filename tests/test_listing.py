@@ -4,6 +4,7 @@ id; one sweep's jobs or one job; bad input in one line. Sweeps planted through t
 from __future__ import annotations
 
 import random
+import shutil
 import statistics
 import time
 
@@ -44,8 +45,9 @@ def _plant(client, experiment: str, tmp_path, name: str, jobs: list[tuple[str, s
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, empty_store_db):
     tmp = tmp_path_factory.mktemp("listing")
+    shutil.copyfile(empty_store_db, tmp / "mlflow.db")  # a store as after its first use (conftest: `store`)
     uri = f"sqlite:///{tmp}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("attnbench", artifact_location=(tmp / "artifacts").as_uri())
@@ -115,9 +117,9 @@ def test_a_limit_below_one_is_refused_before_the_store_is_read(capsys):
     assert usage.value.code == 2 and "argument --limit: expected a whole number of 1 or more; got '0'" in err
 
 
-def test_ls_on_an_empty_store_says_so(tmp_path, capsys):
+def test_ls_on_an_empty_store_says_so(tmp_path, capsys, empty_store_db):
+    shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")  # a store with no run
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    MlflowClient(tracking_uri=uri).search_experiments()  # creates the store, with no run
     code, out, _ = _cli(capsys, "ls", "--uri", uri)
     assert code == 0 and "no sweep in" in out
 

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 
 import pytest
 
@@ -176,8 +177,8 @@ def test_rerun_prints_the_commands_that_reproduce_a_job_and_the_sweep(sweep, cap
     assert "6 cases compared: 4 same, 2 same status" in out and "warning" not in err
 
 
-def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_nothing(compose_cfg, tmp_path,
-                                                                                      monkeypatch, caplog):
+def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_nothing(compose_cfg, tmp_path, monkeypatch,
+                                                                                      caplog, empty_store_db):
     from omegaconf import open_dict
 
     from attnbench.analysis import sweep_report
@@ -186,6 +187,7 @@ def test_a_report_that_fails_at_the_end_of_a_sweep_is_a_warning_and_changes_noth
     from attnbench.harness.tracking import MlflowTrackingCallback
 
     monkeypatch.setattr(outcome, "outcome", outcome.Outcome())
+    shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")  # a store of its own, already migrated
     cfg = compose_cfg(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.sweep.dir = str(tmp_path / "multirun")

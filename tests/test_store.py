@@ -3,6 +3,7 @@ store survives sweeps started together."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sqlite3
 
@@ -15,29 +16,30 @@ from conftest import FAST_TIMING, run_script, start_script, tracked_runs
 TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
 
 
-def _deleted_experiment(tmp_path):
+def _deleted_experiment(tmp_path, empty_db):
+    shutil.copyfile(empty_db, tmp_path / "mlflow.db")  # a store as after its first use (conftest: `store`)
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     client.delete_experiment(client.create_experiment("attnbench"))
     return f"sqlite:///{tmp_path}/mlflow.db", "attnbench"
 
 
-def _corrupt_file(tmp_path):
+def _corrupt_file(tmp_path, _):
     (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
     return f"sqlite:///{tmp_path}/mlflow.db", "attnbench"
 
 
 @pytest.mark.parametrize("store, expected", [
-    (lambda tmp: ("", "attnbench"), "is empty"),
-    (lambda tmp: ("not-a-uri", "attnbench"), "is not a URI"),
-    (lambda tmp: ("sqlite:///relative/mlflow.db", "attnbench"), "is not absolute"),
-    (lambda tmp: (f"sqlite:///{tmp}/missing/mlflow.db", "attnbench"), "{tmp}/missing does not exist"),
-    (lambda tmp: (f"sqlite:///{tmp}/mlflow.db", ""), "tracking.experiment=''"),
-    (lambda tmp: (f"sqlite:///{tmp}/mlflow.db", "  "), "tracking.experiment='  '"),
+    (lambda tmp, _: ("", "attnbench"), "is empty"),
+    (lambda tmp, _: ("not-a-uri", "attnbench"), "is not a URI"),
+    (lambda tmp, _: ("sqlite:///relative/mlflow.db", "attnbench"), "is not absolute"),
+    (lambda tmp, _: (f"sqlite:///{tmp}/missing/mlflow.db", "attnbench"), "{tmp}/missing does not exist"),
+    (lambda tmp, _: (f"sqlite:///{tmp}/mlflow.db", ""), "tracking.experiment=''"),
+    (lambda tmp, _: (f"sqlite:///{tmp}/mlflow.db", "  "), "tracking.experiment='  '"),
     (_deleted_experiment, "is deleted: restore it"),
     (_corrupt_file, "file is not a database"),
 ], ids=["empty", "not-a-uri", "relative", "missing-folder", "no-name", "blank-name", "deleted", "corrupt"])
-def test_an_unusable_store_is_refused_naming_the_problem(tmp_path, store, expected):
-    uri, experiment = store(tmp_path)
+def test_an_unusable_store_is_refused_naming_the_problem(tmp_path, empty_store_db, store, expected):
+    uri, experiment = store(tmp_path, empty_store_db)
     with pytest.raises(StoreProblem) as refused:
         open_store(uri, experiment, None)
     message = str(refused.value)
