@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -46,6 +49,20 @@ def test_each_option_is_typed_by_the_config_its_implementation_takes(compose_cfg
             if implementation.__module__.startswith("attnbench."):  # not a test's stand-in
                 assert implementation.Config is OPTION_GROUPS[group].config(name), f"{group}={name}"
     assert OmegaConf.get_type(compose_cfg("backend=flex").backend) is registered_backends()["flex"].Config
+
+
+def test_a_job_spec_is_typed_without_torch():
+    # The command's own process composes and types each job; the job worker, another process, imports torch.
+    typed = ("import sys\n"
+             "from hydra import compose, initialize_config_dir\n"
+             "from attnbench.harness.config import job_spec, register_configs\n"
+             "register_configs()\n"
+             f"with initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'):\n"
+             "    cfg = compose('config', overrides=['backend=flex', 'mask=document', 'model=encoder_layer'])\n"
+             "spec = job_spec(cfg)\n"
+             "print(type(spec.backend).__name__, type(spec.mask).__name__, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", typed], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["FlexConfig", "DocumentConfig", "False"], proc.stderr
 
 
 def test_defaults_are_the_articles_seed(compose_cfg):

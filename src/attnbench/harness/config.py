@@ -88,23 +88,30 @@ class Config:
 
 
 def job_spec(cfg: DictConfig) -> JobSpec:
-    """The job a composed config asks for, typed: each chosen option as its own Config dataclass (from the
-    backend's, model's and mask's registry, so that a node replaced by a plain mapping is typed too)."""
-    from attnbench.core.backends import get_backend
-    from attnbench.core.masks import get_mask
-    from attnbench.core.models import get_model
+    """The job a composed config asks for, typed: each chosen option as its own Config dataclass, as its schema
+    typed it (a node replaced by a plain mapping is typed from its group's registry)."""
     from attnbench.harness.case import case_key
 
-    def option(node, get):
+    def option(node, group: str):
         value = OmegaConf.to_object(node)
-        return value if not isinstance(value, dict) else get(value["name"]).Config(**value)
+        return value if not isinstance(value, dict) else _registered(group, value["name"]).Config(**value)
 
     timing = OmegaConf.to_object(cfg.timing)
     return JobSpec(
-        device=cfg.device.name, backend=option(cfg.backend, get_backend), model=option(cfg.model, get_model),
-        mask=option(cfg.mask, get_mask), shape=Shape(**OmegaConf.to_container(cfg.shape, resolve=True)),
+        device=cfg.device.name, backend=option(cfg.backend, "backend"), model=option(cfg.model, "model"),
+        mask=option(cfg.mask, "mask"), shape=Shape(**OmegaConf.to_container(cfg.shape, resolve=True)),
         timing=timing if isinstance(timing, Timing) else Timing(**timing), mode=cfg.mode, compile=cfg.compile,
         compile_mode=cfg.compile_mode, dtype=cfg.dtype, inputs=cfg.inputs, seed=cfg.seed, case=case_key(cfg))
+
+
+def _registered(group: str, name: str) -> type:
+    """The implementation registered as option `name` of `group`. Its registry imports torch, which the command's
+    own process otherwise never needs (the job worker measures): only for an untyped node."""
+    from attnbench.core.backends import get_backend
+    from attnbench.core.masks import get_mask
+    from attnbench.core.models import get_model
+
+    return {"backend": get_backend, "mask": get_mask, "model": get_model}[group](name)
 
 
 def register_configs() -> None:
