@@ -50,9 +50,18 @@ def _masks(backend: str, model: str) -> list[str]:
     return sorted(registered_masks())
 
 
-@pytest.mark.parametrize("model", _our_models())
-@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.long) if b == "flex" else b  # Inductor
-                                     for b in BUILT_IN])
+def _matrix_marks(backend: str, model: str) -> list:
+    """flex compiles (Inductor, seconds a mask): `make test-long`. `make test-fast` keeps, under every mask, each
+    backend that runs on a CPU and one that does not (efficient) bare, and each model calling math; the other
+    backends' options are composed by test_config and refused without their library by test_kernel_libraries."""
+    if backend == "flex":
+        return [pytest.mark.long]
+    runs_bare = model == "attention" and backend in (*EXACT_ON_CPU, "linear", "performer", "efficient")
+    return [] if runs_bare or (backend == "math") else [pytest.mark.slow]
+
+
+@pytest.mark.parametrize("backend, model", [pytest.param(b, m, marks=_matrix_marks(b, m))
+                                            for b in BUILT_IN for m in _our_models()])
 def test_every_backend_mask_and_model_runs_or_says_why_not(compose_cfg, model, backend):
     for mask in _masks(backend, model):
         cfg = compose_cfg(*ONE_SAMPLE, *SMALL, f"model={model}", f"backend={backend}", f"mask={mask}",
@@ -87,7 +96,15 @@ GQA_CASES = [(backend, shape, mask) for backend in EXACT_ON_CPU if backend != "f
              for shape in GQA_SHAPES for mask in GQA_MASKS] + [("flex", shape, mask) for shape, mask in FLEX_GQA_CASES]
 
 
-@pytest.mark.parametrize("backend, shape, mask", GQA_CASES, ids=["-".join(case) for case in GQA_CASES])
+# `make test-fast` takes math under every shape and mask, and each other backend but flex (which compiles each case:
+# seconds) under one.
+FAST_GQA_CASES = [("math", shape, mask) for shape in GQA_SHAPES for mask in GQA_MASKS] + [
+    (backend, "gqa", "causal") for backend in EXACT_ON_CPU if backend not in ("math", "flex")]
+
+
+@pytest.mark.parametrize("backend, shape, mask", [
+    pytest.param(*case, marks=[] if case in FAST_GQA_CASES else [pytest.mark.slow], id="-".join(case))
+    for case in GQA_CASES])
 def test_grouped_query_and_decode_outputs_equal_the_float64_reference(compose_cfg, backend, shape, mask):
     shape = GQA_SHAPES[shape]
     result = run_config(compose_cfg(*ONE_SAMPLE, *SMALL, *shape, f"backend={backend}", f"mask={mask}",
@@ -155,6 +172,7 @@ def test_a_wrong_kernel_is_wrong_not_ok(compose_cfg, planted):
     assert result.metrics["median_us"] > 0  # still timed: a wrong kernel's speed is worth seeing, flagged
 
 
+@pytest.mark.slow  # 4096 positions against float64 (~2 s)
 def test_a_few_elements_far_off_are_wrong_even_when_the_norm_hides_them(compose_cfg, planted):
     from omegaconf import OmegaConf
 
@@ -263,7 +281,7 @@ def test_a_plugin_that_exits_at_import_leaves_every_command_working(tmp_path, st
 
 @pytest.mark.parametrize("backend", ["linear", "performer"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
+@pytest.mark.parametrize("mode", ["fwd", pytest.param("fwd_bwd", marks=pytest.mark.slow)])  # fast: forward's overflow
 def test_linear_attentions_hold_in_half_precision_at_thousands_of_positions(compose_cfg, backend, dtype, mode):
     # float16 tops out at 65504: φ(q)·Σφ(k) passes it at ~700 positions of D 64, which zeroed rows silently
     result = run_config(compose_cfg(*ONE_SAMPLE, "shape=tiny", "shape.batch=1", "shape.heads=1", "shape.seq_len=2048",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 PROFILE_ONE_CALL = """
 import torch
 from attnbench.core.timing.profiling import profile_call
@@ -14,6 +16,7 @@ print("ops", len(found.ops))
 """
 
 
+@pytest.mark.slow  # a process that imports torch (~2 s)
 def test_a_profiled_call_prints_nothing_of_the_profilers_own():
     env = {"PATH": "/usr/bin:/bin"}  # no KINETO_LOG_LEVEL from the caller's environment
     proc = subprocess.run([sys.executable, "-c", PROFILE_ONE_CALL], capture_output=True, text=True, env=env,
@@ -24,6 +27,7 @@ def test_a_profiled_call_prints_nothing_of_the_profilers_own():
     assert not noise, noise
 
 
+@pytest.mark.slow  # as above
 def test_a_user_who_asks_for_kinetos_log_still_gets_it():
     env = {"PATH": "/usr/bin:/bin", "KINETO_LOG_LEVEL": "0"}
     proc = subprocess.run([sys.executable, "-c", PROFILE_ONE_CALL], capture_output=True, text=True, env=env,

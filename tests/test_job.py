@@ -128,6 +128,7 @@ def test_training_multiplies_the_flops(job):
     assert bwd["gflop"] == pytest.approx(2.5 * fwd["gflop"]) and both["gflop"] == pytest.approx(3.5 * fwd["gflop"])
 
 
+@pytest.mark.slow  # two compiles (~1 s each); the fast loop's compile is the test above, eager training's above it
 @pytest.mark.parametrize("mode", ["bwd", "fwd_bwd"])
 def test_compiled_training_modes_compile_forward_and_backward(job, mode):
     result = job("compile=true", f"mode={mode}", "dtype=float32")

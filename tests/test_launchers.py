@@ -110,6 +110,7 @@ def test_a_pool_worker_killed_mid_job_costs_that_job_alone(tmp_path: Path, store
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # a sweep in a subprocess, through submitit
 def test_a_slurm_sweep_is_submitted_as_one_job_array(tmp_path: Path, store: Path) -> None:
     # No cluster here: a stand-in sbatch keeps the script submitit hands it, and refuses it.
     bin_dir = tmp_path / "bin"

@@ -146,6 +146,7 @@ def test_the_ui_view_shows_the_sweeps_jobs_with_the_columns_that_answer(sweep, c
     assert saved["name"] == f"attnbench: {parent.info.run_name}" and isinstance(saved["createdAt"], int)
 
 
+@pytest.mark.slow  # two more sweeps, each in a subprocess
 def test_rerun_prints_the_commands_that_reproduce_a_job_and_the_sweep(sweep, capsys, tmp_path):
     tmp, store, client, parent, children = sweep
     child = next(c for c in children if c.data.tags["status"] == "ok")

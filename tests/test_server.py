@@ -124,6 +124,7 @@ def _count_requests(monkeypatch) -> collections.Counter:
     return sent
 
 
+@pytest.mark.slow  # starts an MLflow server
 def test_a_job_costs_the_server_one_call_per_step_and_one_per_file(sqlite_server, tmp_path, monkeypatch):
     from attnbench.store.tracking.preflight import apply_mlflow_settings
 

@@ -55,7 +55,12 @@ def share(mask, shape) -> dict:
     return {k: (v / shape.seq_len if k in ("window", "prefix") else v) for k, v in mask.items()}
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+# `make test-fast` composes two that hold each kind a size must keep: grouped-query decode, a mask's proportions.
+FAST_KINDS = ("decode", "masks")
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_KINDS else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in EXPERIMENTS])
 def test_every_experiment_at_cpu_size_keeps_its_problem_and_is_small(name):
     # Every problem of the sweep, through one backend: the backend changes no size (and 104 jobs would take 14 s).
     full = sweep_configs(f"experiment={name}", "device=cpu", "backend=default")
@@ -128,10 +133,12 @@ def test_a_files_cpu_size_passes_the_check():
     (["experiment=gqa_prefill", "shape=tiny"], "shape=tiny changes what experiment=gqa_prefill measures: grouped-query "
      "prefill (B 1, 32 query heads over 8, S 8192, D 128) is not run; multi-head prefill (B 2, 2 heads, S 16, D 8) "
      "is run instead; size=cpu runs it small"),
-    (["experiment=decode", "shape=tiny"], "shape=tiny changes what experiment=decode measures: grouped-query decode "
-     "(B 8, 32 query heads over 8, q_len 1 against 1024 keys, D 128) is not run"),
-    (["experiment=kernels", "shape=tiny", "mode=fwd"], "shape=tiny changes what experiment=kernels measures: "
-     "grouped-query prefill (B 1, 32 query heads over 8, S 8192, D 128) is not run; size=cpu"),  # one of its two
+    pytest.param(["experiment=decode", "shape=tiny"], "shape=tiny changes what experiment=decode measures: "
+                 "grouped-query decode (B 8, 32 query heads over 8, q_len 1 against 1024 keys, D 128) is not run",
+                 marks=pytest.mark.slow),  # `make test-fast` takes the first
+    pytest.param(["experiment=kernels", "shape=tiny", "mode=fwd"], "shape=tiny changes what experiment=kernels "
+                 "measures: grouped-query prefill (B 1, 32 query heads over 8, S 8192, D 128) is not run; size=cpu",
+                 marks=pytest.mark.slow),  # one of its two
 ])
 def test_a_shape_that_changes_an_experiments_problem_says_so_before_any_job_runs(capsys, arguments, says):
     sweep_configs(*arguments, "backend=math")
@@ -139,9 +146,10 @@ def test_a_shape_that_changes_an_experiments_problem_says_so_before_any_job_runs
     assert err.count("attnbench: ") == 1 and f"attnbench: {says}" in err, err
 
 
-@pytest.mark.parametrize("arguments", [["experiment=gqa_prefill", "shape.seq_len=64", "shape.batch=2"],
-                                       ["experiment=decode", "size=cpu", "shape.seq_len=32"],
-                                       ["experiment=masks", "shape=tiny"]])  # multi-head prefill, as long_context
+@pytest.mark.parametrize("arguments", [  # `make test-fast` takes the first
+    ["experiment=gqa_prefill", "shape.seq_len=64", "shape.batch=2"],
+    pytest.param(["experiment=decode", "size=cpu", "shape.seq_len=32"], marks=pytest.mark.slow),
+    pytest.param(["experiment=masks", "shape=tiny"], marks=pytest.mark.slow)])  # multi-head prefill, as long_context
 def test_a_shape_that_keeps_the_problem_says_nothing(capsys, arguments):
     sweep_configs(*arguments, "backend=math")
     assert capsys.readouterr().err == ""

@@ -93,7 +93,16 @@ SAME_AS_HYDRA = [
 ]
 
 
-@pytest.mark.parametrize("overrides, compositions", SAME_AS_HYDRA, ids=[" ".join(o) for o, _ in SAME_AS_HYDRA])
+# `make test-fast` takes one of each kind: a value, options with their own fields, an experiment, a dict for a
+# group's key, a Hydra setting of the job's own.
+FAST_KINDS = ["seed=7", "backend=flex backend.block_size=64 mask=sliding_window mask.window=16",
+              "experiment=seed_sdpa backend=flash compile=true", "shape={batch: 3} seed=2",
+              "hydra.job.chdir=true seed=1"]
+
+
+@pytest.mark.parametrize("overrides, compositions", [
+    pytest.param(o, n, id=" ".join(o), marks=[] if " ".join(o) in FAST_KINDS else [pytest.mark.slow])
+    for o, n in SAME_AS_HYDRA])
 def test_the_launchers_config_equals_hydras_composition(loaders, overrides, compositions):
     inner, loader, master = loaders
     [launched] = validate_then_launch(loader, master, [overrides])
@@ -132,6 +141,7 @@ def _same_as_hydra(master, overrides, config, conf: str = str(CONF), parts=("bac
         assert (ours.object_type, ours.ref_type) == (hydras.object_type, hydras.ref_type), part
 
 
+@pytest.mark.slow  # 18 jobs, each composed twice (~3 s); the tests around it check the same in fewer
 def test_a_sweep_over_groups_gets_hydras_config_for_every_job(loaders):
     inner, loader, master = loaders
     for job, config in zip(GROUP_SWEEP, validate_then_launch(loader, master, GROUP_SWEEP)):
@@ -230,7 +240,8 @@ NOT_THEIR_OWN = {
 }
 
 
-@pytest.mark.parametrize("case", NOT_THEIR_OWN)
+@pytest.mark.parametrize("case", [  # `make test-fast` takes the first three
+    case if number < 3 else pytest.param(case, marks=pytest.mark.slow) for number, case in enumerate(NOT_THEIR_OWN)])
 def test_options_that_are_not_their_parts_own_get_hydras_config(tmp_path, case):
     inner, master = _config_folder(tmp_path, TWO_GROUPS | NOT_THEIR_OWN[case])
     jobs = [["a=a1", "b=b1"], ["a=a2", "b=b2"], ["a=a2", "b=b1"], ["a=a1", "b=b2"]]
@@ -401,12 +412,15 @@ def hydra_suite_defaults():
     base.version_base = before
 
 
+# What they guard changes with a Hydra release, not between edits: left out of `make test-fast`.
+@pytest.mark.slow
 @pytest.mark.usefixtures("hydra_suite_defaults")
 @pytest.mark.parametrize("launcher_name, overrides", [("basic", ["hydra/sweeper=compose_once"])])
 class TestHydraLauncherSuiteThroughComposeOnce(LauncherTestSuite):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("hydra_suite_defaults")
 @pytest.mark.parametrize("launcher_name, overrides",
                          [("basic", ["hydra/sweeper=compose_once", "hydra.sweeper.max_batch_size=2"])])
