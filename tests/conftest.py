@@ -198,3 +198,23 @@ def fresh_store(tmp_path: Path) -> Path:
     path = tmp_path / "mlruns"
     path.mkdir()
     return path
+
+
+# The browser tests need what a developer's machine often lacks (Chromium, Playwright); their skip lines sit among
+# the GPU tests' in the summary. Say it last, with how to run them.
+BROWSER_TESTS = "tests/test_ui.py"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # around the terminal's own summary: after its skip lines
+def pytest_terminal_summary(terminalreporter):
+    result = yield
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if r.nodeid.startswith(BROWSER_TESTS + "::")]
+    if skipped:
+        reasons = sorted({str(r.longrepr[2]).removeprefix("Skipped: ") for r in skipped
+                          if isinstance(r.longrepr, tuple)})
+        terminalreporter.write_sep("-", "browser tests skipped", yellow=True)
+        terminalreporter.write_line(
+            f"The {len(skipped)} browser tests ({BROWSER_TESTS}: the MLflow UI in headless Chromium) did not run: "
+            f"{'; '.join(reasons)}. Install what it names, then `make test` runs them (CI installs both; "
+            "docs/troubleshooting.md#skipped-tests).")
+    return result
