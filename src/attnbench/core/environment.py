@@ -56,7 +56,7 @@ def _version(*distributions: str) -> str:
 def environment(device: torch.device, repo: Path) -> dict[str, str]:
     env = {
         "env.python": platform.python_version(),
-        "env.torch": torch.__version__,
+        "env.torch": str(torch.__version__),  # a TorchVersion would make the sweep's process import torch to read it
         "env.hydra": _version("hydra-core"),
         "env.mlflow": _version("mlflow", "mlflow-skinny"),
         "env.platform": platform.platform(),
