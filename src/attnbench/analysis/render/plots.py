@@ -124,7 +124,7 @@ def _panels(records: list[JobRecord], path: Path, title: str) -> Path:
     if notes:
         panel = fig.add_subplot(grid[-1])
         panel.axis("off")
-        panel.text(0, 1, f"Did not run:\n{text}", va="top", ha="left", fontsize=8, transform=panel.transAxes)
+        panel.text(0.01, 1, f"Did not run:\n{text}", va="top", ha="left", fontsize=8, transform=_figure_left(panel))
     return _save(fig, path)
 
 
@@ -171,8 +171,16 @@ def _figure(notes: list[str], height_in: float = PLOT_HEIGHT_IN, heading: str = 
     grid = fig.add_gridspec(2, 1, height_ratios=[height_in, notes_in])
     ax, panel = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
     panel.axis("off")
-    panel.text(0, 1, f"{heading}\n{text}", va="top", ha="left", fontsize=8, transform=panel.transAxes)
+    panel.text(0.01, 1, f"{heading}\n{text}", va="top", ha="left", fontsize=8, transform=_figure_left(panel))
     return fig, ax
+
+
+def _figure_left(panel):
+    """x from the figure's left edge, y in the notes panel: the notes get the figure's whole width, whatever room
+    the plot's labels take on its left (a long backend name pushed them past the right edge)."""
+    from matplotlib.transforms import blended_transform_factory
+
+    return blended_transform_factory(panel.figure.transFigure, panel.transAxes)
 
 
 def _titled(ax, title: str, records: list[JobRecord]) -> None:
