@@ -9,24 +9,22 @@ The first call compiles the kernel for its shapes (10–25 s): it is the job's `
 
 from __future__ import annotations
 
-from attnbench.core.backends import Backend, Dispatch, register_backend
-from attnbench.core.backends.libraries import (Library, capability, cuda_and_half, first_line, head_major,
-                                               kernels_named, raised_by, sequence_major, version_of, window,
-                                               window_masks)
+from attnbench.core.backends import register_backend
+from attnbench.core.backends.libraries import (Library, LibraryBackend, capability, first_line, head_major,
+                                               sequence_major, window)
 
 FA4 = Library("flash_attn.cute", "flash-attn-4", "fa4", "(a CUDA 13 torch: 'attnbench[fa4-cu13]')")
 ARCHS = (8, 9, 10, 11, 12)  # compute capability majors flash_attn.cute dispatches (its _flash_attn_fwd's check)
 
 
 @register_backend("fa4")
-class FlashAttention4(Backend):
-    native_masks = window_masks()
-    sequence_major = True
+class FlashAttention4(LibraryBackend):
+    library = FA4
+    package = "flash_attn.cute"
+    kernel_words = ("flash", "fmha")
+    kernel_family = "FlashAttention"
 
-    def supports(self, problem, device, dtype, mode):
-        reason = FA4.missing(self.name) or cuda_and_half(self.name, device, dtype) or self._mask_support(problem)
-        if reason:
-            return reason
+    def kernel_limits(self, problem, device, dtype, mode):
         major, minor = capability(device)
         if major not in ARCHS:
             return f"backend=fa4: flash_attn.cute runs on compute capability 8.x to 12.x; this GPU is {major}.{minor}"
@@ -58,16 +56,3 @@ class FlashAttention4(Backend):
             return head_major(out)
 
         return attend
-
-    def explain_failure(self, exc, warned):
-        if isinstance(exc, (AssertionError, NotImplementedError, ValueError)) and raised_by(exc, "flash_attn/cute"):
-            return f"backend=fa4: flash_attn.cute refuses these inputs: {first_line(exc)}"
-        return None
-
-    def dispatch(self, profile):
-        found = kernels_named(profile.kernels, "flash", "fmha")
-        ran = "fa4" if found else "fa4 (no FlashAttention kernel seen)"
-        return Dispatch(ran=ran, accepts=("fa4",), tags={"fa4.kernels": "; ".join(found)})
-
-    def tags(self):
-        return {"fa4.version": version_of(FA4.distribution)}

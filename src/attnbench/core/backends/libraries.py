@@ -14,9 +14,11 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
+from typing import ClassVar
 
 import torch
 
+from attnbench.core.backends import Backend, Dispatch
 from attnbench.core.errors import Unsupported
 from attnbench.core.problem import Problem
 
@@ -51,6 +53,43 @@ class Library:
         except Exception as e:  # noqa: BLE001 - a broken build (missing .so, wrong CUDA): a reason, not a crash
             raise Unsupported(f"{self.distribution} is installed but does not import here: "
                               f"{type(e).__name__}: {first_line(e)}") from e
+
+
+class LibraryBackend(Backend):
+    """A backend calling one library's kernels directly: the checks, refusals, kernel names and version tag every
+    such backend shares; a subclass names its library and adds `build` and the limits of its own kernels."""
+
+    library: ClassVar[Library]
+    package: ClassVar[str]  # where its code lives (dotted): an exception raised there is its own check refusing
+    refusals: ClassVar[tuple[type[BaseException], ...]] = (AssertionError, NotImplementedError, ValueError)
+    kernel_words: ClassVar[tuple[str, ...]]  # words in its kernels' names, as the profiler lists them
+    kernel_family: ClassVar[str]  # what a profile without them says was not seen: "(no FlashAttention kernel seen)"
+    native_masks = frozenset({"none", "causal", "sliding_window"})  # as a bottom-right window: see window()
+    sequence_major = True
+
+    def supports(self, problem, device, dtype, mode):
+        return (self.library.missing(self.name) or cuda_and_half(self.name, device, dtype)
+                or self._mask_support(problem) or self.kernel_limits(problem, device, dtype, mode))
+
+    def kernel_limits(self, problem, device, dtype, mode) -> str | None:
+        """What its kernels cannot run past the checks above (GPU, head dim, mode): a reason, or None."""
+        return None
+
+    def explain_failure(self, exc, warned):
+        if isinstance(exc, self.refusals) and raised_by(exc, self.package):
+            return f"backend={self.name}: {self.refusal(exc)}"
+        return None
+
+    def refusal(self, exc: BaseException) -> str:
+        return f"{self.package} refuses these inputs: {first_line(exc)}"
+
+    def dispatch(self, profile):
+        found = kernels_named(profile.kernels, *self.kernel_words)
+        ran = self.name if found else f"{self.name} (no {self.kernel_family} kernel seen)"
+        return Dispatch(ran=ran, accepts=(self.name,), tags={f"{self.name}.kernels": "; ".join(found)})
+
+    def tags(self):
+        return {f"{self.name}.version": version_of(self.library.distribution)}
 
 
 def first_line(e: BaseException) -> str:
