@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from attnbench.core.backends import Backend, Dispatch, register_backend
-from attnbench.core.backends.libraries import (Library, capability, cuda_and_half, first_line, head_major,
-                                               kernels_named, raised_by, sequence_major, version_of, window,
-                                               window_masks)
+from attnbench.core.backends import register_backend
+from attnbench.core.backends.libraries import (Library, LibraryBackend, capability, first_line, head_major,
+                                               sequence_major, window)
 
 FA2 = Library("flash_attn.flash_attn_interface", "flash-attn", None,
               "no wheel for this torch on PyPI: build it, `pip install flash-attn --no-build-isolation` (CUDA toolkit "
@@ -22,19 +21,14 @@ FA3 = Library("flash_attn_interface", "flash-attn-3", None,
               "no wheel on PyPI: build flash-attention's hopper/ folder, `cd hopper && python setup.py install`")
 
 
-class DirectFlashAttention(Backend):
-    library: ClassVar[Library]
-    package: ClassVar[str]  # the folder its code lives in, to tell its own refusals from a crash
+class DirectFlashAttention(LibraryBackend):
     min_capability: ClassVar[tuple[int, int]]
     max_head_dim = 256
-    native_masks = window_masks()
-    sequence_major = True
+    refusals = (AssertionError, RuntimeError, ValueError)
+    kernel_words = ("flash",)
+    kernel_family = "FlashAttention"
 
-    def supports(self, problem, device, dtype, mode):
-        reason = (self.library.missing(self.name) or cuda_and_half(self.name, device, dtype)
-                  or self._mask_support(problem))
-        if reason:
-            return reason
+    def kernel_limits(self, problem, device, dtype, mode):
         if capability(device) < self.min_capability:
             return (f"backend={self.name} needs compute capability {'.'.join(map(str, self.min_capability))} or "
                     f"newer; this GPU is {'.'.join(map(str, capability(device)))}")
@@ -54,18 +48,8 @@ class DirectFlashAttention(Backend):
 
         return attend
 
-    def explain_failure(self, exc, warned):
-        if isinstance(exc, (AssertionError, RuntimeError, ValueError)) and raised_by(exc, self.package):
-            return f"backend={self.name}: {self.library.distribution} refuses these inputs: {first_line(exc)}"
-        return None
-
-    def dispatch(self, profile):
-        found = kernels_named(profile.kernels, "flash")
-        ran = self.name if found else f"{self.name} (no FlashAttention kernel seen)"
-        return Dispatch(ran=ran, accepts=(self.name,), tags={f"{self.name}.kernels": "; ".join(found)})
-
-    def tags(self):
-        return {f"{self.name}.version": version_of(self.library.distribution)}
+    def refusal(self, exc):
+        return f"{self.library.distribution} refuses these inputs: {first_line(exc)}"
 
 
 @register_backend("fa2")
