@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.core.backends import Backend, Dispatch, register_backend
-from attnbench.core.backends.libraries import (Library, cuda_and_half, first_line, kernels_named, raised_by,
-                                               version_of, window, window_masks)
+from attnbench.core.backends import register_backend
+from attnbench.core.backends.libraries import Library, LibraryBackend, window
 from attnbench.core.spec import Mode
 
 FLASHINFER = Library("flashinfer", "flashinfer-python", "flashinfer")
@@ -28,16 +27,16 @@ CONTIGUOUS_PAGE = 16
 
 
 @register_backend("flashinfer")
-class FlashInfer(Backend):
-    native_masks = window_masks()
-    sequence_major = True
+class FlashInfer(LibraryBackend):
+    library = FLASHINFER
+    package = "flashinfer"
+    refusals = (AssertionError, NotImplementedError, ValueError, RuntimeError)
+    kernel_words = ("flashinfer", "prefill", "decode")
+    kernel_family = "FlashInfer"
     paged_kv = True
     compiles_on_first_call = True
 
-    def supports(self, problem, device, dtype, mode):
-        reason = FLASHINFER.missing(self.name) or cuda_and_half(self.name, device, dtype) or self._mask_support(problem)
-        if reason:
-            return reason
+    def kernel_limits(self, problem, device, dtype, mode):
         if mode is not Mode.fwd:
             return f"FlashInfer's attention kernels have no backward: mode={mode.value} needs one (mode=fwd runs)"
         return None
@@ -52,19 +51,8 @@ class FlashInfer(Backend):
 
         return attend
 
-    def explain_failure(self, exc, warned):
-        refusal = isinstance(exc, (AssertionError, NotImplementedError, ValueError, RuntimeError))
-        if refusal and raised_by(exc, "flashinfer"):
-            return f"backend=flashinfer: flashinfer refuses these inputs: {first_line(exc)}"
-        return None
-
-    def dispatch(self, profile):
-        found = kernels_named(profile.kernels, "flashinfer", "prefill", "decode")
-        ran = "flashinfer" if found else "flashinfer (no FlashInfer kernel seen)"
-        return Dispatch(ran=ran, accepts=("flashinfer",), tags={"flashinfer.kernels": "; ".join(found)})
-
     def tags(self):
-        return {"flashinfer.version": version_of(FLASHINFER.distribution), "flashinfer.api": getattr(self, "api", "")}
+        return {**super().tags(), "flashinfer.api": getattr(self, "api", "")}
 
 
 class Calls:
