@@ -9,9 +9,8 @@ operators are left; here the job is `unsupported` with xFormers' own message ins
 
 from __future__ import annotations
 
-from attnbench.core.backends import Backend, Dispatch, register_backend
-from attnbench.core.backends.libraries import (Library, cuda_and_half, first_line, kernels_named, raised_by,
-                                               version_of, window_masks)
+from attnbench.core.backends import register_backend
+from attnbench.core.backends.libraries import Library, LibraryBackend, first_line
 from attnbench.core.errors import Unsupported
 from attnbench.core.spec import Mode
 
@@ -19,14 +18,14 @@ XFORMERS = Library("xformers.ops", "xformers", "xformers")
 
 
 @register_backend("xformers")
-class XFormers(Backend):
-    native_masks = window_masks()
-    sequence_major = True
+class XFormers(LibraryBackend):
+    library = XFORMERS
+    package = "xformers"
+    refusals = (NotImplementedError, ValueError)
+    kernel_words = ("fmha", "flash", "attention", "cutlass")
+    kernel_family = "attention"
 
-    def supports(self, problem, device, dtype, mode):
-        reason = XFORMERS.missing(self.name) or cuda_and_half(self.name, device, dtype) or self._mask_support(problem)
-        if reason:
-            return reason
+    def kernel_limits(self, problem, device, dtype, mode):
         if problem.kv_heads != problem.heads and mode is not Mode.fwd:
             return "xFormers runs grouped-query heads forward only (its documentation); mode=fwd runs"
         return cpp_ops_problem()
@@ -48,19 +47,14 @@ class XFormers(Backend):
 
         return attend
 
-    def explain_failure(self, exc, warned):
-        if isinstance(exc, (NotImplementedError, ValueError)) and raised_by(exc, "xformers"):
-            return f"backend=xformers: {first_line(exc)}"  # its dispatcher lists why each operator refused
-        return None
+    def refusal(self, exc):
+        return first_line(exc)  # its dispatcher's own words list why each operator refused
 
     def dispatch(self, profile):
-        found = kernels_named(profile.kernels, "fmha", "flash", "attention", "cutlass")
-        ran = "xformers" if found else "xformers (no attention kernel seen)"
+        found = super().dispatch(profile)
         op = next((name for name in profile.ops if name.startswith(("xformers", "xformers_flash"))), "")
-        return Dispatch(ran=ran, accepts=("xformers",), tags={"xformers.op": op, "xformers.kernels": "; ".join(found)})
-
-    def tags(self):
-        return {"xformers.version": version_of(XFORMERS.distribution)}
+        found.tags = {"xformers.op": op, **found.tags}  # which of its operators its dispatcher picked
+        return found
 
 
 def cpp_ops_problem() -> str | None:
