@@ -44,6 +44,46 @@ def test_a_single_run_names_the_group_the_value_and_the_options(store, tmp_path,
     assert line.startswith(f"{group}={value!r} is not an option: expected one of "), proc.stderr
 
 
+# A value of the wrong type, or not among an enum's: (the field, what the command line gives it, a value the sweep's
+# other job may take, the options it needs, what the field accepts as the line says it).
+BAD_VALUES = [
+    ("shape.batch", "abc", "1", [], "an integer"),
+    ("dtype", "float8", "float32", [], "one of float16, bfloat16, float32"),
+    ("timing.method", "fast", "wall", [], "one of auto, events, wall, cuda_graph, profiler"),
+    ("compile", "maybe", "false", [], "true or false"),
+    ("timing.max_job_s", "soon", "60", [], "a number or null"),
+    ("mask.lengths", "zipf", "equal", ["mask=document"], "one of equal, random"),
+    ("shape.batch", "null", "1", [], "an integer"),
+]
+
+
+@pytest.mark.parametrize("how", ["single run", "sweep"])
+@pytest.mark.parametrize(("key", "value", "good", "options", "accepts"), BAD_VALUES,
+                         ids=[f"{key}={value}" for key, value, *_ in BAD_VALUES])
+def test_a_bad_value_is_refused_in_one_line_naming_the_field_what_it_takes_and_the_value(
+        store, tmp_path, how, key, value, good, options, accepts):
+    arguments = [f"{key}={value}"] if how == "single run" else ["-m", f"{key}={good},{value}"]
+    proc = run_script(*arguments, *options, *TINY, store=store, cwd=tmp_path)  # -m before any override
+    assert proc.returncode == 1, proc.stderr
+    given = "null" if value == "null" else repr(value)
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        f"{key}={given} is not valid: expected {accepts}"]
+    _, parents, children = tracked_runs(store)
+    assert parents + children == []
+    assert not (tmp_path / "multirun" / "0").exists() and not (tmp_path / "outputs" / "result.json").exists()
+
+
+def test_a_bad_value_in_a_config_file_is_one_line_naming_the_file(store, tmp_path):
+    conf = tmp_path / "conf" / "shape"
+    conf.mkdir(parents=True)
+    (conf / "typo.yaml").write_text("batch: two\nheads: 2\nseq_len: 16\nhead_dim: 8\n")
+    proc = run_script("shape=typo", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "device=cpu", *FAST_TIMING,
+                      store=store, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        "shape.batch='two' in shape/typo is not valid: expected an integer"]
+
+
 def test_a_refused_sweep_never_loads_mlflow(store, tmp_path):
     # MLflow takes ~1.5 s to import; the callbacks Hydra creates before the sweeper checks the jobs must not need it.
     proc = _run_and_say_what_loaded(tmp_path, store, ("mlflow",), "-m", "backend=math,flsh", *TINY)
@@ -52,7 +92,8 @@ def test_a_refused_sweep_never_loads_mlflow(store, tmp_path):
 
 
 @pytest.mark.parametrize("arguments", [["--help"], ["backend=flsh"], ["-m", "backend=math,flsh"],
-                                       ["shape.batch=abc"], ["mask=document", "mask.lengths=zipf"]],
+                                       ["shape.batch=abc"], ["mask=document", "mask.lengths=zipf"],
+                                       ["-m", "dtype=float16,float8"]],
                          ids=" ".join)
 def test_help_and_a_refused_command_never_import_torch(store, tmp_path, arguments):
     # Hydra composes the config to print help or refuse it: every option's schema is there without torch, whose
