@@ -119,10 +119,6 @@ def window(problem: Problem) -> tuple[int, int] | None:
     return None
 
 
-def window_masks() -> frozenset[str]:
-    return frozenset({"none", "causal", "sliding_window"})
-
-
 def cuda_and_half(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
     if device.type != "cuda":
         return f"backend={name} runs on CUDA only; device is {device.type}"

@@ -11,10 +11,8 @@ It subtracts the keys' mean from k in place (`smooth_k`, its default): softmax d
 
 from __future__ import annotations
 
-from attnbench.core.backends import Backend, Dispatch, register_backend
-from attnbench.core.backends.libraries import Library, first_line, kernels_named, raised_by, version_of
-import torch
-
+from attnbench.core.backends import register_backend
+from attnbench.core.backends.libraries import HALF, Library, LibraryBackend
 from attnbench.core.spec import Mode
 
 SAGE = Library("sageattention", "sageattention", "sage")
@@ -22,18 +20,25 @@ HEAD_DIMS = (64, 96, 128)  # sageattn's own assertion (1.0.6)
 
 
 @register_backend("sage")
-class Sage(Backend):
+class Sage(LibraryBackend):
+    library = SAGE
+    package = "sageattention"
+    refusals = (AssertionError,)
+    kernel_words = ("_attn_fwd", "attn")
+    kernel_family = "SageAttention"
     approximate = True
     tolerance_class = "quantized"
     native_masks = frozenset({"none", "causal"})
+    sequence_major = False  # it reads (B, H, S, D) as the job passes it: tensor_layout="HND"
 
     def supports(self, problem, device, dtype, mode):
-        reason = SAGE.missing(self.name) or self._mask_support(problem)
+        # Its own order and words: the mask before the device, whose check names its Triton kernels.
+        reason = self.library.missing(self.name) or self._mask_support(problem)
         if reason:
             return reason
         if device.type != "cuda":
             return f"backend=sage runs on CUDA only (Triton kernels); device is {device.type}"
-        if dtype not in (torch.float16, torch.bfloat16):
+        if dtype not in HALF:
             return f"backend=sage takes float16 or bfloat16 here, not {str(dtype).removeprefix('torch.')}"
         if mode is not Mode.fwd:
             return f"SageAttention has no backward: mode={mode.value} needs one (mode=fwd runs)"
@@ -55,16 +60,3 @@ class Sage(Backend):
 
     def flops(self, problem, mode):
         return problem.flops(mode)  # the same score and PV products as softmax attention, in other precisions
-
-    def explain_failure(self, exc, warned):
-        if isinstance(exc, AssertionError) and raised_by(exc, "sageattention"):
-            return f"backend=sage: sageattention refuses these inputs: {first_line(exc)}"
-        return None
-
-    def dispatch(self, profile):
-        found = kernels_named(profile.kernels, "_attn_fwd", "attn")
-        ran = "sage" if found else "sage (no SageAttention kernel seen)"
-        return Dispatch(ran=ran, accepts=("sage",), tags={"sage.kernels": "; ".join(found)})
-
-    def tags(self):
-        return {"sage.version": version_of(SAGE.distribution)}
