@@ -29,7 +29,8 @@ if __name__ == "__main__":
     sys.argv = hide_in_arguments(sys.argv)  # before Hydra reads them: no secret reaches a config or a file
     start_worker(sys.argv)
     # Hydra raises what it would print and exit on (its documented HYDRA_FULL_ERROR), so that a refused command is
-    # said here as attnbench says it: an option that does not exist in one line, in a single run as in a sweep.
+    # said here as attnbench says it: an option that does not exist, or a value its field does not take, in one line,
+    # in a single run as in a sweep (attnbench.harness.bad_option).
     # Whoever set HYDRA_FULL_ERROR=1 gets the whole trace, as Hydra gives it.
     whole_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
