@@ -3,9 +3,10 @@ that call them directly share.
 
 Each library is imported lazily, on the first job that needs it, so that attnbench installs and runs without any
 of them; a library that is missing, or that imports but cannot work here (a build for another CUDA or torch), makes
-its jobs `unsupported` with the library's own words and the install line (docs/backends.md). These libraries take
+its jobs `unsupported` with the library's own words and the install line (docs/backends.md). Most take
 sequence-major tensors (B, S, H, D): their backends set `sequence_major`, the attention model then allocates its
 inputs that way, and the (B, H, S, D) views the job passes convert back with a free transpose, never a copy.
+Each backend is a `LibraryBackend` that names its library and kernels and adds only what its kernels do differently.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class LibraryBackend(Backend):
         return None
 
     def refusal(self, exc: BaseException) -> str:
+        """The library's own message, as the reason words it."""
         return f"{self.package} refuses these inputs: {first_line(exc)}"
 
     def dispatch(self, profile):
