@@ -52,12 +52,11 @@ def _masks(backend: str, model: str) -> list[str]:
 
 def _matrix_marks(backend: str, model: str) -> list:
     """flex compiles (Inductor, seconds a mask): `make test-long`. `make test-fast` keeps, under every mask, each
-    backend that runs on a CPU and one that does not (efficient) bare, and each model calling math; the other
-    backends' options are composed by test_config and refused without their library by test_kernel_libraries."""
+    exact backend that runs on a CPU bare and each model calling math; the other backends' options are composed by
+    test_config, the approximate ones run by the tests below, the library ones refused by test_kernel_libraries."""
     if backend == "flex":
         return [pytest.mark.long]
-    runs_bare = model == "attention" and backend in (*EXACT_ON_CPU, "linear", "performer", "efficient")
-    return [] if runs_bare or (backend == "math") else [pytest.mark.slow]
+    return [] if (model == "attention" and backend in EXACT_ON_CPU) or backend == "math" else [pytest.mark.slow]
 
 
 @pytest.mark.parametrize("backend, model", [pytest.param(b, m, marks=_matrix_marks(b, m))

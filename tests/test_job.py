@@ -71,7 +71,7 @@ def efficient_without_its_declaration():
     BACKENDS.classes.pop("undeclared_efficient")
 
 
-@pytest.mark.parametrize("compiled", ["false", "true"])
+@pytest.mark.parametrize("compiled", ["false", pytest.param("true", marks=pytest.mark.slow)])  # compiles: below
 def test_a_kernel_pytorch_refuses_at_the_first_call_is_unsupported_with_pytorchs_reason(
         compose_cfg, efficient_without_its_declaration, compiled):
     cfg = compose_cfg(*TINY, f"compile={compiled}")
@@ -88,7 +88,7 @@ def test_compile_mode_without_compile_repeats_the_eager_job_and_is_skipped(job):
     assert set(result.metrics) == {"job_s", "phase_plan_s"}  # skipped while planned: nothing run
 
 
-def test_compiled_job_really_compiles_and_reports_compile_time_apart(job):
+def test_compiled_job_really_compiles_and_reports_compile_time_apart(job):  # `make test-fast`'s one compile
     result = job("compile=true", "backend=math", "dtype=float32")
     assert result.status == "ok", result.reason
     m = result.metrics
@@ -97,6 +97,7 @@ def test_compiled_job_really_compiles_and_reports_compile_time_apart(job):
     assert m["max_abs_err"] < 1e-4
 
 
+@pytest.mark.slow  # two compiles
 def test_each_job_starts_from_a_clean_compiler(job):
     first = job("compile=true", "dtype=float32")
     second = job("compile=true", "dtype=float32")
@@ -128,7 +129,7 @@ def test_training_multiplies_the_flops(job):
     assert bwd["gflop"] == pytest.approx(2.5 * fwd["gflop"]) and both["gflop"] == pytest.approx(3.5 * fwd["gflop"])
 
 
-@pytest.mark.slow  # two compiles (~1 s each); the fast loop's compile is the test above, eager training's above it
+@pytest.mark.slow  # two compiles (~1 s each); eager training is checked above
 @pytest.mark.parametrize("mode", ["bwd", "fwd_bwd"])
 def test_compiled_training_modes_compile_forward_and_backward(job, mode):
     result = job("compile=true", f"mode={mode}", "dtype=float32")
@@ -229,6 +230,7 @@ def test_backward_alone_still_names_the_backend_that_ran(job, backend):
     assert result.status == "ok" and result.tags["sdpa.kernel"] == backend
 
 
+@pytest.mark.slow  # compiles until Dynamo's cache limit
 def test_recompiling_while_timed_marks_the_job_invalid(job, test_model):
     def shape_shifter(w):
         calls = [0]
