@@ -7,6 +7,14 @@ both. MLflow (3.15+, the Views menu above the runs table) stores one as an exper
 the table's settings as JSON, and opens it at `#/experiments/<experiment>/runs?viewStateShareKey=<id>`. attnbench
 saves one view per experiment, `attnbench`, overwritten with the sweep asked for: the UI refuses to save more than
 40 views per experiment, so one per sweep would soon crowd out the user's own.
+
+MLflow's runs table (3.17) has no number format and no unit for a metric: a cell shows the value as logged
+(`26.144578100684157`), cut at its column's edge (100 px by default), under the metric's key (`median_us`). What
+reads at a glance is each job's description (`26.1 µs · 1.25 GFLOP/s · math`: attnbench.store.tracking.describe).
+The view sets its columns' order and widths (the UI state's `columnOrder` and `columnWidths`): after the name, start
+and duration, the description, wide enough for the longest ok job's line, then the status, then each metric as
+wide as its longest value, so that a 1280-pixel window shows every job's description, status and, unless the
+descriptions are long, whole median without scrolling sideways.
 """
 
 from __future__ import annotations
@@ -18,12 +26,20 @@ from collections import defaultdict
 from attnbench.analysis.pivot import IMPLEMENTATION, JobRecord, problem_keys, problem_of, varied
 from attnbench.analysis.roofline import bound_of
 from attnbench.store.credentials import mask
+from attnbench.store.tracking.describe import NOTE
 from attnbench.store.tracking.names import PARENT_TAG
 
 VIEW_ID = "attnbench"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"
 LOCAL_UI = "http://127.0.0.1:5000"  # `make ui`
-ALWAYS_SHOWN = ["attributes.`Description`", "tags.`status`", "metrics.`median_us`"]
+# The runs table's own columns: the run's name and start (pinned to the left) and its duration.
+RUN_NAME, CREATED, DURATION = "attributes.`Run Name`", "runDateAndNestInfo", "duration"
+DESCRIPTION, STATUS = "attributes.`Description`", "tags.`status`"
+ALWAYS_SHOWN = [DESCRIPTION, STATUS, "metrics.`median_us`"]
+# Pixels per character of the table's 12-px font where it is widest (DejaVu Sans, Chromium's sans-serif on Linux): a
+# digit 7.4, a description's mix 6.2, a short word's letters up to 7; plus the cell's padding, 11 px a side.
+PADDING_PX, DIGIT_PX, TEXT_PX, WORD_PX = 24, 7.5, 6.2, 7
+NAME_MARK_PX = 20  # the run's colour dot before its name
 
 
 def columns(runs: list) -> list[str]:
@@ -41,14 +57,38 @@ def columns(runs: list) -> list[str]:
     return ALWAYS_SHOWN + throughput + [f"params.`{k}`" for k in implementation + keys]
 
 
+def _px(texts, per_char: float, least: int, most: int) -> int:
+    return int(min(most, max(least, PADDING_PX + per_char * max((len(t) for t in texts), default=0))))
+
+
+def widths(runs: list, shown: list[str]) -> dict[str, int]:
+    """The width in pixels of the columns that need one, to fit what they hold: the run names; the description, as
+    the longest ok job's (a reason, longer, is cut: the UI shows 50 characters of a description, and all of it on
+    hover); the statuses; each metric's longest value as the UI writes it (the shortest digits that round-trip, as
+    Python's repr). MLflow's own width for the start, 150, fits "14 seconds ago"."""
+    tags = [run.data.tags for run in runs]
+    found = {RUN_NAME: NAME_MARK_PX + _px([run.info.run_name or "" for run in runs], WORD_PX, 100, 240),
+             DESCRIPTION: _px([t.get(NOTE, "") for t in tags if t.get("status") == "ok"], TEXT_PX, 200, 360),
+             STATUS: _px([t.get("status", "") for t in tags], WORD_PX, 80, 160)}
+    for column in shown:
+        if column.startswith("metrics."):
+            key = column[len("metrics.`"):-1]
+            found[column] = _px([repr(run.data.metrics[key]) for run in runs if key in run.data.metrics], DIGIT_PX,
+                                100, 200)
+    return found
+
+
 def view_state(parent_id: str, runs: list) -> dict:
+    shown = columns(runs)
     return {
         "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_id}'",  # the sweep's jobs, flat: their parent is not listed
         "orderByKey": "metrics.`median_us`",
         "orderByAsc": True,
         "startTime": "ALL",
         "lifecycleFilter": "Active",
-        "selectedColumns": columns(runs),
+        "selectedColumns": shown,
+        "columnOrder": [RUN_NAME, CREATED, DURATION] + shown,  # a column left out would go to the right end
+        "columnWidths": widths(runs, shown),
         "runsHiddenMode": "SHOW_ALL",  # every job in the charts, not only the first 10
     }
 
