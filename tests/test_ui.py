@@ -118,6 +118,9 @@ def test_the_parent_run_page_shows_the_winner_the_statuses_and_the_plot(sweep, u
             expect(image).to_be_visible()
             # served by the tracking server and decoded: a broken link would leave naturalWidth at 0
             page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=image.element_handle())
+        # back up to the winner, as the page opens: the screenshot is the description's first screen
+        page.get_by_text(winner, exact=True).evaluate("line => line.scrollIntoView({block: 'end'})")
+        expect(page.get_by_text(winner, exact=True)).to_be_in_viewport()
 
 
 def _main_colour(css_colour: str) -> str:
@@ -125,27 +128,58 @@ def _main_colour(css_colour: str) -> str:
     return max((r, "red"), (g, "green"), (b, "blue"))[1]
 
 
+def _shown_whole(cell) -> bool:
+    """The cell's text is not cut at its column's edge (where AG Grid draws "...": the page's text still holds all
+    of it, so only the value's box, narrower than its text, tells)."""
+    return cell.locator(".ag-cell-value").evaluate("value => value.scrollWidth <= value.clientWidth")
+
+
+# MLflow writes a run's duration as 172ms, 1.2s, 3.5min, 2.0h, 1.5d (Utils.formatDuration); never negative
+DURATION = re.compile(r"^\d+(\.\d+)?(ms|s|min|h|d)$")
+
+
 def test_the_runs_view_lists_the_jobs_fastest_first_and_marks_the_one_that_is_not_ok(sweep, ui, page, tmp_path):
-    _, _, children = sweep
+    _, parent, children = sweep
     fastest_first = sorted(children, key=lambda c: c.data.metrics.get("median_us", float("inf")))
     assert [c.data.tags["status"] for c in fastest_first] == ["ok", "ok", "unsupported"]
+    # the winner the parent's description names: **Winner: math (1.77× over naive)**
+    winner = re.match(r"\*\*Winner: (\S+) ", parent.data.tags["mlflow.note.content"]).group(1)
     page.goto(ui["jobs"])
     rows = [page.locator(f'[role="row"][row-id="{child.info.run_id}"]') for child in fastest_first]
-    with screenshot_after(page, tmp_path / "ui-runs-table.png"):  # as it opens: names, marks, descriptions
+    with screenshot_after(page, tmp_path / "ui-runs-table.png"):  # as it opens, in a 1280×800 window
         expect(page.get_by_text(f"{len(children)} matching runs")).to_be_visible()  # the jobs, not their parent
+        # the first row is the winner's, in sight
+        first = page.locator('[role="row"][row-index="0"]')
+        expect(first.get_by_role("link", name=winner, exact=True)).to_be_in_viewport()
+        # the median's unit is in its column's name, and in the description, which reads at a glance
+        header = page.locator('.ag-header-cell[col-id="metrics.`median_us`"]')
+        expect(header).to_be_in_viewport()
+        expect(header).to_contain_text("median_us")
         for index, (child, row) in enumerate(zip(fastest_first, rows)):
             # AG Grid draws a row as a pinned part (name, Created) and a scrolling part, both with the run's id
             expect(row.first).to_have_attribute("row-index", str(index))
-            expect(row.get_by_role("link", name=child.info.run_name, exact=True)).to_be_visible()
+            expect(row.get_by_role("link", name=child.info.run_name, exact=True)).to_be_in_viewport()
             description = child.data.tags["mlflow.note.content"]
-            expect(row.locator('[col-id="attributes.`Description`"]')).to_contain_text(description[:40])
+            cell = row.locator('[col-id="attributes.`Description`"]')
+            expect(cell).to_be_in_viewport()  # no scrolling sideways
+            if child.data.tags["status"] == "ok":
+                expect(cell).to_have_text(description)  # `26.1 µs · 1.09 GFLOP/s · math`, whole
+                assert " µs · " in description and "FLOP/s" in description, description
+                assert _shown_whole(cell), description
+                median = row.locator('[col-id="metrics.`median_us`"]')
+                expect(median).to_be_in_viewport()
+                expect(median).to_have_text(repr(child.data.metrics["median_us"]))  # every digit, uncut
+                assert _shown_whole(median), child.data.metrics["median_us"]
+            else:
+                expect(cell).to_contain_text(description[:40])
+            status = row.locator('[col-id="tags.`status`"]')
+            expect(status).to_be_in_viewport()
+            expect(status).to_have_text(child.data.tags["status"])
+            assert _shown_whole(status), child.data.tags["status"]
+            duration = row.locator('[col-id="duration"]')
+            expect(duration).to_have_text(DURATION)
             # The run's status mark has no text: its colour is what tells a FAILED run from a FINISHED one
             mark = row.locator('[col-id="runDateAndNestInfo"] [role="img"]')
-            expect(mark).to_be_visible()
+            expect(mark).to_be_in_viewport()
             colour = _main_colour(mark.evaluate("icon => getComputedStyle(icon).color"))
             assert colour == ("green" if child.info.status == "FINISHED" else "red"), (child.info.run_name, colour)
-    with screenshot_after(page, tmp_path / "ui-runs-table-status.png"):
-        for child, row in zip(fastest_first, rows):
-            status = row.locator('[col-id="tags.`status`"]')
-            status.scroll_into_view_if_needed()  # the last column: off to the right in a 1280-pixel window
-            expect(status).to_have_text(child.data.tags["status"])
