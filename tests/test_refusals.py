@@ -84,6 +84,32 @@ def test_a_bad_value_in_a_config_file_is_one_line_naming_the_file(store, tmp_pat
         "shape.batch='two' in shape/typo is not valid: expected an integer"]
 
 
+# A key no schema declares, given without `+`: (the arguments, the line the command prints). The key, the nearest
+# key and the keys its node takes (attnbench.harness.strict, as for `+shape.seqlen=8`), then the override given.
+SHAPE_KEYS = "shape takes batch, heads, kv_heads, seq_len, q_len, head_dim, page_size"
+UNKNOWN_KEYS = [
+    (["shape.seqlen=8"], f"unknown config key shape.seqlen: did you mean shape.seq_len? {SHAPE_KEYS} (shape.seqlen=8)"),
+    (["-m", "shape.seqlen=8"], f"unknown config key shape.seqlen: did you mean shape.seq_len? {SHAPE_KEYS} "
+                               "(shape.seqlen=8)"),
+    (["-m", "shape.seqlen=8,16"], f"unknown config key shape.seqlen: did you mean shape.seq_len? {SHAPE_KEYS} "
+                                  "(shape.seqlen=8)"),
+    (["timing.warmup=0.1"], "unknown config key timing.warmup: did you mean timing.warmup_s? timing takes method, "),
+    (["-m", "timing.warmup=0.1"], "unknown config key timing.warmup: did you mean timing.warmup_s? timing takes "),
+]
+
+
+@pytest.mark.parametrize(("arguments", "said"), UNKNOWN_KEYS, ids=[" ".join(a) for a, _ in UNKNOWN_KEYS])
+def test_a_key_no_schema_declares_is_refused_in_one_line_without_a_plus_too(store, tmp_path, arguments, said):
+    proc = run_script(*arguments, *TINY, store=store, cwd=tmp_path)  # -m before any override
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(said), proc.stderr  # not Hydra's six: "Could not override ..."
+    assert lines[0].endswith(f"({arguments[-1].split(',')[0]})")  # the override given
+    _, parents, children = tracked_runs(store)
+    assert parents + children == []
+    assert not (tmp_path / "multirun" / "0").exists() and not (tmp_path / "outputs" / "result.json").exists()
+
+
 def test_a_refused_sweep_never_loads_mlflow(store, tmp_path):
     # MLflow takes ~1.5 s to import; the callbacks Hydra creates before the sweeper checks the jobs must not need it.
     proc = _run_and_say_what_loaded(tmp_path, store, ("mlflow",), "-m", "backend=math,flsh", *TINY)
@@ -93,7 +119,8 @@ def test_a_refused_sweep_never_loads_mlflow(store, tmp_path):
 
 @pytest.mark.parametrize("arguments", [["--help"], ["backend=flsh"], ["-m", "backend=math,flsh"],
                                        ["shape.batch=abc"], ["mask=document", "mask.lengths=zipf"],
-                                       ["-m", "dtype=float16,float8"]],
+                                       ["-m", "dtype=float16,float8"], ["shape.seqlen=8"],
+                                       ["-m", "timing.warmup=0.1"]],
                          ids=" ".join)
 def test_help_and_a_refused_command_never_import_torch(store, tmp_path, arguments):
     # Hydra composes the config to print help or refuse it: every option's schema is there without torch, whose

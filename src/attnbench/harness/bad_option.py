@@ -1,8 +1,9 @@
-"""What a refused command says: an option that does not exist, or a value a field does not take, in one line (the
-field, the value given, what it takes); another refusal in Hydra's own words.
+"""What a refused command says: an option that does not exist, a key that no schema declares, or a value a field
+does not take, in one line (the field, the value given, what it takes); another refusal in Hydra's own words.
 
 Hydra's own message for `backend=flsh` is some twenty lines: the option list one per line, then the search path;
-for `shape.batch=abc` five: Hydra's line, OmegaConf's, then the key and the types of the nodes around it.
+for `shape.batch=abc` five: Hydra's line, OmegaConf's, then the key and the types of the nodes around it; for
+`shape.seqlen=8` six.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ import typing
 from typing import Any
 
 from hydra.errors import CompactHydraException, ConfigCompositionException, MissingConfigException
-from omegaconf.errors import KeyValidationError, OmegaConfBaseException, ValidationError
+from omegaconf import DictConfig
+from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, KeyValidationError, OmegaConfBaseException,
+                              ValidationError)
 from omegaconf.nodes import BooleanNode, EnumNode, FloatNode, IntegerNode, StringNode
+
+from attnbench.harness.strict import unknown_key_message
 
 # How Hydra says where a value it could not merge came from, which no attribute of its exception holds: an override's
 # `Error merging override shape.batch=abc` (OmegaConf's error as its cause) names nothing the line does not; a
@@ -23,6 +28,8 @@ from omegaconf.nodes import BooleanNode, EnumNode, FloatNode, IntegerNode, Strin
 # the file.
 _OVERRIDE = "Error merging override "
 _IN_FILE = re.compile(r"In '([^']+)': ValidationError raised while composing config")
+# Hydra's words for a key that the node it would set does not hold, the override as given last.
+_NOT_A_KEY = re.compile(r"Could not override '[^']*'\.\nTo append to your config use \+(.*)\Z", re.DOTALL)
 # The type of the node that refused a value, where no dataclass declares the field.
 _NODE_TYPES = {BooleanNode: bool, IntegerNode: int, FloatNode: float, StringNode: str}
 
@@ -39,6 +46,19 @@ def missing_option_line(error: MissingConfigException) -> str | None:
         return None
     group, _, option = path.rpartition("/")
     return not_an_option(group, option, options)
+
+
+def unknown_key_line(error: Exception) -> str | None:
+    """`unknown config key shape.seqlen: did you mean shape.seq_len? shape takes batch, ... (shape.seqlen=8)` for
+    a key that its node does not hold, set without `+`: as attnbench.harness.strict says it of `+shape.seqlen=8`,
+    then the override given; None where that is not what `error` is."""
+    if not isinstance(error, ConfigCompositionException):
+        return None
+    cause, said = error.__cause__, _NOT_A_KEY.match(str(error))
+    if not (said and isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key
+            and isinstance(cause.parent_node, DictConfig)):
+        return None
+    return f"{unknown_key_message(cause.full_key, cause.parent_node)} ({said.group(1)})"
 
 
 def bad_value_line(error: Exception) -> str | None:
@@ -131,11 +151,12 @@ def _name(declared: Any) -> str:
 
 def refusal_text(error: Exception) -> str | None:
     """What the command prints for an exception Hydra raised instead of printing (run.py): a missing option's line,
-    a bad value's; for another refusal (a CompactHydraException, which Hydra prints without a trace) its message, then
-    OmegaConf's that caused it, as Hydra prints them; None for anything else, a bug, whose traceback says it."""
+    a bad value's, an unknown key's; for another refusal (a CompactHydraException, which Hydra prints without a
+    trace) its message, then OmegaConf's that caused it, as Hydra prints them; None for anything else, a bug, whose
+    traceback says it."""
     if isinstance(error, MissingConfigException) and (line := missing_option_line(error)) is not None:
         return line
-    if (line := bad_value_line(error)) is not None:
+    if (line := bad_value_line(error) or unknown_key_line(error)) is not None:
         return line
     if isinstance(error, CompactHydraException):
         cause = error.__cause__

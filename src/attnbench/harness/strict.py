@@ -22,8 +22,7 @@ def unknown_key_problem(cfg: DictConfig) -> str | None:
 
 
 def _unknown(node: DictConfig, path: str):
-    schema = OmegaConf.get_type(node)
-    fields = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    fields = _fields(node)
     for key, child in node.items_ex(resolve=False):
         if not path and key in NOT_CHECKED:
             continue
@@ -32,6 +31,21 @@ def _unknown(node: DictConfig, path: str):
             yield _message(full, str(key), path, fields)
         elif isinstance(child, DictConfig) and not OmegaConf.is_missing(node, key):
             yield from _unknown(child, f"{full}.")
+
+
+def unknown_key_message(full_key: str, node: DictConfig) -> str:
+    """The line for a key that NODE does not hold, given as its full dotted key: the same words for `shape.seqlen=8`,
+    which Hydra refuses (attnbench.harness.bad_option), as for `+shape.seqlen=8`, which it adds; a node without a
+    schema lists the keys it holds."""
+    path, _, key = full_key.rpartition(".")
+    fields = _fields(node)
+    return _message(full_key, key, f"{path}." if path else "", fields if fields is not None else [str(k) for k in node])
+
+
+def _fields(node: DictConfig) -> list[str] | None:
+    """The keys NODE's schema declares; None for a node without one."""
+    schema = OmegaConf.get_type(node)
+    return [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
 
 
 def _message(full: str, key: str, path: str, fields: list[str]) -> str:
