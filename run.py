@@ -8,12 +8,13 @@ import hydra
 from omegaconf import DictConfig
 
 from attnbench.harness import outcome
-from attnbench.harness.bad_option import refusal_text
+from attnbench.harness.bad_option import group_choice_line, refusal_text
 from attnbench.harness.config import register_configs
 from attnbench.harness.runner import run, start_worker
 from attnbench.store.credentials import hide_in_arguments, mask_log_records
 
 register_configs()
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")  # the config_path below
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -34,6 +35,11 @@ if __name__ == "__main__":
     # Whoever set HYDRA_FULL_ERROR=1 gets the whole trace, as Hydra gives it.
     whole_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    # A group's option given as other than one name (shape=[1,2]) is refused before Hydra, which would crash on it
+    # or merge a list's options, composes.
+    if not whole_trace and (refusal := group_choice_line(sys.argv[1:], CONFIG_DIR)):
+        print(refusal, file=sys.stderr)
+        sys.exit(1)
     try:
         main()
     except KeyboardInterrupt:

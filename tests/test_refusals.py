@@ -110,6 +110,35 @@ def test_a_key_no_schema_declares_is_refused_in_one_line_without_a_plus_too(stor
     assert not (tmp_path / "multirun" / "0").exists() and not (tmp_path / "outputs" / "result.json").exists()
 
 
+# A group's option given as something other than one name: a list (Hydra would crash on `[1,2]`, and run `[math,
+# flash]` as flash recorded as neither), a number, null; in a single run, a sweep's fixed option, a swept one.
+GROUP_CHOICES = [
+    (["shape=[1,2]"], "shape=[1, 2]"),
+    (["backend=[math]"], "backend=['math']"),
+    (["backend=[math,flash]"], "backend=['math', 'flash']"),
+    (["shape=1"], "shape=1"),
+    (["backend=null"], "backend=null"),
+    (["-m", "shape=[1,2]"], "shape=[1, 2]"),
+    (["-m", "backend=math,[flash]"], "backend=['flash']"),
+    (["-m", "shape=range(2)"], "shape=0"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "given"), GROUP_CHOICES, ids=[" ".join(a) for a, _ in GROUP_CHOICES])
+def test_a_group_choice_that_is_not_one_name_is_refused_in_one_line(store, tmp_path, arguments, given):
+    group = given.split("=")[0]
+    tiny = [] if group == "shape" else ["shape=tiny"]  # were it run after all: a job of seconds, not minutes
+    proc = run_script(*arguments, *tiny, "device=cpu", *FAST_TIMING, store=store, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr  # not Hydra's traceback (TypeError: argument of type 'int' is not iterable)
+    assert lines[0].startswith(f"{given} is not an option: expected one of "), proc.stderr
+    assert ("seed_sdpa, " if group == "shape" else "flash, ") in lines[0]
+    _, parents, children = tracked_runs(store)
+    assert parents + children == []
+    assert not (tmp_path / "multirun" / "0").exists() and not (tmp_path / "outputs" / "result.json").exists()
+
+
 def test_a_refused_sweep_never_loads_mlflow(store, tmp_path):
     # MLflow takes ~1.5 s to import; the callbacks Hydra creates before the sweeper checks the jobs must not need it.
     proc = _run_and_say_what_loaded(tmp_path, store, ("mlflow",), "-m", "backend=math,flsh", *TINY)
@@ -120,7 +149,7 @@ def test_a_refused_sweep_never_loads_mlflow(store, tmp_path):
 @pytest.mark.parametrize("arguments", [["--help"], ["backend=flsh"], ["-m", "backend=math,flsh"],
                                        ["shape.batch=abc"], ["mask=document", "mask.lengths=zipf"],
                                        ["-m", "dtype=float16,float8"], ["shape.seqlen=8"],
-                                       ["-m", "timing.warmup=0.1"]],
+                                       ["-m", "timing.warmup=0.1"], ["shape=[1,2]"], ["-m", "backend=math,[flash]"]],
                          ids=" ".join)
 def test_help_and_a_refused_command_never_import_torch(store, tmp_path, arguments):
     # Hydra composes the config to print help or refuse it: every option's schema is there without torch, whose

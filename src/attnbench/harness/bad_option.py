@@ -1,9 +1,10 @@
-"""What a refused command says: an option that does not exist, a key that no schema declares, or a value a field
-does not take, in one line (the field, the value given, what it takes); another refusal in Hydra's own words.
+"""What a refused command says: an option that does not exist, a group's option given as other than one name, a key
+that no schema declares, or a value a field does not take, in one line (the field, the value given, what it takes);
+another refusal in Hydra's own words.
 
 Hydra's own message for `backend=flsh` is some twenty lines: the option list one per line, then the search path;
 for `shape.batch=abc` five: Hydra's line, OmegaConf's, then the key and the types of the nodes around it; for
-`shape.seqlen=8` six.
+`shape.seqlen=8` six; `shape=[1,2]` is a traceback, and `backend=[math,flash]` runs flash.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ _NOT_A_KEY = re.compile(r"Could not override '[^']*'\.\nTo append to your config
 _NODE_TYPES = {BooleanNode: bool, IntegerNode: int, FloatNode: float, StringNode: str}
 
 
-def not_an_option(group: str, option: str, options: list[str]) -> str:
-    return f"{group}={option!r} is not an option: expected one of {', '.join(options)}"
+def not_an_option(group: str, option: Any, options: list[str]) -> str:
+    return f"{group}={_as_given(option)} is not an option: expected one of {', '.join(options)}"
 
 
 def missing_option_line(error: MissingConfigException) -> str | None:
@@ -46,6 +47,54 @@ def missing_option_line(error: MissingConfigException) -> str | None:
         return None
     group, _, option = path.rpartition("/")
     return not_an_option(group, option, options)
+
+
+def group_choice_line(arguments: list[str], config_dir: str) -> str | None:
+    """`shape=[1, 2] is not an option: expected one of decode, ...` for a group's option given as other than one
+    name (a list, a number, null), or a sweep's value that is, in the command line's ARGUMENTS (run.py's config in
+    CONFIG_DIR); None when each option is one name. Hydra takes a list as options to merge, the last one winning,
+    and crashes on a list of numbers or on a number (its TypeError, its ValueError), before anything here runs."""
+    overrides = _overrides([a for a in arguments if "=" in a and not a.startswith("-")])
+    given = [(o.key_or_group, value) for o in overrides for value in _values_given(o) if not isinstance(value, str)]
+    if not given:  # most commands: no group to look up
+        return None
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):  # Hydra's groups, plugins' included
+        loader = GlobalHydra.instance().config_loader()
+        for group, value in given:
+            parent, _, name = group.rpartition("/")
+            if name in loader.list_groups(parent):
+                return not_an_option(group, value, loader.get_group_options(group))
+    return None
+
+
+def _overrides(arguments: list[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides(arguments)
+    except OverrideParseException:  # Hydra says it, as it does
+        return []
+
+
+def _values_given(override) -> list[Any]:
+    """The options an override of a group gives: its value, or each value it sweeps; none for a key's value (a dotted
+    key, `+`, `~`, a mapping: Hydra sets them in the config) or a glob (names)."""
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    if "." in override.key_or_group or override.is_add() or override.is_force_add() or override.is_delete():
+        return []
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        return list(value.list)
+    if isinstance(value, RangeSweep):
+        return list(override.sweep_iterator())
+    if override.is_sweep_override() or isinstance(value, dict):
+        return []
+    return [value]
 
 
 def unknown_key_line(error: Exception) -> str | None:
@@ -90,6 +139,8 @@ def _as_given(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, list):
+        return f"[{', '.join(_as_given(item) for item in value)}]"
     return repr(value)
 
 
