@@ -90,8 +90,8 @@ def _values_given(override) -> list[Any]:
     value = override.value()
     if isinstance(value, ChoiceSweep):
         return list(value.list)
-    if isinstance(value, RangeSweep):
-        return list(override.sweep_iterator())
+    if isinstance(value, RangeSweep):  # numbers: its first says it (`seed=range(10**8)` is not listed)
+        return [value.start]
     if override.is_sweep_override() or isinstance(value, dict):
         return []
     return [value]
