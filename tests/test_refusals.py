@@ -10,6 +10,14 @@ from conftest import FAST_TIMING, REPO, run_script, tracked_runs
 TINY = ["shape=tiny", "device=cpu", *FAST_TIMING]
 
 
+def fast_loop_keeps(cases: list, *keep: int) -> list:
+    """The cases, those at the positions in keep as they are, the others marked slow: each starts run.py (~0.5 s on
+    2 cores), so `make test-fast` takes one of each path (a single run, a sweep) and `make test` every case."""
+    return [case if number in keep else pytest.param(*(case if isinstance(case, tuple) else (case,)),
+                                                       marks=pytest.mark.slow)
+            for number, case in enumerate(cases)]
+
+
 def _run_and_say_what_loaded(tmp_path, store, modules: tuple[str, ...], *args: str):
     """run.py with ARGS, which prints, as the process exits, `<module> loaded: True|False` for each module."""
     loaded = ("import atexit, runpy, sys\n"
@@ -35,7 +43,7 @@ def test_a_typo_in_an_option_is_refused_in_one_line_and_leaves_no_run(store, tmp
     assert "Available options" not in proc.stderr and "search path" not in proc.stderr  # Hydra's twenty lines
 
 
-@pytest.mark.parametrize("option", ["mask=documnt", "model=atention", "experiment=mask"])
+@pytest.mark.parametrize("option", fast_loop_keeps(["mask=documnt", "model=atention", "experiment=mask"], 0))
 def test_a_single_run_names_the_group_the_value_and_the_options(store, tmp_path, option):
     proc = run_script(option, *TINY, store=store, cwd=tmp_path)
     group, value = option.split("=")
@@ -58,7 +66,7 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize("how", ["single run", "sweep"])
-@pytest.mark.parametrize(("key", "value", "good", "options", "accepts"), BAD_VALUES,
+@pytest.mark.parametrize(("key", "value", "good", "options", "accepts"), fast_loop_keeps(BAD_VALUES, 0),
                          ids=[f"{key}={value}" for key, value, *_ in BAD_VALUES])
 def test_a_bad_value_is_refused_in_one_line_naming_the_field_what_it_takes_and_the_value(
         store, tmp_path, how, key, value, good, options, accepts):
@@ -98,7 +106,8 @@ UNKNOWN_KEYS = [
 ]
 
 
-@pytest.mark.parametrize(("arguments", "said"), UNKNOWN_KEYS, ids=[" ".join(a) for a, _ in UNKNOWN_KEYS])
+@pytest.mark.parametrize(("arguments", "said"), fast_loop_keeps(UNKNOWN_KEYS, 0, 1),
+                         ids=[" ".join(a) for a, _ in UNKNOWN_KEYS])
 def test_a_key_no_schema_declares_is_refused_in_one_line_without_a_plus_too(store, tmp_path, arguments, said):
     proc = run_script(*arguments, *TINY, store=store, cwd=tmp_path)  # -m before any override
     assert proc.returncode == 1, proc.stderr
@@ -124,7 +133,8 @@ GROUP_CHOICES = [
 ]
 
 
-@pytest.mark.parametrize(("arguments", "given"), GROUP_CHOICES, ids=[" ".join(a) for a, _ in GROUP_CHOICES])
+@pytest.mark.parametrize(("arguments", "given"), fast_loop_keeps(GROUP_CHOICES, 0, 5),
+                         ids=[" ".join(a) for a, _ in GROUP_CHOICES])
 def test_a_group_choice_that_is_not_one_name_is_refused_in_one_line(store, tmp_path, arguments, given):
     group = given.split("=")[0]
     tiny = [] if group == "shape" else ["shape=tiny"]  # were it run after all: a job of seconds, not minutes
@@ -146,11 +156,11 @@ def test_a_refused_sweep_never_loads_mlflow(store, tmp_path):
     assert proc.stderr.strip().endswith("mlflow loaded: False")
 
 
-@pytest.mark.parametrize("arguments", [["--help"], ["backend=flsh"], ["-m", "backend=math,flsh"],
-                                       ["shape.batch=abc"], ["mask=document", "mask.lengths=zipf"],
-                                       ["-m", "dtype=float16,float8"], ["shape.seqlen=8"],
-                                       ["-m", "timing.warmup=0.1"], ["shape=[1,2]"], ["-m", "backend=math,[flash]"]],
-                         ids=" ".join)
+@pytest.mark.parametrize("arguments", fast_loop_keeps([
+    ["--help"], ["backend=flsh"], ["-m", "backend=math,flsh"], ["shape.batch=abc"],
+    ["mask=document", "mask.lengths=zipf"], ["-m", "dtype=float16,float8"], ["shape.seqlen=8"],
+    ["-m", "timing.warmup=0.1"], ["shape=[1,2]"], ["-m", "backend=math,[flash]"]],
+    0, 2, 3, 6, 8), ids=" ".join)  # help, and one of each kind of refusal
 def test_help_and_a_refused_command_never_import_torch(store, tmp_path, arguments):
     # Hydra composes the config to print help or refuse it: every option's schema is there without torch, whose
     # import is most of a command's start-up. The job worker (another process) imports torch for the job.
