@@ -71,7 +71,7 @@ def efficient_without_its_declaration():
     BACKENDS.classes.pop("undeclared_efficient")
 
 
-@pytest.mark.parametrize("compiled", ["false", pytest.param("true", marks=pytest.mark.slow)])  # compiles: below
+@pytest.mark.parametrize("compiled", ["false", pytest.param("true", marks=pytest.mark.slow)])  # compiles
 def test_a_kernel_pytorch_refuses_at_the_first_call_is_unsupported_with_pytorchs_reason(
         compose_cfg, efficient_without_its_declaration, compiled):
     cfg = compose_cfg(*TINY, f"compile={compiled}")
@@ -88,7 +88,8 @@ def test_compile_mode_without_compile_repeats_the_eager_job_and_is_skipped(job):
     assert set(result.metrics) == {"job_s", "phase_plan_s"}  # skipped while planned: nothing run
 
 
-def test_compiled_job_really_compiles_and_reports_compile_time_apart(job):  # `make test-fast`'s one compile
+@pytest.mark.slow  # Inductor's first compile in a process: ~4 s on 2 cores (with its imports)
+def test_compiled_job_really_compiles_and_reports_compile_time_apart(job):
     result = job("compile=true", "backend=math", "dtype=float32")
     assert result.status == "ok", result.reason
     m = result.metrics
