@@ -16,7 +16,7 @@ PORT ?= 5000
 SERVER_STORE := $(STORE)/server
 DB ?= sqlite:///$(SERVER_STORE)/mlflow.db
 
-.PHONY: help install run single seed-sdpa seed-csa sync report test test-long ui server clean gpu-wheels \
+.PHONY: help install run single seed-sdpa seed-csa sync report test test-fast test-long ui server clean gpu-wheels \
 	slurm-install slurm-up slurm-down
 
 help: ## list the targets
@@ -52,6 +52,12 @@ report: install ## the latest sweep's summary.csv, summary.md and plots, logged 
 test: install ## the import rules of the four wings (lint-imports), then the tests but the long ones (~8 min on 2 cores)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -m "not long" $(ARGS)
+
+# Every wing in well under a minute and a half: what a change most likely broke, to run between edits. A test goes
+# out of it (marked `slow`: pyproject.toml) when it costs seconds that a cheaper test beside it mostly covers.
+test-fast: install ## the import rules, then the tests but the slow and long ones: between edits (~70 s on 2 cores)
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -m "not slow and not long" $(ARGS)
 
 test-long: install ## the long tests: hundreds of jobs, whole experiments, Slurm (~11 min on 2 cores; CI runs them)
 	$(BIN)/python -m pytest -m long $(ARGS)
