@@ -28,7 +28,6 @@ if __name__ == "__main__":
     outcome.handle_stop_signals()
     mask_log_records()
     sys.argv = hide_in_arguments(sys.argv)  # before Hydra reads them: no secret reaches a config or a file
-    start_worker(sys.argv)
     # Hydra raises what it would print and exit on (its documented HYDRA_FULL_ERROR), so that a refused command is
     # said here as attnbench says it: an option that does not exist, or a value its field does not take, in one line,
     # in a single run as in a sweep (attnbench.harness.bad_option).
@@ -40,6 +39,7 @@ if __name__ == "__main__":
     if not whole_trace and (refusal := group_choice_line(sys.argv[1:], CONFIG_DIR)):
         print(refusal, file=sys.stderr)
         sys.exit(1)
+    start_worker(sys.argv)  # after the refusals that need no composing: a refused command starts no job worker
     try:
         main()
     except KeyboardInterrupt:
