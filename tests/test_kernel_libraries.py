@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import kernel_standins as standins
+from attnbench.core import correctness
 from attnbench.core.backends import get_backend
 from attnbench.core.correctness import ReferenceAttention
 from attnbench.core.masks import get_mask
@@ -221,3 +222,82 @@ def test_a_broken_sage_is_wrong_under_its_own_tolerance(monkeypatch, broken):
     assert bool(verdict.wrong) is broken, verdict.wrong
     if broken:
         assert "against float64 softmax attention" in verdict.wrong
+
+
+@pytest.fixture
+def on_cpu():
+    """Run a library backend as a whole job on the CPU, where its stand-in computes: its CUDA rule left out."""
+    from attnbench.core.backends import BACKENDS, Backend, register_backend
+
+    added = []
+
+    def as_cpu_job(name: str) -> str:
+        added.append(f"{name}_on_cpu")
+        register_backend(added[-1])(type(f"{name}OnCpu", (get_backend(name),), {"supports": Backend.supports}))
+        return added[-1]
+
+    yield as_cpu_job
+    for name in added:
+        BACKENDS.classes.pop(name)
+
+
+def job_with(compose_cfg, backend: str, *overrides: str):
+    from omegaconf import OmegaConf
+
+    cfg = compose_cfg("shape=tiny", "device=cpu", "dtype=float32", *FAST_TIMING, *overrides)
+    OmegaConf.update(cfg, "backend", {"name": backend}, merge=False)
+    return run_config(cfg)
+
+
+def remember_inputs(monkeypatch, library, function: str) -> list[torch.Tensor]:
+    """Wrap library.function (or a wrapper class's method) to keep the query tensor of every call: kept alive, so
+    that two calls given two tensor objects are told apart."""
+    seen, call = [], getattr(library, function)
+
+    def remembering(*args, **kwargs):
+        seen.append(next(a for a in args if isinstance(a, torch.Tensor)))
+        return call(*args, **kwargs)
+
+    monkeypatch.setattr(library, function, remembering)
+    return seen
+
+
+@pytest.mark.parametrize("mask", ["none", "causal"])
+def test_a_fa4_job_times_the_library_call_alone_on_inputs_converted_once(compose_cfg, fa4, on_cpu, monkeypatch, mask):
+    seen = remember_inputs(monkeypatch, fa4, "flash_attn_func")
+    record = job_with(compose_cfg, on_cpu("fa4"), f"mask={mask}")
+    assert record.status == "ok" and record.tags["check"] == "exact", record.reason
+    assert len(seen) > 10 and all(q is seen[0] for q in seen)  # every call, timed or not: the same sequence-major q
+    assert seen[0].is_contiguous() and seen[0].shape == (2, 16, 2, 8)
+
+
+@pytest.mark.parametrize("coverage", ["full", "sampled"])
+def test_a_fa4_training_job_checks_its_gradients_through_the_library_layout(compose_cfg, fa4, on_cpu, monkeypatch,
+                                                                            coverage):
+    if coverage == "sampled":  # a backward of its own through the sampled rows, given in the library's layout
+        monkeypatch.setitem(correctness.FULL_CHECK_FLOPS, "cpu", 1e3)
+    record = job_with(compose_cfg, on_cpu("fa4"), "mask=causal", "mode=fwd_bwd")
+    assert record.status == "ok" and record.tags["check"] == "exact", record.reason
+    assert record.tags["check.coverage"].startswith(coverage)
+    assert record.metrics["grad_rel_l2_err"] < 1e-6
+
+
+def test_a_fa4_whose_output_is_wrong_in_its_own_layout_is_wrong(compose_cfg, fa4, on_cpu, monkeypatch):
+    call = fa4.flash_attn_func
+    monkeypatch.setattr(fa4, "flash_attn_func", lambda q, k, v, **kw: (call(q, k, v, **kw)[0].flip(1), None))
+    record = job_with(compose_cfg, on_cpu("fa4"), "mask=causal")
+    assert record.status == "wrong" and "float64 softmax attention" in record.reason
+
+
+@pytest.mark.parametrize("extra, wrapper, function", [
+    (["shape.q_len=1", "shape.page_size=4"], "BatchDecodeWithPagedKVCacheWrapper", "run"),
+    ([], "BatchPrefillWithRaggedKVCacheWrapper", "run"),
+    (["shape.batch=1"], None, "single_prefill_with_kv_cache"),
+    (["shape.batch=1", "shape.q_len=1"], None, "single_decode_with_kv_cache")])
+def test_a_flashinfer_job_times_the_library_call_alone(compose_cfg, on_cpu, monkeypatch, extra, wrapper, function):
+    library = standins.flashinfer()
+    standins.install(monkeypatch, library)
+    seen = remember_inputs(monkeypatch, getattr(library, wrapper) if wrapper else library, function)
+    record = job_with(compose_cfg, on_cpu("flashinfer"), "mask=causal", *extra)
+    assert record.status == "ok" and record.tags["check"] == "exact", record.reason
+    assert len(seen) > 10 and all(q is seen[0] for q in seen)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from attnbench.core.backends import LayoutCall
 from attnbench.core.correctness import check
 from attnbench.core.devices import synchronize
 from attnbench.core.errors import ConfigError, Skipped, Unsupported
@@ -79,16 +80,30 @@ class PhaseClock:
             self._current = None
 
 
+def as_is(out: torch.Tensor) -> torch.Tensor:
+    return out
+
+
 @dataclass
 class Step:
     """The call a job times, its inputs, and what the first call produced."""
 
     forward: Callable[[], torch.Tensor]
-    args: tuple[torch.Tensor, ...]
+    args: tuple[torch.Tensor, ...]  # the model's inputs, as the check reads them
     wrt: list[torch.Tensor]  # what a backward differentiates: the inputs, then the model's weights
+    # The output of `forward` (in a library's own layout for a LayoutCall) viewed as the model's output.
+    leave: Callable[[torch.Tensor], torch.Tensor] = as_is
     out: torch.Tensor | None = None
     grads: tuple[torch.Tensor, ...] | None = None
     grad_out: torch.Tensor | None = None
+
+    def entered(self, grad: torch.Tensor) -> torch.Tensor:
+        """A gradient of the model's output, in the layout of `forward`'s output (written through `leave`'s view)."""
+        if self.leave is as_is:
+            return grad
+        native = torch.empty_like(self.out)
+        self.leave(native).copy_(grad)
+        return native
 
     def call(self, mode: Mode) -> Callable[[], object]:
         if mode is Mode.fwd:
@@ -183,6 +198,9 @@ def _build(spec: JobSpec, plan: Plan) -> Step:
     fn, args = model.build(attend)
     if spec.mode is not Mode.fwd:
         args = tuple(a.requires_grad_() for a in args)
+    call_args, leave = args, as_is
+    if isinstance(fn, LayoutCall):  # the bare call: into the library's layout once, here, and its call alone timed
+        fn, call_args, leave = fn.call, fn.enter(*args), fn.leave
     if spec.compile:
         fn = torch.compile(fn, mode=spec.compile_mode.value)
     if spec.compile and spec.compile_mode.value == "reduce-overhead":
@@ -190,11 +208,11 @@ def _build(spec: JobSpec, plan: Plan) -> Step:
         # overwrites an output that is still in use (the reference check reads the first one).
         def forward():
             torch.compiler.cudagraph_mark_step_begin()
-            return fn(*args)
+            return fn(*call_args)
     else:
         def forward():
-            return fn(*args)
-    return Step(forward, args, wrt=[*args, *model.parameters()])
+            return fn(*call_args)
+    return Step(forward, args, wrt=[*args, *model.parameters()], leave=leave)
 
 
 def _first_call(spec: JobSpec, plan: Plan, step: Step, result: JobResult) -> None:
@@ -225,9 +243,10 @@ def _check(spec: JobSpec, plan: Plan, step: Step, result: JobResult) -> None:
     args = step.args
 
     def backward(grad_out):  # through the graph the first call kept: a sampled check's own gradients
-        return torch.autograd.grad(step.out, args, grad_out, retain_graph=True)
+        return torch.autograd.grad(step.out, args, step.entered(grad_out), retain_graph=True)
 
-    verdict = check(plan.model, plan.backend, spec.mode, args, step.out, step.grads, step.grad_out, backward)
+    grad_out = None if step.grad_out is None else step.leave(step.grad_out)
+    verdict = check(plan.model, plan.backend, spec.mode, args, step.leave(step.out), step.grads, grad_out, backward)
     result.metrics |= verdict.metrics
     result.tags |= verdict.tags
     if verdict.wrong:

@@ -3,7 +3,8 @@
 A backend is a `Backend` subclass decorated `@register_backend`, with a `Config` dataclass: its own fields, declared
 in attnbench.core.options, which Hydra reads without importing torch (a plugin's lives in the plugin).
 It declares what it can run (`supports`, checked before anything is allocated), builds the `attend(q, k, v)`
-callable for a problem (`build`), and names the kernel that really ran from a profile (`dispatch`).
+callable for a problem (`build`; a library with a layout of its own returns a `LayoutCall`, so that the bare
+attention call times the library's call alone), and names the kernel that really ran from a profile (`dispatch`).
 
 Backends come from the modules of this package and from any installed distribution that declares an entry
 point in the group `attnbench.backends` (the value: a Backend subclass, registered under its `name`), so a
@@ -33,6 +34,21 @@ log = logging.getLogger(__name__)
 ALL_MASKS = None  # `native_masks` of a backend that runs every mask by itself
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LayoutCall:
+    """An attend for a library with a tensor layout of its own, in three parts: `enter` turns the (B, H, S, D)
+    q, k, v into the library's inputs (views, no copy), `call` is the library's call on them, `leave` views its
+    output as (B, H, Sq, D). Called whole it is an ordinary `Attend` (what a module calls); the bare attention job
+    runs `enter` once, outside the timing, and times `call` alone: the call a user of the library writes."""
+
+    enter: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
+    call: Callable[..., torch.Tensor]
+    leave: Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.leave(self.call(*self.enter(q, k, v)))
 BACKENDS: Registry[type["Backend"]] = Registry("backend", __name__)
 _FROM_PLUGINS: set[str] = set()  # names registered from entry points: they bring no YAML in conf/backend/
 _SHADOWED: set[str] = set()  # plugins skipped because a backend of theirs had the name already (warned once)

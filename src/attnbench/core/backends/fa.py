@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from attnbench.core.backends import register_backend
-from attnbench.core.backends.libraries import (Library, LibraryBackend, capability, first_line, head_major,
-                                               sequence_major, window)
+from attnbench.core.backends.libraries import (Library, LibraryBackend, capability, first_line,
+                                               sequence_major_call, window)
 
 FA2 = Library("flash_attn.flash_attn_interface", "flash-attn", None,
               "no wheel for this torch on PyPI: build it, `pip install flash-attn --no-build-isolation` (CUDA toolkit "
@@ -42,11 +42,11 @@ class DirectFlashAttention(LibraryBackend):
         causal = problem.mask.name == "causal"
         size = (-1, -1) if causal else window(problem)
 
-        def attend(q, k, v):
-            out = attention(sequence_major(q), sequence_major(k), sequence_major(v), causal=causal, window_size=size)
-            return head_major(out[0] if isinstance(out, tuple) else out)  # FA3 releases differ: out, or (out, lse)
+        def call(q, k, v):
+            out = attention(q, k, v, causal=causal, window_size=size)
+            return out[0] if isinstance(out, tuple) else out  # FA3 releases differ: out, or (out, lse)
 
-        return attend
+        return sequence_major_call(call)
 
     def refusal(self, exc):
         return f"{self.library.distribution} refuses these inputs: {first_line(exc)}"

@@ -10,8 +10,8 @@ The first call compiles the kernel for its shapes (10–25 s): it is the job's `
 from __future__ import annotations
 
 from attnbench.core.backends import register_backend
-from attnbench.core.backends.libraries import (Library, LibraryBackend, capability, first_line, head_major,
-                                               sequence_major, window)
+from attnbench.core.backends.libraries import (Library, LibraryBackend, capability, first_line,
+                                               sequence_major_call, window)
 
 FA4 = Library("flash_attn.cute", "flash-attn-4", "fa4", "(a CUDA 13 torch: 'attnbench[fa4-cu13]')")
 ARCHS = (8, 9, 10, 11, 12)  # compute capability majors flash_attn.cute dispatches (its _flash_attn_fwd's check)
@@ -50,9 +50,7 @@ class FlashAttention4(LibraryBackend):
         # FA4 spells "unbounded" None; a causal mask is its `causal` flag, a sliding window its (left, 0) window.
         size = (None, None) if causal or left < 0 else (left, right)
 
-        def attend(q, k, v):
-            out, _lse = attention(sequence_major(q), sequence_major(k), sequence_major(v), causal=causal,
-                                  window_size=size)
-            return head_major(out)
+        def call(q, k, v):
+            return attention(q, k, v, causal=causal, window_size=size)[0]  # (out, lse)
 
-        return attend
+        return sequence_major_call(call)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.core.backends import register_backend
+from attnbench.core.backends import LayoutCall, register_backend
 from attnbench.core.backends.libraries import Library, LibraryBackend, window
 from attnbench.core.spec import Mode
 
@@ -42,14 +42,9 @@ class FlashInfer(LibraryBackend):
         return None
 
     def build(self, problem, device, dtype):
-        FLASHINFER.load()
         calls = Calls(problem, device, dtype)
         self.api = calls.api
-
-        def attend(q, k, v):
-            return calls(q, k, v)
-
-        return attend
+        return LayoutCall(calls.enter, calls.call, calls.leave)
 
     def tags(self):
         return {**super().tags(), "flashinfer.api": getattr(self, "api", "")}
@@ -60,6 +55,7 @@ class Calls:
 
     def __init__(self, problem, device: torch.device, dtype: torch.dtype) -> None:
         self.p, self.device, self.dtype = problem, device, dtype
+        self.library = FLASHINFER.load()
         left, _ = window(problem)
         self.window_left = left if problem.mask.name == "sliding_window" else -1
         # A sliding window is causal too, limited on the left; one decode step sees every key behind it.
@@ -78,24 +74,34 @@ class Calls:
             return self.p.page_size
         return CONTIGUOUS_PAGE if self.p.seq_len % CONTIGUOUS_PAGE == 0 else self.p.seq_len
 
-    def __call__(self, q, k, v):
-        import flashinfer
-
+    def enter(self, q, k, v) -> tuple[torch.Tensor, ...]:
+        """q (B, H, Sq, D), k and v (B, Hkv, S, D) → the chosen API's own shapes: views of the same memory."""
         p = self.p
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, S, H, D): contiguous views
         if self.api == "single_decode":
-            out = flashinfer.single_decode_with_kv_cache(q[0, 0], k[0], v[0], kv_layout="NHD",
-                                                         window_left=self.window_left)
-        elif self.api == "single_prefill":
-            out = flashinfer.single_prefill_with_kv_cache(q[0], k[0], v[0], causal=self.causal, kv_layout="NHD",
-                                                          window_left=self.window_left)
-        elif p.q_len == 1:
+            return q[0, 0], k[0], v[0]
+        if self.api == "single_prefill":
+            return q[0], k[0], v[0]
+        if p.q_len == 1:  # the cache's pages: each sequence's, in order
             pages = p.batch * p.seq_len // self.page_size
-            cache = tuple(t.reshape(pages, self.page_size, p.kv_heads, p.head_dim) for t in (k, v))
-            out = self._batch_decode().run(q.reshape(p.batch, p.heads, p.head_dim), cache)
-        else:
-            k, v = (t.reshape(-1, p.kv_heads, p.head_dim) for t in (k, v))
-            out = self._batch_prefill().run(q.reshape(-1, p.heads, p.head_dim), k, v)
+            k, v = (t.reshape(pages, self.page_size, p.kv_heads, p.head_dim) for t in (k, v))
+            return q.reshape(p.batch, p.heads, p.head_dim), k, v
+        return tuple(t.reshape(-1, t.shape[2], p.head_dim) for t in (q, k, v))
+
+    def call(self, q, k, v) -> torch.Tensor:
+        """The library's call alone: what the job times."""
+        flashinfer = self.library
+        if self.api == "single_decode":
+            return flashinfer.single_decode_with_kv_cache(q, k, v, kv_layout="NHD", window_left=self.window_left)
+        if self.api == "single_prefill":
+            return flashinfer.single_prefill_with_kv_cache(q, k, v, causal=self.causal, kv_layout="NHD",
+                                                           window_left=self.window_left)
+        if self.p.q_len == 1:
+            return self._batch_decode().run(q, (k, v))
+        return self._batch_prefill().run(q, k, v)
+
+    def leave(self, out: torch.Tensor) -> torch.Tensor:
+        p = self.p
         return out.reshape(p.batch, p.q_len, p.heads, p.head_dim).transpose(1, 2)
 
     def _workspace(self) -> torch.Tensor:

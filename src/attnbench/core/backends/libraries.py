@@ -5,7 +5,8 @@ Each library is imported lazily, on the first job that needs it, so that attnben
 of them; a library that is missing, or that imports but cannot work here (a build for another CUDA or torch), makes
 its jobs `unsupported` with the library's own words and the install line (docs/backends.md). Most take
 sequence-major tensors (B, S, H, D): their backends set `sequence_major`, the attention model then allocates its
-inputs that way, and the (B, H, S, D) views the job passes convert back with a free transpose, never a copy.
+inputs that way, and the (B, H, S, D) views the job passes convert back with a free transpose, never a copy. Their
+`build` returns a `LayoutCall`: the bare attention job converts once and times the library's call alone.
 Each backend is a `LibraryBackend` that names its library and kernels and adds only what its kernels do differently.
 """
 
@@ -15,11 +16,11 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
-from attnbench.core.backends import Backend, Dispatch
+from attnbench.core.backends import Backend, Dispatch, LayoutCall
 from attnbench.core.errors import Unsupported
 from attnbench.core.problem import Problem
 
@@ -96,6 +97,12 @@ class LibraryBackend(Backend):
 
 def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [""])[0]
+
+
+def sequence_major_call(call: Callable[..., torch.Tensor]) -> LayoutCall:
+    """`call` on sequence-major q, k, v returning a sequence-major output, as a LayoutCall."""
+    return LayoutCall(enter=lambda q, k, v: (sequence_major(q), sequence_major(k), sequence_major(v)), call=call,
+                      leave=head_major)
 
 
 def sequence_major(t: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ operators are left; here the job is `unsupported` with xFormers' own message ins
 
 from __future__ import annotations
 
-from attnbench.core.backends import register_backend
+from attnbench.core.backends import LayoutCall, register_backend
 from attnbench.core.backends.libraries import Library, LibraryBackend, first_line
 from attnbench.core.errors import Unsupported
 from attnbench.core.spec import Mode
@@ -35,17 +35,22 @@ class XFormers(LibraryBackend):
         bias = attention_bias(problem)
         group, kv_heads = problem.group, problem.kv_heads
 
-        def attend(q, k, v):
-            b, h, sq, d = q.shape
+        def enter(q, k, v):
+            b, _, sq, d = q.shape
             s = k.shape[2]
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, S, H, D) views
             if group > 1:  # (B, S, G, H/G, D): each key/value head expanded over its query heads, no copy
                 q = q.reshape(b, sq, kv_heads, group, d)
                 k, v = (t.reshape(b, s, kv_heads, 1, d).expand(b, s, kv_heads, group, d) for t in (k, v))
-            out = ops.memory_efficient_attention(q, k, v, attn_bias=bias)
-            return out.reshape(b, sq, h, d).transpose(1, 2)
+            return q, k, v
 
-        return attend
+        def call(q, k, v):
+            return ops.memory_efficient_attention(q, k, v, attn_bias=bias)
+
+        def leave(out):
+            return out.reshape(out.shape[0], out.shape[1], problem.heads, problem.head_dim).transpose(1, 2)
+
+        return LayoutCall(enter, call, leave)
 
     def refusal(self, exc):
         return first_line(exc)  # its dispatcher's own words list why each operator refused
