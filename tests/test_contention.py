@@ -76,3 +76,16 @@ def test_a_gpu_whose_clock_fell_or_that_another_process_used_is_said(monkeypatch
     steady = gpu_clock.GpuState(1975, 1980, 300.0, 45, processes=1, timestamp_us=30)
     monkeypatch.setattr(gpu_clock, "_clock_samples", lambda gpu, since_us: [])
     assert gpu_clock.during(object(), start, steady)[1] == {}  # 0.3% lower: no drop, nobody else
+
+
+def test_watching_a_cpu_job_leaves_nvml_alone(monkeypatch):
+    """A CPU sweep's console said "GPU clocks are not recorded: NVML is not available" for every job."""
+    import torch
+
+    from attnbench.core.timing import gpu_clock
+    from attnbench.core.timing.watch import watch
+
+    monkeypatch.setattr(gpu_clock, "_nvml", lambda: pytest.fail("NVML consulted for a CPU job"))
+    with watch(torch.device("cpu"), max_cpu_wait=0.5) as seen:
+        sum(range(1000))
+    assert not any(key.startswith("gpu_") for key in seen.metrics)

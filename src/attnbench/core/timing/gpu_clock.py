@@ -62,9 +62,9 @@ def handle(device: torch.device):
 
 
 def read(gpu) -> GpuState | None:
-    nvml = _nvml()
-    if gpu is None or nvml is None:
+    if gpu is None:  # off CUDA: NVML is not even loaded (nor its "not available" said)
         return None
+    nvml = _nvml()
     try:
         return GpuState(
             sm_clock_mhz=nvml.nvmlDeviceGetClockInfo(gpu, nvml.NVML_CLOCK_SM),
