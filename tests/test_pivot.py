@@ -105,6 +105,13 @@ def test_a_launch_bound_problem_is_compared_by_wall_time_with_the_kernels_beside
     assert "default 27 µs, default+compile 27 µs" in text
 
 
+def test_a_winner_over_a_job_whose_timing_was_unstable_says_so():
+    math, flash = _job("math", 512, 1000, seed=1), _job("flash", 512, 300, seed=2)
+    math.tags["timing.unstable"] = "events cv=0.210"
+    (problem,) = summarise([math, flash])
+    assert problem.winner == "flash (3.34× over math); timing unstable: math events cv=0.210"
+
+
 def test_approximate_and_contended_jobs_are_never_winners_nor_speedups():
     from attnbench.analysis.pivot import ratio, speedup, winners_line
 

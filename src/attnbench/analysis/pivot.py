@@ -217,7 +217,10 @@ def _winner(exact: list[JobRecord], ok: list[JobRecord]) -> str:
         return f"no winner: {best.implementation} and {second.implementation} have no samples to compare"
     if found.verdict == "same":
         return f"no winner: {best.implementation} ~ {second.implementation} within noise"
-    return f"{best.implementation} ({ratio(second.median_us / best.median_us)} over {second.implementation})"
+    winner = f"{best.implementation} ({ratio(second.median_us / best.median_us)} over {second.implementation})"
+    # The bootstrap weighed their spreads; a reader still needs to know that one of the two times was unsteady.
+    unsteady = [f"{j.implementation} {j.tags['timing.unstable']}" for j in (best, second) if "timing.unstable" in j.tags]
+    return winner + (f"; timing unstable: {', '.join(unsteady)}" if unsteady else "")
 
 
 def approximate_line(jobs: list[JobRecord]) -> str:
