@@ -30,6 +30,20 @@ def test_a_job_describes_itself_in_one_line_with_units_scaled():
     assert line.startswith("unsupported: needs CUDA x") and "\n" not in line and len(line) < 330
 
 
+def test_a_memory_bound_job_describes_itself_in_bytes_per_second_as_the_report_reads_it():
+    """A decode step's description read `61 µs · 0.27 TFLOP/s`: near zero against a peak it can never reach."""
+    h200 = {"device_peak_tflops": 700.0, "device_peak_gbps": 4000.0}  # ridge: 175 FLOP/byte
+    decode = Record("ok", tags={"kernel": "flash"}, metrics={
+        "median_us": 61.2, "tflops": 0.27, "gbps": 2890.0, "arith_intensity": 7.9, **h200})
+    assert job_description(decode) == "61.2 µs · 2.89 TB/s · flash"
+    prefill = Record("ok", tags={"kernel": "flash"}, metrics={
+        "median_us": 480.0, "tflops": 580.0, "gbps": 140.0, "arith_intensity": 2048.0, **h200})
+    assert job_description(prefill) == "480 µs · 580 TFLOP/s · flash"
+    on_cpu = Record("ok", tags={"kernel": "math"}, params={"shape.q_len": "1"},  # no ceilings: a decode step is
+                    metrics={"median_us": 30.0, "tflops": 0.001, "gbps": 12.5, "arith_intensity": 2.0})
+    assert job_description(on_cpu) == "30 µs · 12.5 GB/s · math"
+
+
 def test_only_ok_jobs_close_finished_in_mlflow():
     assert terminal_status("ok") == "FINISHED" and terminal_status("interrupted") == "KILLED"
     assert {terminal_status(s) for s in ("unsupported", "oom", "wrong", "fallback", "skipped", "error")} == {"FAILED"}

@@ -11,7 +11,7 @@ from attnbench.analysis.pivot import JobRecord, summarise
 from attnbench.analysis.render.console import WIDTH, jobs_table, render
 from attnbench.analysis.render.csv_table import to_csv
 from attnbench.analysis.render.markdown import markdown
-from attnbench.analysis.roofline import bound_of
+from attnbench.core.roofline import bound_of
 
 # An H200's ceilings as a job records them (bf16 matmul, a copy): the ridge is ~160 FLOP/byte.
 H200 = {"device_peak_tflops": 700.0, "device_peak_gbps": 4400.0, "datasheet_tflops": 989.4, "datasheet_gbps": 4800.0}

@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 
 from attnbench.analysis.pivot import IMPLEMENTATION, JobRecord, problem_keys, problem_of, varied
-from attnbench.analysis.roofline import bound_of
+from attnbench.core.roofline import bound_of
 from attnbench.store.credentials import mask
 from attnbench.store.tracking.describe import NOTE
 from attnbench.store.tracking.names import PARENT_TAG
@@ -44,7 +44,7 @@ NAME_MARK_PX = 20  # the run's colour dot before its name
 
 def columns(runs: list) -> list[str]:
     """The description, status, median and throughput (TFLOP/s, GB/s for memory-bound problems, both where the sweep
-    has both: attnbench.analysis.roofline), then the params that varied: implementation, then problem."""
+    has both: attnbench.core.roofline), then the params that varied: implementation, then problem."""
     jobs = [JobRecord(run.info.run_name or "", dict(run.data.params), dict(run.data.metrics), dict(run.data.tags))
             for run in runs]
     keys = problem_keys(jobs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from attnbench.analysis.compare import SweepComparison
 from attnbench.analysis.pivot import JobRecord
-from attnbench.analysis.roofline import bound_of
+from attnbench.core.roofline import bound_of
 from attnbench.core.units import format_time
 
 
@@ -17,7 +17,7 @@ def table(result: SweepComparison):
                             ("B's throughput", "right"), ("verdict", "left")):
         out.add_column(header, justify=justify, overflow="fold")
     for pair in result.pairs:
-        # GB/s where the case is memory-bound (a decode step), TFLOP/s where not: attnbench.analysis.roofline
+        # GB/s where the case is memory-bound (a decode step), TFLOP/s where not: attnbench.core.roofline
         rate = bound_of([pair.a, pair.b]).throughput(pair.b) if pair.b.ok else ""
         out.add_row(pair.label, _cell(pair.a), _cell(pair.b), f"{pair.ratio:.3g}×" if pair.ratio else "", rate,
                     pair.verdict)

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from attnbench.analysis.pivot import JobRecord, short, speedup, summarise, varied
-from attnbench.analysis.roofline import bound_of
+from attnbench.core.roofline import bound_of
 from attnbench.core.record import Record
 from attnbench.analysis.render.plot_axes import unit_for
 from attnbench.core.units import format_memory, format_percent, format_rate, format_time
@@ -69,7 +69,7 @@ def jobs_table(jobs: list[JobRecord], title: str) -> RenderableType:
         numbers.insert(1, ("kernels", lambda j: format_time(j.metrics.get("kernel_us"))))
     bounds = {id(job): bound_of(p.jobs) for p in problems for job in p.jobs}
     for memory, metric in ((False, "tflops"), (True, "gbps")):
-        # each problem read against the ceiling it meets first (attnbench.analysis.roofline): one column or both,
+        # each problem read against the ceiling it meets first (attnbench.core.roofline): one column or both,
         # in the unit its rows read in (a CPU's 0.00104 TFLOP/s is 1.04 GFLOP/s)
         rows = [j.metrics[metric] for j in ok if bounds[id(j)].memory == memory and metric in j.metrics]
         if rows:

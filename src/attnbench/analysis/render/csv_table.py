@@ -8,7 +8,7 @@ import io
 from collections import defaultdict
 
 from attnbench.analysis.pivot import JobRecord, problem_keys, problem_of, varied
-from attnbench.analysis.roofline import bound_of
+from attnbench.core.roofline import bound_of
 
 
 def to_csv(records: list[JobRecord]) -> str:

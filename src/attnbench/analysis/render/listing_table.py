@@ -10,7 +10,7 @@ from rich.text import Text
 
 from attnbench.analysis.listing import JobShown, SweepLine, SweepShown
 from attnbench.analysis.render.console import jobs_table
-from attnbench.analysis.roofline import bound_of
+from attnbench.core.roofline import bound_of
 from attnbench.core.units import format_memory, format_percent, format_time
 
 MAX_WINNER = 190  # characters (two lines) of a many-problem sweep's winners; `attnbench show` gives them all

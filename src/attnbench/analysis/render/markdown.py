@@ -5,7 +5,7 @@ meets first, error against float64 and the first call's cost."""
 from __future__ import annotations
 
 from attnbench.analysis.pivot import JobRecord, Problem, launch_note, speedup
-from attnbench.analysis.roofline import bound_of
+from attnbench.core.roofline import bound_of
 from attnbench.core.units import format_percent, format_time
 
 

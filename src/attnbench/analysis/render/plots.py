@@ -1,7 +1,7 @@
 """PNG plots of a sweep (matplotlib): drawn only for what varied, read at a glance.
 
 With a numeric axis (a size that varied: sequence length first): latency, throughput (useful TFLOP/s for
-compute-bound problems, GB/s for memory-bound ones: attnbench.analysis.roofline; with the device's measured ceiling
+compute-bound problems, GB/s for memory-bound ones: attnbench.core.roofline; with the device's measured ceiling
 as a line) and peak memory against it, one line per backend (× compile, × whatever else varied); log₂ where the sizes
 double. Without one: a bar chart of the medians. Every axis is in one unit chosen from its data, with plain tick
 labels; the title says what the jobs shared (model, mode, dtype, problem, device); a job that did not run is an ×
@@ -17,7 +17,7 @@ from pathlib import Path
 from attnbench.analysis.pivot import JobRecord, problem_keys, problem_of, short
 from attnbench.analysis.render.plot_axes import plain_ticks, size_axis, unit_for
 from attnbench.analysis.render.plot_labels import not_run, subtitle, wrapped
-from attnbench.analysis.roofline import bound_of
+from attnbench.core.roofline import bound_of
 from attnbench.core.units import format_time
 
 AXES = ("shape.seq_len", "shape.q_len", "shape.batch", "shape.heads", "shape.kv_heads", "shape.head_dim")

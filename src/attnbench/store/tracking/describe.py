@@ -8,7 +8,8 @@ no number. A sweep's parent gets the report's summary (attnbench.analysis.sweep_
 from __future__ import annotations
 
 from attnbench.core.record import Record, is_approximate
-from attnbench.core.units import format_flops, format_time
+from attnbench.core.roofline import bound_of
+from attnbench.core.units import format_time
 
 NOTE = "mlflow.note.content"
 MAX_REASON = 300  # the Description column shows the start; the full reason is the `reason` tag
@@ -31,15 +32,15 @@ def terminal_status(status: str) -> str:
 
 
 def job_description(record: Record) -> str:
-    """`122.5 µs · 140 TFLOP/s · flash` for an ok job, said first where it is approximate (with its error against
-    softmax) or contended; `unsupported: <reason>` otherwise."""
+    """`122.5 µs · 140 TFLOP/s · flash` for an ok job (`61.2 µs · 2.9 TB/s · ...` where its problem is memory-bound,
+    as the report reads it: attnbench.core.roofline), said first where it is approximate (with its error
+    against softmax) or contended; `unsupported: <reason>` otherwise."""
     status, metrics, tags = record.status, record.metrics, record.tags
     if status != "ok":
         reason = " ".join(str(record.reason or "").split())
         cut = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
         return f"{status}: {cut}" if cut else status
-    parts = [format_time(metrics.get("median_us")), format_flops(metrics.get("tflops")),
-             tags.get("kernel", "")]
+    parts = [format_time(metrics.get("median_us")), bound_of([record]).throughput(record), tags.get("kernel", "")]
     if is_approximate(tags):
         error = metrics.get("rel_l2_err")
         parts.insert(0, "approximate" + (f" (error {error:.2g} vs softmax)" if error is not None else ""))

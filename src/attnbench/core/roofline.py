@@ -12,14 +12,24 @@ Attention's intensity does not depend on the head dimension: a square problem do
 ~2·(heads / kv_heads) / (bytes per element): a few FLOP/byte, below every card's ridge. Where no ceiling is known (a
 CPU, MPS, a card attnbench has no figures for) there is no ridge to compare with, and only that case is certain:
 a decode step is memory-bound, anything else is read in TFLOP/s.
+
+A job is anything with `metrics`, `params` and `tags` (a Record as a job writes it, a JobRecord as a report
+reads it): one job's description in MLflow and a sweep's report read its throughput by the same rule.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, Sequence
 
-from attnbench.analysis.pivot import JobRecord
+from attnbench.core.record import is_approximate
 from attnbench.core.units import format_bandwidth, format_flops
+
+
+class Job(Protocol):
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
 
 # (peak TFLOP/s, peak GB/s, what they are), the measured ceilings first.
 CEILINGS = (("device_peak_tflops", "device_peak_gbps", "measured ceilings"),
@@ -44,12 +54,12 @@ class Bound:
     def unit(self) -> str:
         return "GB/s" if self.memory else "TFLOP/s"
 
-    def throughput(self, job: JobRecord) -> str:
+    def throughput(self, job: Job) -> str:
         """`3.3 TB/s` or `140 TFLOP/s`: the job's throughput, its unit scaled."""
         value = job.metrics.get(self.metric)
         return format_bandwidth(value) if self.memory else format_flops(value)
 
-    def share_of_peak(self, job: JobRecord) -> float | None:
+    def share_of_peak(self, job: Job) -> float | None:
         """That throughput as a percentage of the measured ceiling, else of the datasheet's; None where neither."""
         kind = "gbps" if self.memory else "tflops"
         return next((job.metrics[name] for name in (f"pct_device_peak_{kind}", f"pct_datasheet_{kind}")
@@ -63,7 +73,7 @@ class Bound:
 COMPUTE = Bound(False, "no job measured its work")
 
 
-def intensity(job: JobRecord) -> float | None:
+def intensity(job: Job) -> float | None:
     """FLOP per byte of minimum traffic (recorded, or from the work and traffic of records that predate it)."""
     m = job.metrics
     if "arith_intensity" in m:
@@ -71,7 +81,7 @@ def intensity(job: JobRecord) -> float | None:
     return m["gflop"] / m["gbyte"] if m.get("gflop") and m.get("gbyte") else None
 
 
-def ridge(jobs: list[JobRecord]) -> tuple[float, str] | None:
+def ridge(jobs: Sequence[Job]) -> tuple[float, str] | None:
     """(FLOP per byte where the two ceilings meet, whose ceilings), from the first jobs that recorded both."""
     for flops, gbps, source in CEILINGS:
         for job in jobs:
@@ -80,10 +90,10 @@ def ridge(jobs: list[JobRecord]) -> tuple[float, str] | None:
     return None
 
 
-def bound_of(jobs: list[JobRecord]) -> Bound:
+def bound_of(jobs: Sequence[Job]) -> Bound:
     """The bound of one problem's jobs, from its exact jobs' intensity (an approximate backend counts its own
     formula's work, not the problem's)."""
-    exact = [j for j in jobs if not j.approximate and intensity(j) is not None]
+    exact = [j for j in jobs if not is_approximate(j.tags) and intensity(j) is not None]
     measured = exact or [j for j in jobs if intensity(j) is not None]
     if not measured:
         return COMPUTE
