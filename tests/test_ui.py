@@ -118,9 +118,45 @@ def test_the_parent_run_page_shows_the_winner_the_statuses_and_the_plot(sweep, u
             expect(image).to_be_visible()
             # served by the tracking server and decoded: a broken link would leave naturalWidth at 0
             page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=image.element_handle())
+            # whole, at its own size: the description column is as wide as the window leaves it, and a wider image
+            # widened it past the window's edge, cutting every line of text with it
+            assert image.evaluate("image => image.getBoundingClientRect().right <= window.innerWidth && "
+                                  "image.getBoundingClientRect().width == image.naturalWidth")
+        legend = page.get_by_text("Median per call (device time on CUDA", exact=False)
+        assert legend.evaluate("text => text.getBoundingClientRect().right <= window.innerWidth")
+        pivot = page.locator("table").filter(has_text="winner").first
+        assert pivot.evaluate(SMALLEST_GAP) >= 8  # px between one cell's text and the next's, in any row
         # back up to the winner, as the page opens: the screenshot is the description's first screen
         page.get_by_text(winner, exact=True).evaluate("line => line.scrollIntoView({block: 'end'})")
         expect(page.get_by_text(winner, exact=True)).to_be_in_viewport()
+
+
+# The narrowest space, in pixels, between the text of two neighbouring cells of a table's rows (the glyphs' boxes,
+# spaces left out): MLflow draws markdown tables without padding, and `24.9 µs 2.51×` ran into the next cell.
+SMALLEST_GAP = """table => {
+  let smallest = Infinity;
+  for (const row of table.rows) {
+    let previous = null;
+    for (const cell of row.cells) {
+      let left = Infinity, right = -Infinity;
+      const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const start = node.textContent.search(/\\S/), end = node.textContent.trimEnd().length;
+        if (start < 0) continue;
+        const range = document.createRange();
+        range.setStart(node, start);
+        range.setEnd(node, end);
+        const box = range.getBoundingClientRect();
+        left = Math.min(left, box.left);
+        right = Math.max(right, box.right);
+      }
+      if (left === Infinity) continue;
+      if (previous !== null) smallest = Math.min(smallest, left - previous);
+      previous = right;
+    }
+  }
+  return smallest;
+}"""
 
 
 def _main_colour(css_colour: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from attnbench.analysis.pivot import JobRecord, Problem, problem_keys, problem_of, summarise, winners_line
 from attnbench.analysis.render.csv_table import to_csv
-from attnbench.analysis.render.markdown import markdown
+from attnbench.analysis.render.markdown import markdown, spaced_tables
 from attnbench.store.tracking.names import COMMAND
 from attnbench.store.tracking.store import MAX_TAG_VALUE
 from attnbench.store.tracking.sweeps import SweepProblem, one_per_case, records, sweep_of
@@ -85,7 +85,8 @@ def _summary(problems: list[Problem], jobs: list[JobRecord], title: str, baselin
     """The markdown summary. With run_id, plots are linked through the tracking server (for the run page, which
     renders its description as markdown: `get-artifact` is the server's artifact route, relative to the page);
     without, as files beside summary.md. Without kernel_table, the per-job table is a pointer to the file."""
-    lines = [winners_line(problems), "", markdown(problems, title, baseline, kernel_table), ""]
+    tables = markdown(problems, title, baseline, kernel_table)
+    lines = [winners_line(problems), "", spaced_tables(tables) if run_id else tables, ""]
     lines += _not_timed(jobs)
     if plots:
         lines += [" ".join(f"![{PLOT_TITLES.get(name, name)}]({_link(name, run_id)})" for name in plots), ""]

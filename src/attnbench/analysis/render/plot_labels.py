@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from attnbench.analysis.pivot import JobRecord, problem_keys, problem_of
 
-NOTE_WIDTH = 140  # characters of a note's line at the notes' font size, within the figure's width
+NOTE_WIDTH = 112  # characters of a note's line at the notes' font size, within the figure's width
 REASON_CHARS = 200  # a reason longer than this is cut: the report and summary.csv hold it whole
 
 

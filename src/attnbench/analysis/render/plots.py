@@ -6,7 +6,8 @@ as a line) and peak memory against it, one line per backend (× compile, × what
 double. Without one: a bar chart of the medians. Every axis is in one unit chosen from its data, with plain tick
 labels; the title says what the jobs shared (model, mode, dtype, problem, device); a job that did not run is an ×
 at the bottom of the plot at its size (a bar chart: a row without a bar), and a note under the plot says why.
-Figures are 1210 px wide: whole on a 1280-px screen or page.
+Figures are 990 px wide: whole on a 1280-px screen or page, and in the run page's description column beside
+MLflow's sidebar.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from attnbench.core.roofline import bound_of
 from attnbench.core.units import format_time
 
 AXES = ("shape.seq_len", "shape.q_len", "shape.batch", "shape.heads", "shape.kv_heads", "shape.head_dim")
-WIDTH_IN, DPI = 11.0, 110  # 1210 px
+WIDTH_IN, DPI = 9.0, 110  # 990 px: whole beside MLflow's sidebar in a 1280-px window
 PLOT_HEIGHT_IN = 5.0
 NOTE_LINE_IN = 0.16  # the height of one line of notes (8 pt)
 NOT_RUN_Y = 0.025  # where a job that did not run is marked: this share of the plot's height from its bottom
@@ -159,7 +160,7 @@ def _approximate_label(label: str, jobs: list[JobRecord]) -> str:
 
 
 def _figure(notes: list[str], height_in: float = PLOT_HEIGHT_IN, heading: str = "Did not run (×):"):
-    """A figure 1210 px wide: the plot, and under it a panel of notes (none without notes)."""
+    """A figure 990 px wide: the plot, and under it a panel of notes (none without notes)."""
     import matplotlib.pyplot as plt
 
     text = wrapped(notes)
