@@ -94,7 +94,9 @@ slurm-down: install ## cancel its jobs and stop the cluster of make slurm-up
 
 # The offline GPU host's Python; its torch, numpy and rich are expected to be there already.
 GPU_PYTHON_VERSION ?= 3.12
-GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.0 mlflow-skinny sqlalchemy alembic pytest hydra-joblib-launcher joblib hydra-submitit-launcher submitit
+# The venv's MLflow version: a store written on the GPU host must open here (a newer MLflow migrates its schema).
+MLFLOW_VERSION := $(shell $(BIN)/python -c "import importlib.metadata as m; print(m.version('mlflow'))" 2>/dev/null)
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.0 mlflow-skinny$(if $(MLFLOW_VERSION),==$(MLFLOW_VERSION)) sqlalchemy alembic pytest hydra-joblib-launcher joblib hydra-submitit-launcher submitit
 
 gpu-wheels: ## wheels of hydra/omegaconf/mlflow/pytest for an offline GPU host that already has torch (.whl/)
 	mkdir -p .whl
