@@ -51,3 +51,17 @@ def test_too_few_samples_claim_nothing():
     # 2 samples a side that do not overlap: the same kernel does this by chance one time in 3
     assert compare([10.0, 11.0], [20.0, 21.0]).verdict == "same"
     assert compare([10.0, 11.0, 10.5, 10.2, 10.8], [20.0, 21.0, 20.5, 20.2, 20.8]).verdict == "slower"
+
+
+def test_judging_samples_loads_no_torch():
+    """The sweep's own process judges its jobs' samples for the report: torch cost it ~2 s of import there."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from attnbench.analysis import sweep_report\n"
+            "from attnbench.core.timing.noise import compare\n"
+            "assert compare([1.0, 1.1, 1.0, 1.2, 1.1], [2.0, 2.1, 2.0, 2.2, 2.1]).verdict == 'slower'\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from attnbench.core.errors import Unsupported
-from attnbench.core.timing import Stats, first_call, measure, methods_for, timer
+from attnbench.core.timing import timer
+from attnbench.core.timing.stats import Stats
+from attnbench.core.timing.timer import first_call, measure, methods_for
 from attnbench.core.timing.timer import warm_up
 from attnbench.harness.config import TimingConfig, TimingMethod
 

@@ -10,7 +10,7 @@ import torch
 from attnbench.core.backends.sdpa import is_no_kernel_error, kernel_family
 from attnbench.core.correctness import compare
 from attnbench.core.metrics import tflops_per_s
-from attnbench.core.timing import Stats
+from attnbench.core.timing.stats import Stats
 from attnbench.store.tracking.store import MAX_PARAM_VALUE, chunks, flatten, safe_name
 
 

@@ -54,7 +54,7 @@ class Pair:
         if self.a.ok and self.b.ok:
             if not (self.a.headline_samples and self.b.headline_samples):
                 return "unjudged (no samples)"
-            from attnbench.core.timing.noise import compare  # torch: only when there is something to judge
+            from attnbench.core.timing.noise import compare  # numpy: only when there is something to judge
 
             return compare(self.a.headline_samples, self.b.headline_samples).verdict
         if self.a.ok:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from attnbench.core.record import Record, is_approximate
 from attnbench.core.units import format_time
 
-if TYPE_CHECKING:  # noise imports torch: only when a verdict is needed, not for the sweep process's start-up
+if TYPE_CHECKING:  # noise imports numpy: only when a verdict is needed, not for the sweep process's start-up
     from attnbench.core.timing.noise import Comparison
 
 # Params that say how a job was run or recorded, or which implementation ran it: not part of the problem.
@@ -126,7 +126,7 @@ def short(key: str) -> str:
 
 def _versus(baseline: JobRecord, job: JobRecord) -> Comparison | None:
     if baseline.headline_samples and job.headline_samples:
-        # Imported here: the bootstrap needs torch, which a process that only formats numbers should not pay for.
+        # Imported here: the bootstrap needs numpy, which a process that only formats numbers should not pay for.
         from attnbench.core.timing.noise import compare
 
         return compare(baseline.headline_samples, job.headline_samples)

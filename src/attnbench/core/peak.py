@@ -12,7 +12,7 @@ import torch
 
 from attnbench.core.files import write_atomically
 from attnbench.core.spec import Timing
-from attnbench.core.timing import measure
+from attnbench.core.timing.timer import measure
 
 # Dense (no sparsity) tensor-core TFLOP/s for fp16/bf16, plain fp32 TFLOP/s, and memory GB/s, by the
 # name torch.cuda.get_device_name() reports.

@@ -18,7 +18,7 @@ from attnbench.core.masks import get_mask
 from attnbench.core.models import Model, get_model
 from attnbench.core.problem import Problem
 from attnbench.core.spec import JobSpec, Timing
-from attnbench.core.timing import methods_for
+from attnbench.core.timing.timer import methods_for
 
 
 @dataclass

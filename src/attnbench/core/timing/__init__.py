@@ -1,6 +1,3 @@
-"""Timing: how a callable's latency is measured (timer) and summarised (stats)."""
-
-from attnbench.core.timing.stats import Stats
-from attnbench.core.timing.timer import Measurement, first_call, measure, methods_for
-
-__all__ = ["Measurement", "Stats", "first_call", "measure", "methods_for"]
+"""Timing: how a callable's latency is measured (timer), summarised (stats) and told apart from another's (noise),
+and what the host and the GPU did meanwhile (watch). Import the module you need: `noise` and `stats` load no torch,
+so a report can judge samples without it."""
