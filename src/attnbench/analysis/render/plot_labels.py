@@ -62,6 +62,18 @@ def not_run(jobs: list[JobRecord], where: bool = True) -> list[str]:
     return notes
 
 
+def launch_bound(jobs: list[JobRecord]) -> str:
+    """Where the timed calls were launch-bound, which the report's tables compare by wall time per call while a
+    latency plot draws device time (what scales with the problem); empty where none was."""
+    keys = problem_keys(jobs)
+    problems = list(dict.fromkeys(problem_of(j, keys) for j in jobs if j.ok and j.launch_bound))
+    if not problems:
+        return ""
+    at = f" at {_where(problems)}" if keys else ""
+    return (f"Launch-bound{at} (the GPU waited for the host between calls): the points are the device's time (CUDA "
+            "events); the report's tables compare those problems by wall time per call.")
+
+
 def _where(problems: list[str]) -> str:
     """`seq_len 64, 128` for one key; the problems as they are for more."""
     keys = {p.split("=")[0] for p in problems}

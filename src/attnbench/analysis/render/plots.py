@@ -17,7 +17,7 @@ from pathlib import Path
 
 from attnbench.analysis.pivot import JobRecord, problem_keys, problem_of, short
 from attnbench.analysis.render.plot_axes import plain_ticks, size_axis, unit_for
-from attnbench.analysis.render.plot_labels import not_run, subtitle, wrapped
+from attnbench.analysis.render.plot_labels import launch_bound, not_run, subtitle, wrapped
 from attnbench.core.roofline import bound_of
 from attnbench.core.units import format_time
 
@@ -137,7 +137,7 @@ def _shared_limits(ok: list[JobRecord], scale: float) -> tuple[float, float]:
 def tflops_label(records: list[JobRecord]) -> str:
     """An approximate backend's TFLOP/s count its own formula's FLOPs, not softmax attention's useful ones."""
     if any(r.approximate for r in records):
-        return "useful FLOP/s (dashed, approximate: their own formula's FLOPs)"
+        return "useful FLOP/s\n(dashed, approximate: their own formula's FLOPs)"  # two lines: one is taller than 5 in
     return "useful FLOP/s"
 
 
@@ -159,11 +159,14 @@ def _approximate_label(label: str, jobs: list[JobRecord]) -> str:
     return label + (f" (approximate, error ≤ {max(errors):.2g} vs softmax)" if errors else " (approximate)")
 
 
-def _figure(notes: list[str], height_in: float = PLOT_HEIGHT_IN, heading: str = "Did not run (×):"):
-    """A figure 990 px wide: the plot, and under it a panel of notes (none without notes)."""
+def _figure(notes: list[str], height_in: float = PLOT_HEIGHT_IN, heading: str = "Did not run (×):",
+            after: str = ""):
+    """A figure 990 px wide: the plot, and under it a panel of notes, the jobs that did not run under `heading`, then
+    `after` (none without either)."""
     import matplotlib.pyplot as plt
 
-    text = wrapped(notes)
+    sections = ([f"{heading}\n{wrapped(notes)}"] if notes else []) + ([wrapped([after])] if after else [])
+    text = "\n".join(sections)
     lines = text.count("\n") + 1 if text else 0
     notes_in = NOTE_LINE_IN * (lines + 1) if lines else 0.0
     fig = plt.figure(figsize=(WIDTH_IN, height_in + notes_in), layout="constrained")
@@ -172,7 +175,7 @@ def _figure(notes: list[str], height_in: float = PLOT_HEIGHT_IN, heading: str = 
     grid = fig.add_gridspec(2, 1, height_ratios=[height_in, notes_in])
     ax, panel = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
     panel.axis("off")
-    panel.text(0.01, 1, f"{heading}\n{text}", va="top", ha="left", fontsize=8, transform=_figure_left(panel))
+    panel.text(0.01, 1, text, va="top", ha="left", fontsize=8, transform=_figure_left(panel))
     return fig, ax
 
 
@@ -207,7 +210,7 @@ class _Plot:
     def draw(self, metric: str, quantity: str, path: Path, ceiling: tuple[float | None, str] = (None, "")) -> Path:
         from matplotlib.transforms import blended_transform_factory
 
-        fig, ax = _figure(self.notes)
+        fig, ax = _figure(self.notes, after=launch_bound(self.records) if metric == "median_us" else "")
         limit, limit_name = ceiling
         values = [j.metrics[metric] for jobs in self.lines.values() for j in jobs if j.ok and metric in j.metrics]
         scale, unit = unit_for(metric, values, log=metric == "median_us")
@@ -239,7 +242,8 @@ class _Plot:
             ax.set_ylim(bottom=0)  # a rate from zero: how far apart two lines are reads true
         plain_ticks(ax.yaxis, log=metric == "median_us")
         ax.set_xlabel(short(self.axis))
-        ax.set_ylabel(f"{quantity} ({unit})")
+        first, *rest = quantity.split("\n")
+        ax.set_ylabel("\n".join([f"{first} ({unit})", *rest]))
         _titled(ax, self.title, self.records)
         ax.grid(True, which="both", alpha=0.3)
         if any(j.contended for j in self.records if j.ok):
