@@ -156,8 +156,8 @@ def test_the_ui_view_shows_the_sweeps_jobs_with_the_columns_that_answer(sweep, c
     state = json.loads(saved["state"])
     assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`median_us`", True)
-    assert state["selectedColumns"] == ["attributes.`Description`", "tags.`status`", "metrics.`median_us`",
-                                        "metrics.`tflops`", "params.`backend.name`", "params.`shape.seq_len`"]
+    assert state["selectedColumns"] == ["attributes.`Description`", "params.`shape.seq_len`", "tags.`status`",
+                                        "metrics.`median_us`", "metrics.`tflops`", "params.`backend.name`"]
     assert saved["name"] == f"attnbench: {parent.info.run_name}" and isinstance(saved["createdAt"], int)
 
 

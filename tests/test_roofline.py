@@ -120,7 +120,7 @@ def test_a_description_too_long_for_the_per_job_table_keeps_the_pivot():
     assert len(whole) > 8000  # 80 jobs: the per-job table alone is past what MLflow keeps of a description
     shorter = _summary(problems, jobs, "decode", None, None, [], "run", kernel_table=False)
     assert len(shorter) <= 8000 and _fit(shorter, problems) == shorter
-    assert "| problem | flash | cudnn | winner |" in shorter and "side by side" in shorter
+    assert "| problem&emsp; | flash&emsp; | cudnn&emsp; | winner&emsp; |" in shorter and "side by side" in shorter
 
 
 def test_the_ui_view_shows_gb_per_s_for_a_memory_bound_sweep():

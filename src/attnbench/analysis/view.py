@@ -35,7 +35,7 @@ LOCAL_UI = "http://127.0.0.1:5000"  # `make ui`
 # The runs table's own columns: the run's name and start (pinned to the left) and its duration.
 RUN_NAME, CREATED, DURATION = "attributes.`Run Name`", "runDateAndNestInfo", "duration"
 DESCRIPTION, STATUS = "attributes.`Description`", "tags.`status`"
-ALWAYS_SHOWN = [DESCRIPTION, STATUS, "metrics.`median_us`"]
+MEDIAN = "metrics.`median_us`"
 # Pixels per character of the table's 12-px font where it is widest (DejaVu Sans, Chromium's sans-serif on Linux): a
 # digit 7.4, a description's mix 6.2, a short word's letters up to 7; plus the cell's padding, 11 px a side.
 PADDING_PX, DIGIT_PX, TEXT_PX, WORD_PX = 24, 7.5, 6.2, 7
@@ -43,8 +43,9 @@ NAME_MARK_PX = 20  # the run's colour dot before its name
 
 
 def columns(runs: list) -> list[str]:
-    """The description, status, median and throughput (TFLOP/s, GB/s for memory-bound problems, both where the sweep
-    has both: attnbench.core.roofline), then the params that varied: implementation, then problem."""
+    """The description, the problem's params that varied (which problem a row's number is for: rows are sorted by
+    median across problems), status, median and throughput (TFLOP/s, GB/s for memory-bound problems, both where the
+    sweep has both: attnbench.core.roofline), then the implementation's params that varied."""
     jobs = [JobRecord(run.info.run_name or "", dict(run.data.params), dict(run.data.metrics), dict(run.data.tags))
             for run in runs]
     keys = problem_keys(jobs)
@@ -54,7 +55,8 @@ def columns(runs: list) -> list[str]:
     memory = {bound_of(found).memory for found in problems.values()} or {False}
     throughput = [f"metrics.`{metric}`" for metric, bound in (("tflops", False), ("gbps", True)) if bound in memory]
     implementation = [k for k in varied(jobs) if k.startswith("backend.") or k in IMPLEMENTATION]
-    return ALWAYS_SHOWN + throughput + [f"params.`{k}`" for k in implementation + keys]
+    return ([DESCRIPTION, *(f"params.`{k}`" for k in keys), STATUS, MEDIAN, *throughput]
+            + [f"params.`{k}`" for k in implementation])
 
 
 def _px(texts, per_char: float, least: int, most: int) -> int:
@@ -71,6 +73,9 @@ def widths(runs: list, shown: list[str]) -> dict[str, int]:
              DESCRIPTION: _px([t.get(NOTE, "") for t in tags if t.get("status") == "ok"], TEXT_PX, 200, 360),
              STATUS: _px([t.get("status", "") for t in tags], WORD_PX, 80, 160)}
     for column in shown:
+        if column.startswith("params."):  # as wide as its header (the param's key) or its longest value
+            key = column[len("params.`"):-1]
+            found[column] = _px([key, *(run.data.params.get(key, "") for run in runs)], WORD_PX, 80, 200)
         if column.startswith("metrics."):
             key = column[len("metrics.`"):-1]
             found[column] = _px([repr(run.data.metrics[key]) for run in runs if key in run.data.metrics], DIGIT_PX,
@@ -82,7 +87,7 @@ def view_state(parent_id: str, runs: list) -> dict:
     shown = columns(runs)
     return {
         "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_id}'",  # the sweep's jobs, flat: their parent is not listed
-        "orderByKey": "metrics.`median_us`",
+        "orderByKey": MEDIAN,
         "orderByAsc": True,
         "startTime": "ALL",
         "lifecycleFilter": "Active",
