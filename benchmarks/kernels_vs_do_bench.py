@@ -7,7 +7,7 @@ which also clears the L2 before each call), the two interleaved `--repeats` time
 moves by ~10% with the card's clock as its power rises, so two timers run one after the other disagree by that
 much. `MHz`: the lowest SM clock NVML saw during attnbench's runs. Libraries that do not import are skipped.
 
-    python benchmarks/kernels_vs_do_bench.py [--repeats 3]
+    python benchmarks/kernels_vs_do_bench.py [--repeats 3] [--only "flashinfer decode"]
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ CALLS = {"fa4": fa4_call, "flashinfer": flashinfer_call}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="", help="rows whose 'backend problem' contains this text")
     args = parser.parse_args()
     from triton.testing import do_bench
 
@@ -107,6 +108,8 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for backend, plain in CALLS.items():
             for name, (shape, mode) in PROBLEMS.items():
+                if args.only not in f"{backend} {name}":
+                    continue
                 overrides = ["device=cuda", "model=attention", "dtype=bfloat16", f"backend={backend}", f"mode={mode}",
                              "timing.method=events", *shape]
                 try:
