@@ -65,3 +65,19 @@ def test_judging_samples_loads_no_torch():
             "print('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_report_bootstraps_each_jobs_samples_once():
+    """Each job is compared with the baseline and the runner-up in the pivot, the table and the winner line: its
+    interval was computed a dozen times (2.9 s of a six-job GPU sweep's end)."""
+    from attnbench.analysis.pivot import JobRecord, summarise
+    from attnbench.analysis.render.markdown import markdown
+    from attnbench.core.timing import noise
+
+    jobs = [JobRecord(name=name, params={"backend.name": name}, metrics={"median_us": median},
+                      tags={"status": "ok", "timing.headline": "events"}, samples={"events": _samples(median, 1, seed=i)})
+            for i, (name, median) in enumerate([("math", 900), ("flash", 100), ("cudnn", 90), ("efficient", 300)])]
+    noise._interval.cache_clear()
+    markdown(summarise(jobs), "t")
+    assert noise._interval.cache_info().misses == len(jobs)
+    assert noise._interval.cache_info().hits > len(jobs)  # asked again, answered from the first computation
