@@ -39,6 +39,10 @@ def _sweep(q_len: int | None = None) -> list[JobRecord]:
         _job("efficient", seq_len, 0, "unsupported", q_len, "memory-efficient attention runs on CUDA only"))]
 
 
+def _inside(box, figure) -> bool:
+    return box.x0 >= figure.x0 and box.x1 <= figure.x1 and box.y1 <= figure.y1
+
+
 @pytest.fixture
 def drawn(monkeypatch):
     """The figures plot_sweep saves, by file name, with their tick labels, title and legend as saved."""
@@ -58,7 +62,8 @@ def drawn(monkeypatch):
             "offsets": [ax.xaxis.get_offset_text().get_text(), ax.yaxis.get_offset_text().get_text()],
             "ylabel": ax.get_ylabel(), "xlabel": ax.get_xlabel(), "title": ax.get_title(),
             "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
-            "text": " ".join(t.get_text() for a in fig.axes for t in a.texts)}
+            "text": " ".join(t.get_text() for a in fig.axes for t in a.texts),
+            "title_inside": _inside(ax.title.get_window_extent(), fig.bbox)}
 
     monkeypatch.setattr(Figure, "savefig", keep)
     return figures
@@ -82,6 +87,18 @@ def test_titles_say_the_model_mode_dtype_problem_and_device(tmp_path, drawn):
     plots.plot_sweep(_sweep(), tmp_path, "seqlen")
     assert drawn["latency.png"]["title"] == "seqlen\nattention · fwd · bfloat16 · B2 H4 S* D64 causal (* varies) · " \
                                             "Some CPU (cpu)"
+
+
+def test_a_long_title_wraps_inside_the_figure(tmp_path, drawn):
+    """A decode sweep on a CPU with a long name: the subtitle, centred over the plot beside its legend, ran past the
+    figure's left edge (`ntion · fwd · ...`)."""
+    jobs = _sweep(q_len=1)
+    for job in jobs:
+        job.tags["env.device_name"] = "Intel(R) Xeon(R) Platinum 8480+ Processor"
+    plots.plot_sweep(jobs, tmp_path, "sweep decode")
+    for name, figure in drawn.items():
+        assert figure["title_inside"], (name, figure["title"])
+    assert "\n" in drawn["latency.png"]["title"].split("\n", 1)[1]  # the subtitle on two lines
 
 
 def test_every_backend_that_did_not_run_is_marked_with_why(tmp_path, drawn):

@@ -187,9 +187,17 @@ def _figure_left(panel):
     return blended_transform_factory(panel.figure.transFigure, panel.transAxes)
 
 
+TITLE_CHARS = 80  # a title line centred over the plot (the legend takes the figure's right third) stays inside it
+
+
 def _titled(ax, title: str, records: list[JobRecord]) -> None:
-    context = subtitle(records)
-    ax.set_title(f"{title}\n{context}" if context else title, fontsize=11)
+    lines = [title]
+    for part in subtitle(records).split(" · ") if records else []:  # broken between its parts, never inside one
+        if len(lines) > 1 and len(lines[-1]) + 3 + len(part) <= TITLE_CHARS:
+            lines[-1] += f" · {part}"
+        elif part:
+            lines.append(part)
+    ax.set_title("\n".join(lines), fontsize=11)
 
 
 def _save(fig, path: Path) -> Path:
