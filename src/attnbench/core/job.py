@@ -24,9 +24,8 @@ from attnbench.core.peak import measured_peaks
 from attnbench.core.pytorch_warnings import recorded_warnings
 from attnbench.core.record import Record, Status
 from attnbench.core.spec import JobSpec, Mode
-from attnbench.core.timing.timer import first_call, measure
 from attnbench.core.timing.profiling import profile_call
-from attnbench.core.timing.timer import l2_flush_buffer, warm_up
+from attnbench.core.timing.timer import first_call, l2_flush_buffer, measure, warm_up
 from attnbench.core.timing.watch import thread_tags, watch
 from attnbench.core.validation import Plan, validate
 
