@@ -301,3 +301,18 @@ def test_a_flashinfer_job_times_the_library_call_alone(compose_cfg, on_cpu, monk
     record = job_with(compose_cfg, on_cpu("flashinfer"), "mask=causal", *extra)
     assert record.status == "ok" and record.tags["check"] == "exact", record.reason
     assert len(seen) > 10 and all(q is seen[0] for q in seen)
+
+
+def test_a_gradient_enters_the_librarys_layout_whatever_the_outputs_strides(monkeypatch):
+    """xFormers' grouped output (B, M, G, H/G, K) in another memory order: `leave`'s reshape then copies, and a
+    gradient written through that copy never reached the library's layout (a sampled check's own backward ran on
+    uninitialised memory: poisoned here with NaN, so that it shows every time)."""
+    from attnbench.core.job import Step
+
+    empty_like = torch.empty_like
+    monkeypatch.setattr(torch, "empty_like", lambda t, **kwargs: empty_like(t, **kwargs).fill_(float("nan")))
+    out = torch.randn(2, 16, 2, 2, 8).permute(0, 3, 2, 1, 4).contiguous().permute(0, 3, 2, 1, 4)  # (B, M, G, H/G, K)
+    step = Step(forward=lambda: out, args=(), wrt=[], out=out,
+                leave=lambda o: o.reshape(o.shape[0], o.shape[1], 4, 8).transpose(1, 2))  # as xFormers' backend's
+    grad = torch.randn(2, 4, 16, 8)
+    assert torch.equal(step.leave(step.entered(grad)), grad)

@@ -97,11 +97,13 @@ class Step:
     grad_out: torch.Tensor | None = None
 
     def entered(self, grad: torch.Tensor) -> torch.Tensor:
-        """A gradient of the model's output, in the layout of `forward`'s output (written through `leave`'s view)."""
+        """A gradient of the model's output, in the layout of `forward`'s output: `leave`'s own backward, exact for
+        its reshapes and transposes whether they view the output or copy it."""
         if self.leave is as_is:
             return grad
-        native = torch.empty_like(self.out)
-        self.leave(native).copy_(grad)
+        with torch.enable_grad():
+            out = torch.empty_like(self.out).requires_grad_()  # the output's strides: leave sees the same layout
+            (native,) = torch.autograd.grad(self.leave(out), out, grad)
         return native
 
     def call(self, mode: Mode) -> Callable[[], object]:
