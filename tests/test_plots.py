@@ -63,7 +63,10 @@ def drawn(monkeypatch):
             "ylabel": ax.get_ylabel(), "xlabel": ax.get_xlabel(), "title": ax.get_title(),
             "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
             "text": " ".join(t.get_text() for a in fig.axes for t in a.texts),
-            "title_inside": _inside(ax.title.get_window_extent(), fig.bbox)}
+            "title_inside": _inside(ax.title.get_window_extent(), fig.bbox),
+            "error_bars": [segment for collection in ax.collections if hasattr(collection, "get_segments")
+                           for segment in collection.get_segments()
+                           if len(segment) == 2 and segment[0][0] == segment[1][0]]}  # vertical: (x, low), (x, high)
 
     monkeypatch.setattr(Figure, "savefig", keep)
     return figures
@@ -99,6 +102,35 @@ def test_a_long_title_wraps_inside_the_figure(tmp_path, drawn):
     for name, figure in drawn.items():
         assert figure["title_inside"], (name, figure["title"])
     assert "\n" in drawn["latency.png"]["title"].split("\n", 1)[1]  # the subtitle on two lines
+
+
+def _launch_bound_sweep(with_wall: bool) -> list[JobRecord]:
+    """Events medians of 30 and 60 µs, steady (0.1 %); wall times per call twice that, scattered by 30 %."""
+    jobs = []
+    for seq_len in (512, 1024):
+        for backend, events in (("cudnn", 30.0), ("flash", 60.0)):
+            job = _job(backend, seq_len, events)
+            rng = random.Random(seq_len + len(backend))
+            job.samples = {"events": [rng.gauss(events, events * 0.001) for _ in range(51)],
+                           "wall": [rng.gauss(2 * events, 0.6 * events) for _ in range(51)] if with_wall else []}
+            job.tags |= {"timing.headline": "events", "launch_bound": "events 30 µs against 12 µs of kernels"}
+            job.metrics |= {"wall_median_us": 2 * events} if with_wall else {}
+            jobs.append(job)
+    return jobs
+
+
+@pytest.mark.parametrize("with_wall", [True, False])
+def test_a_latency_line_is_device_time_and_says_when_the_tables_compare_wall_time(tmp_path, drawn, with_wall):
+    from attnbench.analysis.pivot import summarise
+
+    jobs = _launch_bound_sweep(with_wall)
+    summarise(jobs)  # as the report does first: launch-bound problems compared by wall time, where every job has it
+    plots.plot_sweep(jobs, tmp_path, "seqlen")
+    latency = drawn["latency.png"]
+    assert ("the report's tables compare those problems by wall time per call" in latency["text"]) is with_wall
+    assert len(latency["error_bars"]) == len(jobs)
+    for (x, low), (_, high) in latency["error_bars"]:  # around events medians, by the events' own 0.1 % spread
+        assert high - low < 0.01 * high, (low, high)
 
 
 def test_every_backend_that_did_not_run_is_marked_with_why(tmp_path, drawn):

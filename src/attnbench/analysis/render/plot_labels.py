@@ -63,10 +63,11 @@ def not_run(jobs: list[JobRecord], where: bool = True) -> list[str]:
 
 
 def launch_bound(jobs: list[JobRecord]) -> str:
-    """Where the timed calls were launch-bound, which the report's tables compare by wall time per call while a
-    latency plot draws device time (what scales with the problem); empty where none was."""
+    """The problems the report's tables compare by wall time per call, launch-bound (attnbench.analysis.pivot
+    .compare_by_wall, which the report runs first), while a latency plot draws device time (what scales with the
+    problem); empty where there is none."""
     keys = problem_keys(jobs)
-    problems = list(dict.fromkeys(problem_of(j, keys) for j in jobs if j.ok and j.launch_bound))
+    problems = list(dict.fromkeys(problem_of(j, keys) for j in jobs if j.ok and j.basis == "wall"))
     if not problems:
         return ""
     at = f" at {_where(problems)}" if keys else ""

@@ -228,7 +228,9 @@ class _Plot:
             timed = sorted((j for j in jobs if j.ok and metric in j.metrics), key=self._x)
             xs_all += [self._x(j) for j in jobs]
             if timed:
-                errors = _errors(timed, scale) if metric == "median_us" else None
+                # the headline method's medians (the device's time on CUDA), whatever the tables compare by
+                errors = _errors([j.metrics[metric] for j in timed], [j.samples.get(j.tags.get("timing.headline", ""),
+                                 []) for j in timed], scale) if metric == "median_us" else None
                 style = "--" if any(j.approximate for j in timed) else "-"
                 ax.errorbar([self._x(j) for j in timed], [j.metrics[metric] / scale for j in timed], yerr=errors,
                             marker="o", capsize=3, label=label, linestyle=style, color=color)
@@ -278,7 +280,7 @@ def _bars(records: list[JobRecord], path: Path, title: str) -> Path:
     scale, unit = unit_for("median_us", [r.median_us for r in ok])
     fig, ax = _figure(not_run(records), height_in=max(3.0, 0.42 * len(records) + 1.4), heading="Did not run:")
     ax.barh(labels, [r.median_us / scale if r.ok else 0 for r in records])
-    errors = _errors(ok, scale) if ok else None
+    errors = _errors([r.median_us for r in ok], [r.headline_samples for r in ok], scale) if ok else None
     if errors:
         rows = [i for i, r in enumerate(records) if r.ok]
         ax.errorbar([r.median_us / scale for r in ok], rows, xerr=errors, fmt="none", capsize=3, color="black")
@@ -306,15 +308,16 @@ def _colors(count: int) -> list:
     return [many(i % 20) for i in range(count)]
 
 
-def _errors(jobs: list[JobRecord], scale: float = 1.0) -> list[list[float]] | None:
-    """Distances from each median down and up to its bootstrap interval; None when samples are missing."""
+def _errors(medians: list[float], samples: list[list[float]], scale: float = 1.0) -> list[list[float]] | None:
+    """Distances from each median down and up to its bootstrap interval, from the samples it is the median of; None
+    when samples are missing."""
     from attnbench.core.timing.noise import median_interval
 
-    if not all(j.headline_samples for j in jobs):
+    if not all(samples):
         return None
-    intervals = [median_interval(j.headline_samples) for j in jobs]
-    return [[max(0.0, j.median_us - low) / scale for j, (low, _) in zip(jobs, intervals)],
-            [max(0.0, high - j.median_us) / scale for j, (_, high) in zip(jobs, intervals)]]
+    intervals = [median_interval(found) for found in samples]
+    return [[max(0.0, median - low) / scale for median, (low, _) in zip(medians, intervals)],
+            [max(0.0, high - median) / scale for median, (_, high) in zip(medians, intervals)]]
 
 
 def _first(records: list[JobRecord], metric: str) -> float | None:
