@@ -32,9 +32,10 @@ def terminal_status(status: str) -> str:
 
 
 def job_description(record: Record) -> str:
-    """`122.5 µs · 140 TFLOP/s · flash` for an ok job (`61.2 µs · 2.9 TB/s · ...` where its problem is memory-bound,
-    as the report reads it: attnbench.core.roofline), said first where it is approximate (with its error
-    against softmax) or contended; `unsupported: <reason>` otherwise."""
+    """`122.5 µs · 140 TFLOP/s · flash` for an ok job (`61.2 µs · 2.9 TB/s · ...` where it is memory-bound by the
+    rule the report reads a problem by, attnbench.core.roofline, applied to the job alone: an approximate backend's
+    own formula's intensity, where the report reads its row by the exact jobs' beside it), said first where it is
+    approximate (with its error against softmax) or contended; `unsupported: <reason>` otherwise."""
     status, metrics, tags = record.status, record.metrics, record.tags
     if status != "ok":
         reason = " ".join(str(record.reason or "").split())
