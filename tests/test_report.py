@@ -259,3 +259,17 @@ def test_approximate_backends_are_ranked_apart_with_their_error_and_never_win(tm
     math = next(r for r in children if r.info.run_name == "math")
     linear = next(r for r in children if r.info.run_name == "linear")
     assert float(linear.data.metrics["gflop"]) != pytest.approx(float(math.data.metrics["gflop"]))
+
+
+def test_the_saved_views_description_column_fits_its_text_in_the_tables_font():
+    """Chromium cut `59 µs · 556 MFLOP/s · eager PyTorch ops` in a 265-px column (a guess of 6.2 px a character): its
+    text is 245 px of 12-px DejaVu Sans, and a cell pads 11 px a side."""
+    from types import SimpleNamespace
+
+    from attnbench.analysis.view import DESCRIPTION, widths
+
+    def run(description: str):
+        return SimpleNamespace(info=SimpleNamespace(run_name="naive"), data=SimpleNamespace(
+            params={}, metrics={}, tags={"status": "ok", "mlflow.note.content": description}))
+
+    assert widths([run("59 µs · 556 MFLOP/s · eager PyTorch ops")], [])[DESCRIPTION] >= 245 + 22

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from functools import lru_cache
 
 from attnbench.analysis.pivot import IMPLEMENTATION, JobRecord, problem_keys, problem_of, varied
 from attnbench.core.roofline import bound_of
@@ -36,9 +37,10 @@ LOCAL_UI = "http://127.0.0.1:5000"  # `make ui`
 RUN_NAME, CREATED, DURATION = "attributes.`Run Name`", "runDateAndNestInfo", "duration"
 DESCRIPTION, STATUS = "attributes.`Description`", "tags.`status`"
 MEDIAN = "metrics.`median_us`"
-# Pixels per character of the table's 12-px font where it is widest (DejaVu Sans, Chromium's sans-serif on Linux): a
-# digit 7.4, a description's mix 6.2, a short word's letters up to 7; plus the cell's padding, 11 px a side.
-PADDING_PX, DIGIT_PX, TEXT_PX, WORD_PX = 24, 7.5, 6.2, 7
+# The table's text: 12 px of DejaVu Sans (Chromium's sans-serif on Linux; other systems' are narrower), measured with
+# matplotlib's copy of the font; a cell's padding, 11 px a side, and 4 px to spare. A per-character guess (6.2 px)
+# cut "59 µs · 556 MFLOP/s · eager PyTorch ops" by 2 px. Without matplotlib: 7.5 px a character, the widest digit.
+FONT_PX, PADDING_PX, SPARE_PX, FALLBACK_CHAR_PX = 12, 22, 4, 7.5
 NAME_MARK_PX = 20  # the run's colour dot before its name
 
 
@@ -59,8 +61,30 @@ def columns(runs: list) -> list[str]:
             + [f"params.`{k}`" for k in implementation])
 
 
-def _px(texts, per_char: float, least: int, most: int) -> int:
-    return int(min(most, max(least, PADDING_PX + per_char * max((len(t) for t in texts), default=0))))
+@lru_cache(maxsize=1)
+def _font():
+    try:
+        from matplotlib.font_manager import FontProperties, findfont
+        from matplotlib.ft2font import FT2Font
+
+        return FT2Font(findfont(FontProperties(family="DejaVu Sans"), fallback_to_default=False))
+    except Exception:  # noqa: BLE001 - no matplotlib or no such font: the per-character allowance
+        return None
+
+
+def text_px(text: str) -> float:
+    """The width of `text` in the runs table's font."""
+    font = _font()
+    if font is None:
+        return FALLBACK_CHAR_PX * len(text)
+    font.set_size(FONT_PX, 72)  # 72 dpi: points are pixels
+    font.set_text(text)
+    return font.get_width_height()[0] / 64  # 26.6 fixed point
+
+
+def _px(texts, least: int, most: int) -> int:
+    widest = max((text_px(t) for t in texts), default=0.0)
+    return int(min(most, max(least, PADDING_PX + SPARE_PX + widest + 0.999)))
 
 
 def widths(runs: list, shown: list[str]) -> dict[str, int]:
@@ -69,17 +93,16 @@ def widths(runs: list, shown: list[str]) -> dict[str, int]:
     hover); the statuses; each metric's longest value as the UI writes it (the shortest digits that round-trip, as
     Python's repr). MLflow's own width for the start, 150, fits "14 seconds ago"."""
     tags = [run.data.tags for run in runs]
-    found = {RUN_NAME: NAME_MARK_PX + _px([run.info.run_name or "" for run in runs], WORD_PX, 100, 240),
-             DESCRIPTION: _px([t.get(NOTE, "") for t in tags if t.get("status") == "ok"], TEXT_PX, 200, 360),
-             STATUS: _px([t.get("status", "") for t in tags], WORD_PX, 80, 160)}
+    found = {RUN_NAME: NAME_MARK_PX + _px([run.info.run_name or "" for run in runs], 100, 240),
+             DESCRIPTION: _px([t.get(NOTE, "") for t in tags if t.get("status") == "ok"], 200, 360),
+             STATUS: _px([t.get("status", "") for t in tags], 80, 160)}
     for column in shown:
         if column.startswith("params."):  # as wide as its header (the param's key) or its longest value
             key = column[len("params.`"):-1]
-            found[column] = _px([key, *(run.data.params.get(key, "") for run in runs)], WORD_PX, 80, 200)
+            found[column] = _px([key, *(run.data.params.get(key, "") for run in runs)], 80, 200)
         if column.startswith("metrics."):
             key = column[len("metrics.`"):-1]
-            found[column] = _px([repr(run.data.metrics[key]) for run in runs if key in run.data.metrics], DIGIT_PX,
-                                100, 200)
+            found[column] = _px([repr(run.data.metrics[key]) for run in runs if key in run.data.metrics], 100, 200)
     return found
 
 
